@@ -1,0 +1,14 @@
+//! `configure_networks`: removed from CPI API v1; network changes need a new VM.
+
+use serde_json::Value;
+
+use crate::call::Call;
+use crate::error::{CpiError, Result};
+use crate::rpc::Args;
+
+pub fn run(_call: &Call, _args: &Args) -> Result<Value> {
+    Err(CpiError::not_supported(
+        "configure_networks: changing networks of a running node is not supported; \
+         the director recreates the VM instead",
+    ))
+}

@@ -1,0 +1,14 @@
+//! `current_vm_id`: deprecated, only used by the director's self-snapshot job. A CPI process
+//! cannot tell which node it runs on.
+
+use serde_json::Value;
+
+use crate::call::Call;
+use crate::error::{CpiError, Result};
+use crate::rpc::Args;
+
+pub fn run(_call: &Call, _args: &Args) -> Result<Value> {
+    Err(CpiError::not_implemented(
+        "current_vm_id: the Ironic CPI cannot tell which node the director runs on",
+    ))
+}

@@ -1,0 +1,11 @@
+//! `ping`: the director's RPC layer defines it as a liveness check; it needs nothing.
+
+use serde_json::{json, Value};
+
+use crate::call::Call;
+use crate::error::Result;
+use crate::rpc::Args;
+
+pub fn run(_call: &Call, _args: &Args) -> Result<Value> {
+    Ok(json!("pong"))
+}

@@ -1,0 +1,685 @@
+//! The CPI's configuration: one JSON file, rendered by the BOSH job template with `JSON.dump`.
+//!
+//! Every key and its default is documented in `docs/configuration.md`; keep the two in step.
+//! Unknown keys are refused so that a typo in a manifest property is reported instead of silently
+//! falling back to a default.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::error::{CpiError, Result};
+
+/// A credential: serialised as the plain string (the config file holds it that way), but never
+/// shown by `Debug` or `Display`, so that no log line or error message can carry it.
+#[derive(Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+
+    /// The plain value, for the one place that must send it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl std::fmt::Display for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// Context keys that belong to the director, not to the CPI's configuration.
+pub const RESERVED_CONTEXT_KEYS: [&str; 3] = ["director_uuid", "request_id", "vm"];
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub ironic: IronicConfig,
+    #[serde(default)]
+    pub stemcell_repository: Option<RepositoryConfig>,
+    #[serde(default)]
+    pub metadata_repository: Option<RepositoryConfig>,
+    #[serde(default)]
+    pub registry: Option<RegistryConfig>,
+    #[serde(default)]
+    pub agent: AgentConfig,
+    #[serde(default)]
+    pub defaults: Defaults,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IronicConfig {
+    /// Base URL of the Ironic API, without `/v1` (e.g. `http://10.0.0.5:6385`).
+    pub url: String,
+    #[serde(default)]
+    pub auth: IronicAuth,
+    /// PEM bundle of CAs to trust for `https://` (in addition to the system roots).
+    #[serde(default)]
+    pub ca_cert_file: Option<String>,
+    #[serde(default)]
+    pub microversion: MicroversionPolicy,
+    /// Seconds to establish a TCP/TLS connection.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: f64,
+    /// Seconds for one HTTP request (list pages of 1,000 nodes take about 0.5 s).
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout: f64,
+    #[serde(default)]
+    pub retry: RetryPolicy,
+    #[serde(default)]
+    pub poll: PollPolicy,
+    #[serde(default)]
+    pub timeouts: Timeouts,
+    /// Page size for node, port and allocation lists (Ironic caps it at its `max_limit`).
+    #[serde(default = "default_page_size")]
+    pub page_size: u32,
+    /// Run manual cleaning with `clean_steps` when a VM is deleted.
+    #[serde(default)]
+    pub clean_on_delete: bool,
+    /// Manual clean steps for `clean_on_delete`, as Ironic's API takes them.
+    #[serde(default = "default_clean_steps")]
+    pub clean_steps: Vec<Value>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum IronicAuth {
+    /// Standalone Ironic with `auth_strategy = noauth`.
+    #[default]
+    None,
+    /// Standalone Ironic with `auth_strategy = http_basic`.
+    HttpBasic { username: String, password: Secret },
+    /// A pre-issued token, sent as `X-Auth-Token`.
+    Token { token: Secret },
+    /// Keystone v3 password authentication; the token is fetched once per CPI call.
+    KeystonePassword {
+        auth_url: String,
+        username: String,
+        password: Secret,
+        #[serde(default = "default_domain")]
+        user_domain_name: String,
+        project_name: String,
+        #[serde(default = "default_domain")]
+        project_domain_name: String,
+        /// Region to pick the baremetal endpoint from when `ironic.url` is empty.
+        #[serde(default)]
+        region_name: Option<String>,
+    },
+    /// Keystone v3 application credential.
+    KeystoneApplicationCredential {
+        auth_url: String,
+        application_credential_id: String,
+        application_credential_secret: Secret,
+        #[serde(default)]
+        region_name: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MicroversionPolicy {
+    /// Lowest microversion this CPI accepts from the server (allocations need 1.52).
+    #[serde(default = "default_min_microversion")]
+    pub min: String,
+    /// Highest microversion to use; the client uses min(server max, this).
+    #[serde(default = "default_max_microversion")]
+    pub max: String,
+}
+
+impl Default for MicroversionPolicy {
+    fn default() -> Self {
+        MicroversionPolicy {
+            min: default_min_microversion(),
+            max: default_max_microversion(),
+        }
+    }
+}
+
+/// Retries of transient API errors (409 NodeLocked, 503, connection failures).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included.
+    #[serde(default = "default_retry_attempts")]
+    pub max_attempts: u32,
+    /// Seconds before the first retry; doubles each time, with jitter.
+    #[serde(default = "default_retry_initial")]
+    pub initial_delay: f64,
+    /// Upper bound of one delay, in seconds.
+    #[serde(default = "default_retry_max")]
+    pub max_delay: f64,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: default_retry_attempts(),
+            initial_delay: default_retry_initial(),
+            max_delay: default_retry_max(),
+        }
+    }
+}
+
+/// How state changes are polled.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PollPolicy {
+    /// Seconds before the first poll.
+    #[serde(default = "default_poll_initial")]
+    pub initial_interval: f64,
+    /// Growth factor between polls.
+    #[serde(default = "default_poll_factor")]
+    pub factor: f64,
+    /// Upper bound of the interval, in seconds.
+    #[serde(default = "default_poll_max")]
+    pub max_interval: f64,
+    /// Fraction of random jitter added to each interval (0.25 = up to +25%).
+    #[serde(default = "default_poll_jitter")]
+    pub jitter: f64,
+}
+
+impl Default for PollPolicy {
+    fn default() -> Self {
+        PollPolicy {
+            initial_interval: default_poll_initial(),
+            factor: default_poll_factor(),
+            max_interval: default_poll_max(),
+            jitter: default_poll_jitter(),
+        }
+    }
+}
+
+/// Deadlines, in seconds, for each kind of wait.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Timeouts {
+    /// Deploy until `active` (real servers take many minutes to POST and write the image).
+    #[serde(default = "default_deploy_timeout")]
+    pub deploy: f64,
+    /// `provide` (with automated cleaning) until `available`.
+    #[serde(default = "default_clean_timeout")]
+    pub provide: f64,
+    /// Undeploy until `available` (includes automated cleaning).
+    #[serde(default = "default_clean_timeout")]
+    pub undeploy: f64,
+    /// Manual cleaning until `manageable`.
+    #[serde(default = "default_clean_timeout")]
+    pub clean: f64,
+    /// `manage` until `manageable` (the driver validates the BMC).
+    #[serde(default = "default_manage_timeout")]
+    pub manage: f64,
+    /// Power on, off or reboot until the target power state.
+    #[serde(default = "default_power_timeout")]
+    pub power: f64,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            deploy: default_deploy_timeout(),
+            provide: default_clean_timeout(),
+            undeploy: default_clean_timeout(),
+            clean: default_clean_timeout(),
+            manage: default_manage_timeout(),
+            power: default_power_timeout(),
+        }
+    }
+}
+
+/// A WebDAV location (the companion server or nginx) for stemcells or config drives.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RepositoryConfig {
+    /// Collection URL the CPI reads and writes, e.g. `http://10.0.0.2:25780/images`.
+    pub url: String,
+    /// URL Ironic's conductors download from, when they reach the repository by another address.
+    /// Defaults to `url`.
+    #[serde(default)]
+    pub public_url: Option<String>,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<Secret>,
+    #[serde(default)]
+    pub ca_cert_file: Option<String>,
+    /// Seconds for one request; uploads of large stemcells use it per chunk of progress.
+    #[serde(default = "default_repository_timeout")]
+    pub timeout: f64,
+}
+
+impl RepositoryConfig {
+    pub fn public_base(&self) -> &str {
+        self.public_url.as_deref().unwrap_or(&self.url)
+    }
+}
+
+/// The legacy BOSH registry, for stemcells whose agent predates registry-less settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// Registry base URL as the CPI reaches it (the agent appends `/instances/<id>/settings`).
+    pub endpoint: String,
+    /// Endpoint written into user data for agents, when they reach it by another address.
+    #[serde(default)]
+    pub agent_endpoint: Option<String>,
+    pub username: String,
+    pub password: Secret,
+    /// Put `username:password@` into the endpoint the agent reads. Off by default: the config drive
+    /// is readable by anything on the node, and may be published on WebDAV.
+    #[serde(default)]
+    pub embed_credentials_for_agent: bool,
+    #[serde(default)]
+    pub ca_cert_file: Option<String>,
+}
+
+/// What every agent needs to reach the director, as other CPIs name it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// Message bus URL (e.g. `nats://nats:pw@10.0.0.6:4222`, or `https://mbus:pw@0.0.0.0:6868` for create-env).
+    #[serde(default)]
+    pub mbus: Option<Secret>,
+    #[serde(default)]
+    pub ntp: Vec<String>,
+    #[serde(default)]
+    pub blobstore: Option<Value>,
+}
+
+/// Disk devices on the nodes. Bare metal has no hypervisor to name them, so operators set them
+/// per pool (and per vm_type with `cloud_properties`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Defaults {
+    /// Root device the stemcell image is written to; `disks.system` in agent settings.
+    #[serde(default = "default_system_disk")]
+    pub system_disk: String,
+    /// `disks.ephemeral` in agent settings; null lets the agent carve ephemeral space from the root disk.
+    #[serde(default)]
+    pub ephemeral_disk: Option<String>,
+    /// Device of persistent disks when the disk type does not name one.
+    #[serde(default = "default_persistent_disk")]
+    pub persistent_disk_device: String,
+    /// What to do with node NICs that no BOSH network uses.
+    #[serde(default)]
+    pub unused_nic_policy: UnusedNicPolicy,
+    /// Gzipped config drives up to this many bytes go inline to Ironic; larger ones are published
+    /// to the metadata repository and passed by URL (Ironic stores inline drives in its database,
+    /// which holds 64 KiB).
+    #[serde(default = "default_inline_configdrive_max")]
+    pub configdrive_inline_max_bytes: usize,
+    /// Also publish the plain files of each config drive to the metadata repository, for people.
+    #[serde(default)]
+    pub publish_configdrive_files: bool,
+    /// Always publish the gzipped config drive to the metadata repository (still sent inline when small).
+    #[serde(default)]
+    pub publish_configdrive: bool,
+    /// The node field that a BOSH availability zone (`cloud_properties.availability_zone`) selects on.
+    #[serde(default = "default_az_field")]
+    pub availability_zone_field: String,
+    /// `public-keys` for the config drive meta data (the agent installs key "0" for vcap).
+    #[serde(default)]
+    pub public_keys: Vec<String>,
+    /// Write `preconfigured: true` on networks (the agent then leaves interfaces alone).
+    #[serde(default)]
+    pub networks_preconfigured: bool,
+}
+
+impl Default for Defaults {
+    fn default() -> Self {
+        serde_json::from_value(Value::Object(Map::new())).expect("defaults deserialize from {}")
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum UnusedNicPolicy {
+    /// A manual network with a loopback address (127.0.0.100/24, .101, ...), as the original CPI
+    /// did: registry-era agents configure every NIC and fail on NICs they cannot address.
+    #[default]
+    Loopback,
+    /// A dynamic network: the NIC asks DHCP.
+    Dhcp,
+    /// Leave the NIC out of the settings (current agents configure it with DHCP by themselves).
+    None,
+}
+
+fn default_connect_timeout() -> f64 {
+    10.0
+}
+fn default_request_timeout() -> f64 {
+    60.0
+}
+fn default_page_size() -> u32 {
+    1000
+}
+fn default_clean_steps() -> Vec<Value> {
+    vec![serde_json::json!({"interface": "deploy", "step": "erase_devices_metadata"})]
+}
+fn default_domain() -> String {
+    "Default".into()
+}
+fn default_min_microversion() -> String {
+    "1.52".into()
+}
+fn default_max_microversion() -> String {
+    "1.115".into()
+}
+fn default_retry_attempts() -> u32 {
+    8
+}
+fn default_retry_initial() -> f64 {
+    0.5
+}
+fn default_retry_max() -> f64 {
+    20.0
+}
+fn default_poll_initial() -> f64 {
+    0.25
+}
+fn default_poll_factor() -> f64 {
+    1.5
+}
+fn default_poll_max() -> f64 {
+    15.0
+}
+fn default_poll_jitter() -> f64 {
+    0.2
+}
+fn default_deploy_timeout() -> f64 {
+    3600.0
+}
+fn default_clean_timeout() -> f64 {
+    3600.0
+}
+fn default_manage_timeout() -> f64 {
+    600.0
+}
+fn default_power_timeout() -> f64 {
+    600.0
+}
+fn default_repository_timeout() -> f64 {
+    300.0
+}
+fn default_system_disk() -> String {
+    "/dev/sda".into()
+}
+fn default_persistent_disk() -> String {
+    "/dev/sdc".into()
+}
+fn default_inline_configdrive_max() -> usize {
+    60 * 1024
+}
+fn default_az_field() -> String {
+    "conductor_group".into()
+}
+
+/// Seconds from the config as a `Duration`; negative or non-finite values were refused by `validate`.
+pub fn secs(s: f64) -> Duration {
+    Duration::from_secs_f64(s.max(0.0))
+}
+
+impl Config {
+    /// Read the config file, lay the context's cpi-config properties over it, and check it.
+    pub fn load(path: &Path, context_overrides: &Map<String, Value>) -> Result<Config> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            CpiError::cpi(format!(
+                "cannot read the CPI config file {}: {e}",
+                path.display()
+            ))
+        })?;
+        let mut value: Value = serde_json::from_str(&text).map_err(|e| {
+            CpiError::cpi(format!(
+                "the CPI config file {} is not valid JSON: {e}",
+                path.display()
+            ))
+        })?;
+        overlay(&mut value, context_overrides);
+        Config::from_value(value).map_err(|e| e.context(format!("CPI config {}", path.display())))
+    }
+
+    /// Parse and validate a config document; errors name the offending key.
+    pub fn from_value(value: Value) -> Result<Config> {
+        if !value.is_object() {
+            return Err(CpiError::cpi("the config must be a JSON object"));
+        }
+        let config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            if path == "." {
+                CpiError::cpi(format!("{inner}"))
+            } else {
+                CpiError::cpi(format!("key '{path}': {inner}"))
+            }
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<()> {
+        let bad = |key: &str, why: &str| Err(CpiError::cpi(format!("key '{key}': {why}")));
+        let url = self.ironic.url.trim();
+        if url.is_empty() {
+            return bad("ironic.url", "must not be empty");
+        }
+        check_url("ironic.url", url)?;
+        for (key, v) in [
+            ("ironic.connect_timeout", self.ironic.connect_timeout),
+            ("ironic.request_timeout", self.ironic.request_timeout),
+            ("ironic.retry.initial_delay", self.ironic.retry.initial_delay),
+            ("ironic.retry.max_delay", self.ironic.retry.max_delay),
+            (
+                "ironic.poll.initial_interval",
+                self.ironic.poll.initial_interval,
+            ),
+            ("ironic.poll.max_interval", self.ironic.poll.max_interval),
+            ("ironic.timeouts.deploy", self.ironic.timeouts.deploy),
+            ("ironic.timeouts.provide", self.ironic.timeouts.provide),
+            ("ironic.timeouts.undeploy", self.ironic.timeouts.undeploy),
+            ("ironic.timeouts.clean", self.ironic.timeouts.clean),
+            ("ironic.timeouts.manage", self.ironic.timeouts.manage),
+            ("ironic.timeouts.power", self.ironic.timeouts.power),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
+                return bad(key, "must be a positive number of seconds");
+            }
+        }
+        if !(self.ironic.poll.factor.is_finite() && self.ironic.poll.factor >= 1.0) {
+            return bad("ironic.poll.factor", "must be a number >= 1");
+        }
+        if !(0.0..=1.0).contains(&self.ironic.poll.jitter) {
+            return bad("ironic.poll.jitter", "must be between 0 and 1");
+        }
+        if self.ironic.retry.max_attempts == 0 {
+            return bad("ironic.retry.max_attempts", "must be at least 1");
+        }
+        if self.ironic.page_size == 0 {
+            return bad("ironic.page_size", "must be at least 1");
+        }
+        for (key, v) in [
+            ("ironic.microversion.min", &self.ironic.microversion.min),
+            ("ironic.microversion.max", &self.ironic.microversion.max),
+        ] {
+            if parse_microversion(v).is_none() {
+                return bad(key, "must look like \"1.52\"");
+            }
+        }
+        if parse_microversion(&self.ironic.microversion.min)
+            > parse_microversion(&self.ironic.microversion.max)
+        {
+            return bad("ironic.microversion.min", "is above ironic.microversion.max");
+        }
+        for (key, repo) in [
+            ("stemcell_repository", &self.stemcell_repository),
+            ("metadata_repository", &self.metadata_repository),
+        ] {
+            if let Some(repo) = repo {
+                check_url(&format!("{key}.url"), &repo.url)?;
+                if let Some(public) = &repo.public_url {
+                    check_url(&format!("{key}.public_url"), public)?;
+                }
+                if repo.password.is_some() && repo.username.is_none() {
+                    return bad(&format!("{key}.username"), "is required with a password");
+                }
+            }
+        }
+        if let Some(registry) = &self.registry {
+            check_url("registry.endpoint", &registry.endpoint)?;
+            if let Some(agent) = &registry.agent_endpoint {
+                check_url("registry.agent_endpoint", agent)?;
+            }
+        }
+        if let Some(blobstore) = &self.agent.blobstore {
+            if !blobstore.is_object() {
+                return bad("agent.blobstore", "must be an object with provider and options");
+            }
+        }
+        if !self.defaults.system_disk.starts_with('/') {
+            return bad("defaults.system_disk", "must be a device path like /dev/sda");
+        }
+        if !self.defaults.persistent_disk_device.starts_with('/') {
+            return bad(
+                "defaults.persistent_disk_device",
+                "must be a device path like /dev/sdc",
+            );
+        }
+        if self.defaults.availability_zone_field.is_empty() {
+            return bad("defaults.availability_zone_field", "must not be empty");
+        }
+        Ok(())
+    }
+}
+
+fn check_url(key: &str, s: &str) -> Result<()> {
+    match url::Url::parse(s) {
+        Ok(u) if u.scheme() == "http" || u.scheme() == "https" => Ok(()),
+        Ok(u) => Err(CpiError::cpi(format!(
+            "key '{key}': scheme '{}' is not http or https",
+            u.scheme()
+        ))),
+        Err(e) => Err(CpiError::cpi(format!("key '{key}': not a URL ({e})"))),
+    }
+}
+
+/// Parse "1.52" into (1, 52).
+pub fn parse_microversion(s: &str) -> Option<(u32, u32)> {
+    let (major, minor) = s.trim().split_once('.')?;
+    Some((major.parse().ok()?, minor.parse().ok()?))
+}
+
+/// Deep-merge `overrides` into `base`: objects merge key by key, anything else replaces.
+pub fn overlay(base: &mut Value, overrides: &Map<String, Value>) {
+    let Value::Object(base_map) = base else {
+        return;
+    };
+    for (key, value) in overrides {
+        match (base_map.get_mut(key), value) {
+            (Some(existing @ Value::Object(_)), Value::Object(inner)) => overlay(existing, inner),
+            _ => {
+                base_map.insert(key.clone(), value.clone());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn minimal() -> Value {
+        json!({"ironic": {"url": "http://127.0.0.1:6385"}})
+    }
+
+    #[test]
+    fn minimal_config_gets_documented_defaults() {
+        let c = Config::from_value(minimal()).unwrap();
+        assert_eq!(c.ironic.auth, IronicAuth::None);
+        assert_eq!(c.ironic.microversion.min, "1.52");
+        assert_eq!(c.ironic.timeouts.deploy, 3600.0);
+        assert_eq!(c.defaults.system_disk, "/dev/sda");
+        assert_eq!(c.defaults.persistent_disk_device, "/dev/sdc");
+        assert_eq!(c.defaults.unused_nic_policy, UnusedNicPolicy::Loopback);
+        assert_eq!(c.defaults.configdrive_inline_max_bytes, 61440);
+        assert!(c.registry.is_none());
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let mut v = minimal();
+        v["ironic"]["timeouts"] = json!({"deploy": "soon"});
+        let e = Config::from_value(v).unwrap_err();
+        assert!(e.message.contains("ironic.timeouts.deploy"), "{}", e.message);
+
+        let mut v = minimal();
+        v["ironic"]["urll"] = json!("x");
+        let e = Config::from_value(v).unwrap_err();
+        assert!(e.message.contains("urll"), "{}", e.message);
+
+        let e = Config::from_value(json!({})).unwrap_err();
+        assert!(e.message.contains("ironic"), "{}", e.message);
+
+        let mut v = minimal();
+        v["ironic"]["url"] = json!("ftp://x");
+        let e = Config::from_value(v).unwrap_err();
+        assert!(e.message.contains("ironic.url"), "{}", e.message);
+
+        let mut v = minimal();
+        v["ironic"]["auth"] = json!({"type": "http_basic", "username": "u"});
+        let e = Config::from_value(v).unwrap_err();
+        assert!(e.message.contains("ironic.auth"), "{}", e.message);
+        assert!(e.message.contains("password"), "{}", e.message);
+    }
+
+    #[test]
+    fn context_overrides_merge_deeply() {
+        let mut v = minimal();
+        v["ironic"]["page_size"] = json!(50);
+        let over = json!({"ironic": {"url": "http://other:6385"}, "agent": {"mbus": "nats://x"}});
+        overlay(&mut v, over.as_object().unwrap());
+        let c = Config::from_value(v).unwrap();
+        assert_eq!(c.ironic.url, "http://other:6385");
+        assert_eq!(c.ironic.page_size, 50);
+        assert_eq!(c.agent.mbus.as_ref().map(Secret::expose), Some("nats://x"));
+    }
+
+    #[test]
+    fn debug_output_hides_secrets() {
+        let mut v = minimal();
+        v["ironic"]["auth"] = json!({"type": "http_basic", "username": "u", "password": "hunter2"});
+        v["registry"] = json!({"endpoint": "http://r:25777", "username": "r", "password": "regpw"});
+        let c = Config::from_value(v).unwrap();
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("hunter2") && !shown.contains("regpw"), "{shown}");
+    }
+
+    #[test]
+    fn auth_modes_parse() {
+        for auth in [
+            json!({"type": "none"}),
+            json!({"type": "http_basic", "username": "u", "password": "p"}),
+            json!({"type": "token", "token": "t"}),
+            json!({"type": "keystone_password", "auth_url": "http://k:5000/v3", "username": "u",
+                   "password": "p", "project_name": "bm"}),
+            json!({"type": "keystone_application_credential", "auth_url": "http://k:5000/v3",
+                   "application_credential_id": "i", "application_credential_secret": "s"}),
+        ] {
+            let mut v = minimal();
+            v["ironic"]["auth"] = auth.clone();
+            Config::from_value(v).unwrap_or_else(|e| panic!("{auth}: {e}"));
+        }
+    }
+}

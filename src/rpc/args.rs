@@ -1,0 +1,140 @@
+//! Positional arguments, checked by type, with errors that name the argument.
+
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+
+use super::request::kind_of;
+use crate::error::{CpiError, Result};
+
+/// The arguments of one call, with the names the contract gives them.
+#[derive(Debug, Clone, Copy)]
+pub struct Args<'a> {
+    pub method: &'a str,
+    names: &'static [&'static str],
+    values: &'a [Value],
+}
+
+impl<'a> Args<'a> {
+    pub fn new(method: &'a str, names: &'static [&'static str], values: &'a [Value]) -> Self {
+        Args {
+            method,
+            names,
+            values,
+        }
+    }
+
+    fn name(&self, i: usize) -> &'static str {
+        self.names.get(i).copied().unwrap_or("argument")
+    }
+
+    /// Argument `i`; a missing one is an error (extra ones are tolerated: newer directors add
+    /// arguments, e.g. create_stemcell's tags at API v3).
+    pub fn value(&self, i: usize) -> Result<&'a Value> {
+        self.values.get(i).ok_or_else(|| {
+            CpiError::cpi(format!(
+                "{} takes {} argument(s) ({}), got {}: '{}' is missing",
+                self.method,
+                self.names.len(),
+                self.names.join(", "),
+                self.values.len(),
+                self.name(i)
+            ))
+        })
+    }
+
+    fn wrong(&self, i: usize, want: &str, got: &Value) -> CpiError {
+        CpiError::cpi(format!(
+            "{}: argument {} '{}' must be {want}, got {}",
+            self.method,
+            i + 1,
+            self.name(i),
+            kind_of(got)
+        ))
+    }
+
+    pub fn string(&self, i: usize) -> Result<&'a str> {
+        match self.value(i)? {
+            Value::String(s) if !s.is_empty() => Ok(s),
+            v @ Value::String(_) => Err(self.wrong(i, "a non-empty string", v)),
+            v => Err(self.wrong(i, "a string", v)),
+        }
+    }
+
+    pub fn optional_string(&self, i: usize) -> Result<Option<&'a str>> {
+        match self.values.get(i) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) if !s.is_empty() => Ok(Some(s)),
+            Some(v) => Err(self.wrong(i, "a non-empty string or null", v)),
+        }
+    }
+
+    /// An object argument; null counts as empty (cloud_properties and env may be absent).
+    pub fn object(&self, i: usize) -> Result<Map<String, Value>> {
+        match self.value(i)? {
+            Value::Object(m) => Ok(m.clone()),
+            Value::Null => Ok(Map::new()),
+            v => Err(self.wrong(i, "an object", v)),
+        }
+    }
+
+    pub fn string_list(&self, i: usize) -> Result<Vec<String>> {
+        match self.values.get(i) {
+            None | Some(Value::Null) => Ok(Vec::new()),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|v| match v {
+                    Value::String(s) => Ok(s.clone()),
+                    other => Err(self.wrong(i, "an array of strings", other)),
+                })
+                .collect(),
+            Some(v) => Err(self.wrong(i, "an array of strings", v)),
+        }
+    }
+
+    pub fn positive_integer(&self, i: usize) -> Result<u64> {
+        match self.value(i)? {
+            Value::Number(n) => match n.as_u64() {
+                Some(v) if v > 0 => Ok(v),
+                _ => Err(self.wrong(i, "a positive integer", &Value::Number(n.clone()))),
+            },
+            v => Err(self.wrong(i, "a positive integer", v)),
+        }
+    }
+
+    /// Decode an argument into a typed structure; the error names the path inside it.
+    pub fn typed<T: DeserializeOwned>(&self, i: usize) -> Result<T> {
+        let v = self.value(i)?.clone();
+        serde_path_to_error::deserialize(v).map_err(|e| {
+            let path = e.path().to_string();
+            let at = if path == "." {
+                String::new()
+            } else {
+                format!(" at '{path}'")
+            };
+            CpiError::cpi(format!(
+                "{}: argument {} '{}'{at}: {}",
+                self.method,
+                i + 1,
+                self.name(i),
+                e.into_inner()
+            ))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn errors_name_method_and_argument() {
+        let values = vec![json!(5), json!("x")];
+        let a = Args::new("create_vm", &["agent_id", "stemcell_cid", "cloud_properties"], &values);
+        let e = a.string(0).unwrap_err();
+        assert!(e.message.contains("'agent_id'") && e.message.contains("a number"), "{}", e.message);
+        let e = a.object(2).unwrap_err();
+        assert!(e.message.contains("'cloud_properties' is missing"), "{}", e.message);
+        assert_eq!(a.string(1).unwrap(), "x");
+    }
+}

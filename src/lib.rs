@@ -3,8 +3,14 @@
 pub mod actions;
 pub mod call;
 pub mod config;
+pub mod configdrive;
 pub mod error;
+pub mod ironic;
+pub mod lab;
 pub mod logging;
+pub mod registry;
+pub mod repository;
 pub mod rpc;
+pub mod server;
 
 pub use error::{CpiError, ErrorKind, Result};

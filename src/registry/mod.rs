@@ -1,0 +1,1 @@
+//! (module root; filled in by its issue)

@@ -6,25 +6,71 @@ use serde_json::{Map, Value};
 use super::request::kind_of;
 use crate::error::{CpiError, Result};
 
+/// The JSON type the contract gives an argument; checked before any action runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArgType {
+    /// A non-empty string (ids, paths).
+    String,
+    /// A non-empty string or null (create_disk's vm_cid).
+    OptionalString,
+    /// An object; null is taken as empty (cloud_properties and env may be absent).
+    Object,
+    /// An array of strings (disk_cids).
+    StringList,
+    PositiveInteger,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Arg {
+    pub name: &'static str,
+    pub ty: ArgType,
+}
+
+impl Arg {
+    pub const fn new(name: &'static str, ty: ArgType) -> Self {
+        Arg { name, ty }
+    }
+}
+
 /// The arguments of one call, with the names the contract gives them.
 #[derive(Debug, Clone, Copy)]
 pub struct Args<'a> {
     pub method: &'a str,
-    names: &'static [&'static str],
+    spec: &'static [Arg],
     values: &'a [Value],
 }
 
 impl<'a> Args<'a> {
-    pub fn new(method: &'a str, names: &'static [&'static str], values: &'a [Value]) -> Self {
+    pub fn new(method: &'a str, spec: &'static [Arg], values: &'a [Value]) -> Self {
         Args {
             method,
-            names,
+            spec,
             values,
         }
     }
 
     fn name(&self, i: usize) -> &'static str {
-        self.names.get(i).copied().unwrap_or("argument")
+        self.spec.get(i).map_or("argument", |a| a.name)
+    }
+
+    /// Check count and types of every declared argument, so actions only see well-typed input.
+    pub fn check(&self) -> Result<()> {
+        for (i, arg) in self.spec.iter().enumerate() {
+            match arg.ty {
+                ArgType::String => self.string(i).map(drop)?,
+                ArgType::OptionalString => {
+                    self.value(i)?;
+                    self.optional_string(i).map(drop)?
+                }
+                ArgType::Object => self.object(i).map(drop)?,
+                ArgType::StringList => {
+                    self.value(i)?;
+                    self.string_list(i).map(drop)?
+                }
+                ArgType::PositiveInteger => self.positive_integer(i).map(drop)?,
+            }
+        }
+        Ok(())
     }
 
     /// Argument `i`; a missing one is an error (extra ones are tolerated: newer directors add
@@ -34,8 +80,12 @@ impl<'a> Args<'a> {
             CpiError::cpi(format!(
                 "{} takes {} argument(s) ({}), got {}: '{}' is missing",
                 self.method,
-                self.names.len(),
-                self.names.join(", "),
+                self.spec.len(),
+                self.spec
+                    .iter()
+                    .map(|a| a.name)
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 self.values.len(),
                 self.name(i)
             ))
@@ -129,12 +179,26 @@ mod tests {
 
     #[test]
     fn errors_name_method_and_argument() {
+        const SPEC: &[Arg] = &[
+            Arg::new("agent_id", ArgType::String),
+            Arg::new("stemcell_cid", ArgType::String),
+            Arg::new("cloud_properties", ArgType::Object),
+        ];
         let values = vec![json!(5), json!("x")];
-        let a = Args::new("create_vm", &["agent_id", "stemcell_cid", "cloud_properties"], &values);
+        let a = Args::new("create_vm", SPEC, &values);
+        assert!(a.check().is_err());
         let e = a.string(0).unwrap_err();
-        assert!(e.message.contains("'agent_id'") && e.message.contains("a number"), "{}", e.message);
+        assert!(
+            e.message.contains("'agent_id'") && e.message.contains("a number"),
+            "{}",
+            e.message
+        );
         let e = a.object(2).unwrap_err();
-        assert!(e.message.contains("'cloud_properties' is missing"), "{}", e.message);
+        assert!(
+            e.message.contains("'cloud_properties' is missing"),
+            "{}",
+            e.message
+        );
         assert_eq!(a.string(1).unwrap(), "x");
     }
 }

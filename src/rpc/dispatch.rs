@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use serde_json::Value;
 
+use super::args::{Arg, ArgType};
 use super::{Args, Request, Response};
 use crate::actions;
 use crate::call::Call;
@@ -15,13 +16,13 @@ pub type Action = fn(&Call, &Args) -> Result<Value>;
 
 pub struct Method {
     pub name: &'static str,
-    pub args: &'static [&'static str],
+    pub args: &'static [Arg],
     /// Whether the call needs the config file (everything but info and ping).
     pub needs_config: bool,
     pub run: Action,
 }
 
-const fn method(name: &'static str, args: &'static [&'static str], run: Action) -> Method {
+const fn method(name: &'static str, args: &'static [Arg], run: Action) -> Method {
     Method {
         name,
         args,
@@ -45,72 +46,152 @@ pub static METHODS: &[Method] = &[
     },
     method(
         "create_stemcell",
-        &["image_path", "cloud_properties"],
-        actions::not_built::run,
-    ),
-    method("delete_stemcell", &["stemcell_cid"], actions::not_built::run),
-    method(
-        "create_vm",
         &[
-            "agent_id",
-            "stemcell_cid",
-            "cloud_properties",
-            "networks",
-            "disk_cids",
-            "env",
+            Arg::new("image_path", ArgType::String),
+            Arg::new("cloud_properties", ArgType::Object),
         ],
         actions::not_built::run,
     ),
-    method("delete_vm", &["vm_cid"], actions::not_built::run),
-    method("has_vm", &["vm_cid"], actions::not_built::run),
-    method("reboot_vm", &["vm_cid"], actions::not_built::run),
+    method(
+        "delete_stemcell",
+        &[Arg::new("stemcell_cid", ArgType::String)],
+        actions::not_built::run,
+    ),
+    method(
+        "create_vm",
+        &[
+            Arg::new("agent_id", ArgType::String),
+            Arg::new("stemcell_cid", ArgType::String),
+            Arg::new("cloud_properties", ArgType::Object),
+            Arg::new("networks", ArgType::Object),
+            Arg::new("disk_cids", ArgType::StringList),
+            Arg::new("env", ArgType::Object),
+        ],
+        actions::not_built::run,
+    ),
+    method(
+        "delete_vm",
+        &[Arg::new("vm_cid", ArgType::String)],
+        actions::not_built::run,
+    ),
+    method(
+        "has_vm",
+        &[Arg::new("vm_cid", ArgType::String)],
+        actions::not_built::run,
+    ),
+    method(
+        "reboot_vm",
+        &[Arg::new("vm_cid", ArgType::String)],
+        actions::not_built::run,
+    ),
     method(
         "set_vm_metadata",
-        &["vm_cid", "metadata"],
+        &[
+            Arg::new("vm_cid", ArgType::String),
+            Arg::new("metadata", ArgType::Object),
+        ],
         actions::not_built::run,
     ),
     method(
         "calculate_vm_cloud_properties",
-        &["desired_instance_size"],
+        &[Arg::new("desired_instance_size", ArgType::Object)],
         actions::not_built::run,
     ),
     method(
         "create_disk",
-        &["size", "cloud_properties", "vm_cid"],
+        &[
+            Arg::new("size", ArgType::PositiveInteger),
+            Arg::new("cloud_properties", ArgType::Object),
+            Arg::new("vm_cid", ArgType::OptionalString),
+        ],
         actions::not_built::run,
     ),
-    method("delete_disk", &["disk_cid"], actions::not_built::run),
-    method("has_disk", &["disk_cid"], actions::not_built::run),
-    method("attach_disk", &["vm_cid", "disk_cid"], actions::not_built::run),
-    method("detach_disk", &["vm_cid", "disk_cid"], actions::not_built::run),
+    method(
+        "delete_disk",
+        &[Arg::new("disk_cid", ArgType::String)],
+        actions::not_built::run,
+    ),
+    method(
+        "has_disk",
+        &[Arg::new("disk_cid", ArgType::String)],
+        actions::not_built::run,
+    ),
+    method(
+        "attach_disk",
+        &[
+            Arg::new("vm_cid", ArgType::String),
+            Arg::new("disk_cid", ArgType::String),
+        ],
+        actions::not_built::run,
+    ),
+    method(
+        "detach_disk",
+        &[
+            Arg::new("vm_cid", ArgType::String),
+            Arg::new("disk_cid", ArgType::String),
+        ],
+        actions::not_built::run,
+    ),
     method(
         "set_disk_metadata",
-        &["disk_cid", "metadata"],
+        &[
+            Arg::new("disk_cid", ArgType::String),
+            Arg::new("metadata", ArgType::Object),
+        ],
         actions::not_built::run,
     ),
-    method("get_disks", &["vm_cid"], actions::not_built::run),
-    method("resize_disk", &["disk_cid", "new_size"], actions::not_built::run),
+    method(
+        "get_disks",
+        &[Arg::new("vm_cid", ArgType::String)],
+        actions::not_built::run,
+    ),
+    method(
+        "resize_disk",
+        &[
+            Arg::new("disk_cid", ArgType::String),
+            Arg::new("new_size", ArgType::PositiveInteger),
+        ],
+        actions::resize_disk::run,
+    ),
     method(
         "update_disk",
-        &["disk_cid", "new_size", "cloud_properties"],
-        actions::not_built::run,
+        &[
+            Arg::new("disk_cid", ArgType::String),
+            Arg::new("new_size", ArgType::PositiveInteger),
+            Arg::new("cloud_properties", ArgType::Object),
+        ],
+        actions::update_disk::run,
     ),
     method(
         "snapshot_disk",
-        &["disk_cid", "metadata"],
-        actions::not_built::run,
+        &[
+            Arg::new("disk_cid", ArgType::String),
+            Arg::new("metadata", ArgType::Object),
+        ],
+        actions::snapshot_disk::run,
     ),
-    method("delete_snapshot", &["snapshot_cid"], actions::not_built::run),
+    method(
+        "delete_snapshot",
+        &[Arg::new("snapshot_cid", ArgType::String)],
+        actions::delete_snapshot::run,
+    ),
     method(
         "create_network",
-        &["network_definition"],
+        &[Arg::new("network_definition", ArgType::Object)],
         actions::networks::run,
     ),
-    method("delete_network", &["network_cid"], actions::networks::run),
+    method(
+        "delete_network",
+        &[Arg::new("network_cid", ArgType::String)],
+        actions::networks::run,
+    ),
     method("current_vm_id", &[], actions::current_vm_id::run),
     method(
         "configure_networks",
-        &["vm_cid", "networks"],
+        &[
+            Arg::new("vm_cid", ArgType::String),
+            Arg::new("networks", ArgType::Object),
+        ],
         actions::configure_networks::run,
     ),
 ];
@@ -167,8 +248,11 @@ fn run(request: &Request, config_path: Option<&Path>) -> Outcome {
     } else {
         None
     };
-    let call = Call::new(request, config.as_ref());
     let args = Args::new(method.name, method.args, &request.arguments);
+    if let Err(e) = args.check() {
+        return Err((e, Vec::new()));
+    }
+    let call = Call::new(request, config.as_ref());
     log::info!(
         "{} (api_version {}, stemcell api_version {})",
         method.name,

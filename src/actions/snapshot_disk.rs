@@ -1,0 +1,14 @@
+//! `snapshot_disk`: local disks of bare-metal nodes have no snapshot facility. The director tolerates
+//! NotImplemented here (snapshots are optional).
+
+use serde_json::Value;
+
+use crate::call::Call;
+use crate::error::{CpiError, Result};
+use crate::rpc::Args;
+
+pub fn run(_call: &Call, _args: &Args) -> Result<Value> {
+    Err(CpiError::not_implemented(
+        "snapshot_disk: local disks of bare-metal nodes have no snapshots",
+    ))
+}

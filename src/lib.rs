@@ -8,6 +8,7 @@ pub mod error;
 pub mod ironic;
 pub mod lab;
 pub mod logging;
+pub mod pool;
 pub mod registry;
 pub mod repository;
 pub mod rpc;

@@ -1,16 +1,21 @@
-//! What one CPI call carries to its action: the request, the configuration, and a short record
-//! of what was done (it becomes the response's `log`).
+//! What one CPI call carries to its action: the request, the configuration, the clients it
+//! needs (built on first use, so `info` never builds any), and a short record of what was done
+//! (it becomes the response's `log`).
 
-use std::cell::RefCell;
+use std::cell::{OnceCell, RefCell};
 
-use crate::config::Config;
+use crate::config::{Config, RepositoryConfig};
 use crate::error::{CpiError, Result};
+use crate::ironic::IronicClient;
+use crate::registry::RegistryClient;
+use crate::repository::Repository;
 use crate::rpc::Request;
 
 pub struct Call<'a> {
     pub request: &'a Request,
     config: Option<&'a Config>,
     notes: RefCell<Vec<String>>,
+    ironic: OnceCell<IronicClient>,
 }
 
 impl<'a> Call<'a> {
@@ -19,6 +24,7 @@ impl<'a> Call<'a> {
             request,
             config,
             notes: RefCell::new(Vec::new()),
+            ironic: OnceCell::new(),
         }
     }
 
@@ -37,6 +43,48 @@ impl<'a> Call<'a> {
         self.request.registry_less() || self.config.is_none_or(|c| c.registry.is_none())
     }
 
+    pub fn ironic(&self) -> Result<&IronicClient> {
+        if let Some(client) = self.ironic.get() {
+            return Ok(client);
+        }
+        let client = IronicClient::new(&self.config()?.ironic).map_err(CpiError::from)?;
+        Ok(self.ironic.get_or_init(|| client))
+    }
+
+    pub fn stemcell_repository(&self) -> Result<Repository> {
+        repository(self.config()?.stemcell_repository.as_ref(), "stemcell_repository")
+    }
+
+    pub fn metadata_repository(&self) -> Result<Option<Repository>> {
+        self.config()?
+            .metadata_repository
+            .as_ref()
+            .map(Repository::new)
+            .transpose()
+    }
+
+    /// The registry, when this call uses one (old stemcells with a registry configured).
+    pub fn registry(&self) -> Result<Option<RegistryClient>> {
+        if self.registry_less() {
+            return Ok(None);
+        }
+        self.config()?
+            .registry
+            .as_ref()
+            .map(RegistryClient::new)
+            .transpose()
+    }
+
+    /// The registry whenever one is configured, for cleanup that must not depend on which
+    /// stemcell the director mentions.
+    pub fn configured_registry(&self) -> Result<Option<RegistryClient>> {
+        self.config()?
+            .registry
+            .as_ref()
+            .map(RegistryClient::new)
+            .transpose()
+    }
+
     /// Record a step for the response's `log` and the stderr log.
     pub fn note(&self, message: impl Into<String>) {
         let message = message.into();
@@ -47,4 +95,13 @@ impl<'a> Call<'a> {
     pub fn take_notes(&self) -> Vec<String> {
         std::mem::take(&mut self.notes.borrow_mut())
     }
+}
+
+fn repository(cfg: Option<&RepositoryConfig>, key: &str) -> Result<Repository> {
+    let cfg = cfg.ok_or_else(|| {
+        CpiError::cloud(format!(
+            "this method needs '{key}' in the CPI config (a WebDAV URL for images)"
+        ))
+    })?;
+    Repository::new(cfg)
 }

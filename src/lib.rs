@@ -4,6 +4,7 @@ pub mod actions;
 pub mod call;
 pub mod config;
 pub mod configdrive;
+pub mod disks;
 pub mod error;
 pub mod ironic;
 pub mod lab;
@@ -13,5 +14,7 @@ pub mod registry;
 pub mod repository;
 pub mod rpc;
 pub mod server;
+pub mod stemcell;
+pub mod vm;
 
 pub use error::{CpiError, ErrorKind, Result};

@@ -18,7 +18,8 @@ pub const FREE_STATES: [&str; 2] = ["available", "manageable"];
 
 /// The node fields a selection needs; lists ask for these only (`fields=`), which keeps a page of
 /// 1,000 nodes small.
-pub const NODE_FIELDS: [&str; 14] = [
+pub const NODE_FIELDS: [&str; 15] = [
+    "allocation_uuid",
     "uuid",
     "name",
     "provision_state",

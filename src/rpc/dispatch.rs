@@ -50,12 +50,12 @@ pub static METHODS: &[Method] = &[
             Arg::new("image_path", ArgType::String),
             Arg::new("cloud_properties", ArgType::Object),
         ],
-        actions::not_built::run,
+        actions::create_stemcell::run,
     ),
     method(
         "delete_stemcell",
         &[Arg::new("stemcell_cid", ArgType::String)],
-        actions::not_built::run,
+        actions::delete_stemcell::run,
     ),
     method(
         "create_vm",
@@ -67,22 +67,22 @@ pub static METHODS: &[Method] = &[
             Arg::new("disk_cids", ArgType::StringList),
             Arg::new("env", ArgType::Object),
         ],
-        actions::not_built::run,
+        actions::create_vm::run,
     ),
     method(
         "delete_vm",
         &[Arg::new("vm_cid", ArgType::String)],
-        actions::not_built::run,
+        actions::delete_vm::run,
     ),
     method(
         "has_vm",
         &[Arg::new("vm_cid", ArgType::String)],
-        actions::not_built::run,
+        actions::has_vm::run,
     ),
     method(
         "reboot_vm",
         &[Arg::new("vm_cid", ArgType::String)],
-        actions::not_built::run,
+        actions::reboot_vm::run,
     ),
     method(
         "set_vm_metadata",
@@ -90,12 +90,12 @@ pub static METHODS: &[Method] = &[
             Arg::new("vm_cid", ArgType::String),
             Arg::new("metadata", ArgType::Object),
         ],
-        actions::not_built::run,
+        actions::set_vm_metadata::run,
     ),
     method(
         "calculate_vm_cloud_properties",
         &[Arg::new("desired_instance_size", ArgType::Object)],
-        actions::not_built::run,
+        actions::calculate_vm_cloud_properties::run,
     ),
     method(
         "create_disk",
@@ -104,17 +104,17 @@ pub static METHODS: &[Method] = &[
             Arg::new("cloud_properties", ArgType::Object),
             Arg::new("vm_cid", ArgType::OptionalString),
         ],
-        actions::not_built::run,
+        actions::create_disk::run,
     ),
     method(
         "delete_disk",
         &[Arg::new("disk_cid", ArgType::String)],
-        actions::not_built::run,
+        actions::delete_disk::run,
     ),
     method(
         "has_disk",
         &[Arg::new("disk_cid", ArgType::String)],
-        actions::not_built::run,
+        actions::has_disk::run,
     ),
     method(
         "attach_disk",
@@ -122,7 +122,7 @@ pub static METHODS: &[Method] = &[
             Arg::new("vm_cid", ArgType::String),
             Arg::new("disk_cid", ArgType::String),
         ],
-        actions::not_built::run,
+        actions::attach_disk::run,
     ),
     method(
         "detach_disk",
@@ -130,7 +130,7 @@ pub static METHODS: &[Method] = &[
             Arg::new("vm_cid", ArgType::String),
             Arg::new("disk_cid", ArgType::String),
         ],
-        actions::not_built::run,
+        actions::detach_disk::run,
     ),
     method(
         "set_disk_metadata",
@@ -138,12 +138,12 @@ pub static METHODS: &[Method] = &[
             Arg::new("disk_cid", ArgType::String),
             Arg::new("metadata", ArgType::Object),
         ],
-        actions::not_built::run,
+        actions::set_disk_metadata::run,
     ),
     method(
         "get_disks",
         &[Arg::new("vm_cid", ArgType::String)],
-        actions::not_built::run,
+        actions::get_disks::run,
     ),
     method(
         "resize_disk",

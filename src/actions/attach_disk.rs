@@ -1,0 +1,35 @@
+//! `attach_disk`: a disk can only be attached on the node it lives on. API v2 answers the device
+//! hint; in registry mode the agent's registry settings get the disk too.
+
+use serde_json::{json, Value};
+
+use crate::call::Call;
+use crate::disks::{registry, store};
+use crate::error::{CpiError, Result};
+use crate::rpc::Args;
+use crate::vm::held_node;
+
+pub fn run(call: &Call, args: &Args) -> Result<Value> {
+    let vm_cid = args.string(0)?;
+    let disk_cid = args.string(1)?;
+    let client = call.ironic()?;
+    let (node, _) = held_node(client, vm_cid)?;
+    let located = store::locate_existing(client, disk_cid)?;
+    if located.node.uuid != node.uuid {
+        return Err(CpiError::cloud(format!(
+            "disk {disk_cid} is a local disk of node {} and cannot be attached to VM {vm_cid} \
+             on node {}: local disks do not move between machines",
+            located.node.label(),
+            node.label()
+        )));
+    }
+    let device = located.cid.device.clone();
+    store::set_attached(client, &located, true)?;
+    registry::update_persistent(call, &node.uuid, disk_cid, Some(&device))?;
+    call.note(format!("attached disk {disk_cid} ({device}) to VM {vm_cid}"));
+    if call.api_version() >= 2 {
+        Ok(json!({ "path": device }))
+    } else {
+        Ok(Value::Null)
+    }
+}

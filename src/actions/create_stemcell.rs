@@ -1,0 +1,27 @@
+//! `create_stemcell`: stream the stemcell's `root.img` into the stemcell repository.
+
+use std::path::Path;
+
+use serde_json::{json, Value};
+
+use crate::call::Call;
+use crate::error::Result;
+use crate::rpc::Args;
+use crate::stemcell;
+
+pub fn run(call: &Call, args: &Args) -> Result<Value> {
+    let image_path = args.string(0)?;
+    let cloud_properties = args.object(1)?;
+    let repo = call.stemcell_repository()?;
+    let started = std::time::Instant::now();
+    let meta = stemcell::upload(&repo, Path::new(image_path), &cloud_properties)?;
+    call.note(format!(
+        "uploaded stemcell {} ({} bytes, {}, sha256 {}) in {:.1} s",
+        meta.cid,
+        meta.size,
+        meta.disk_format,
+        meta.sha256,
+        started.elapsed().as_secs_f64()
+    ));
+    Ok(json!(meta.cid))
+}

@@ -1,0 +1,31 @@
+//! `detach_disk`: idempotent on the disk's own node; DiskNotAttached when the disk belongs to
+//! another node (the director ignores it for inactive disks and reports it for active ones).
+
+use serde_json::Value;
+
+use crate::call::Call;
+use crate::disks::{registry, store};
+use crate::error::{CpiError, Result};
+use crate::rpc::Args;
+use crate::vm::held_node;
+
+pub fn run(call: &Call, args: &Args) -> Result<Value> {
+    let vm_cid = args.string(0)?;
+    let disk_cid = args.string(1)?;
+    let client = call.ironic()?;
+    let (node, _) = held_node(client, vm_cid)?;
+    let located = store::locate_existing(client, disk_cid)?;
+    if located.node.uuid != node.uuid {
+        return Err(CpiError::disk_not_attached(format!(
+            "disk {disk_cid} lives on node {}, not on VM {vm_cid} (node {})",
+            located.node.label(),
+            node.label()
+        )));
+    }
+    if located.attached() {
+        store::set_attached(client, &located, false)?;
+    }
+    registry::update_persistent(call, &node.uuid, disk_cid, None)?;
+    call.note(format!("detached disk {disk_cid} from VM {vm_cid}"));
+    Ok(Value::Null)
+}

@@ -1,0 +1,5 @@
+//! Persistent disks: local disks of nodes, recorded in the node's `extra`.
+
+pub mod cid;
+pub mod registry;
+pub mod store;

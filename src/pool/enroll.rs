@@ -1,0 +1,67 @@
+//! Enrolling a machine that the pool does not know yet, from a vm_type's `ironic_params` and
+//! `macs` (a feature of the original CPI): create the node and its ports, `manage`, `provide`.
+//! The node is marked so that delete_vm removes it again.
+
+use serde_json::{json, Map, Value};
+
+use crate::config::{secs, IronicConfig};
+use crate::error::{CpiError, Result};
+use crate::ironic::{IronicClient, IronicError, Node};
+use crate::pool::record::ENROLLED_KEY;
+
+pub fn enroll(
+    client: &IronicClient,
+    cfg: &IronicConfig,
+    params: &Map<String, Value>,
+    macs: &[String],
+) -> Result<Node> {
+    let mut body = params.clone();
+    let extra = body
+        .entry("extra")
+        .or_insert_with(|| Value::Object(Map::new()));
+    let Some(extra) = extra.as_object_mut() else {
+        return Err(CpiError::cloud(
+            "cloud_properties.ironic_params.extra must be an object",
+        ));
+    };
+    extra.insert(ENROLLED_KEY.into(), json!(true));
+
+    let node = client
+        .create_node(&Value::Object(body))
+        .map_err(|e| CpiError::cloud(format!("enrolling a node for MACs {macs:?}: {e}")))?;
+    log::info!("enrolled node {} for MACs {macs:?}", node.label());
+    match prepare(client, cfg, &node, macs) {
+        Ok(node) => Ok(node),
+        Err(e) => {
+            // Leave nothing half-enrolled: the node goes, and its ports with it.
+            if let Err(del) = client.delete_node(&node.uuid) {
+                log::error!(
+                    "could not delete half-enrolled node {}: {del}",
+                    node.label()
+                );
+            }
+            Err(CpiError::cloud(format!(
+                "enrolling node {} for MACs {macs:?}: {e}",
+                node.label()
+            )))
+        }
+    }
+}
+
+fn prepare(
+    client: &IronicClient,
+    cfg: &IronicConfig,
+    node: &Node,
+    macs: &[String],
+) -> std::result::Result<Node, IronicError> {
+    for mac in macs {
+        client.create_port(&node.uuid, mac, None)?;
+    }
+    client.set_provision_state(&node.uuid, "manage", None)?;
+    client.wait_for_provision_state(&node.uuid, &["manageable"], secs(cfg.timeouts.manage))?;
+    // A defined power state: Ironic's allocation conductor skips nodes whose power is unknown.
+    client.set_power_state(&node.uuid, "power off")?;
+    client.wait_for_power_state(&node.uuid, "power off", secs(cfg.timeouts.power))?;
+    client.set_provision_state(&node.uuid, "provide", None)?;
+    client.wait_for_provision_state(&node.uuid, &["available"], secs(cfg.timeouts.provide))
+}

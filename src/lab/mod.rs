@@ -1,1 +1,5 @@
-//! (module root; filled in by its issue)
+//! Real processes for integration tests and benchmarks: Ironic (and, from other modules, the
+//! companion server and nginx), each in its own directory, stopped when the test process exits.
+
+pub mod ironic;
+pub mod process;

@@ -1,0 +1,841 @@
+//! The HTTP layer: one `send` path that resolves the endpoint, authenticates, negotiates the
+//! microversion, adds the headers, logs, counts and retries transient failures. The resource
+//! calls on top of it are thin.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use log::{debug, warn};
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use reqwest::blocking::{Client, Response};
+use reqwest::header::{HeaderMap, HeaderValue};
+use reqwest::Method;
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
+
+use crate::config::{parse_microversion, secs, IronicAuth, IronicConfig, Secret};
+
+use super::backoff::{Backoff, RetryBudget};
+use super::error::IronicError;
+use super::keystone;
+use super::query::{with_query, AllocationQuery, NodeQuery, PortQuery};
+use super::types::{Allocation, Node, PatchOp, Port};
+
+const VERSION_HEADER: &str = "X-OpenStack-Ironic-API-Version";
+const USER_AGENT: &str = concat!("ironic_cpi/", env!("CARGO_PKG_VERSION"));
+
+/// Characters left alone in a path segment (node names may contain anything).
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// Where requests go and with which credential, once known (Keystone modes learn both from the
+/// token request).
+#[derive(Clone)]
+struct Session {
+    base: String,
+    token: Option<Secret>,
+}
+
+/// A blocking Ironic API client for one CPI call: it negotiates once, then pins the microversion.
+/// `Sync`, so threads may share it by reference.
+pub struct IronicClient {
+    http: Client,
+    cfg: IronicConfig,
+    session: Mutex<Option<Session>>,
+    version: Mutex<Option<(u32, u32)>>,
+    requests: AtomicU64,
+}
+
+/// What a request addresses, for 404 messages ("node 'x' not found").
+struct Target<'a> {
+    resource: &'a str,
+    id: &'a str,
+}
+
+const NO_TARGET: Target<'static> = Target {
+    resource: "resource",
+    id: "",
+};
+
+/// How a request is decorated.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Normal API call: credentials and the negotiated microversion.
+    Api,
+    /// `GET /v1` before a microversion is known.
+    Discovery,
+    /// The Keystone token request itself.
+    Keystone,
+}
+
+struct Answer {
+    headers: HeaderMap,
+    body: String,
+}
+
+impl IronicClient {
+    /// Build the HTTP client. No network I/O happens here.
+    pub fn new(cfg: &IronicConfig) -> Result<IronicClient, IronicError> {
+        let config_err = |message: String| IronicError::Config { message };
+        let mut builder = Client::builder()
+            .user_agent(USER_AGENT)
+            .connect_timeout(secs(cfg.connect_timeout))
+            .timeout(secs(cfg.request_timeout));
+        if let Some(path) = cfg.ca_cert_file.as_deref().filter(|p| !p.is_empty()) {
+            let pem = std::fs::read(path)
+                .map_err(|e| config_err(format!("cannot read ironic.ca_cert_file {path}: {e}")))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                config_err(format!("ironic.ca_cert_file {path} is not a PEM bundle: {e}"))
+            })?;
+            if certs.is_empty() {
+                return Err(config_err(format!(
+                    "ironic.ca_cert_file {path} holds no certificate"
+                )));
+            }
+            for c in certs {
+                builder = builder.add_root_certificate(c);
+            }
+        }
+        let http = builder
+            .build()
+            .map_err(|e| config_err(format!("cannot build the HTTP client: {e}")))?;
+        for (key, v) in [
+            ("min", &cfg.microversion.min),
+            ("max", &cfg.microversion.max),
+        ] {
+            if parse_microversion(v).is_none() {
+                return Err(config_err(format!(
+                    "ironic.microversion.{key} '{v}' must look like \"1.52\""
+                )));
+            }
+        }
+        let base = keystone::normalize_base(&cfg.url);
+        if base.is_empty() && keystone::token_request(&cfg.auth).is_none() {
+            return Err(config_err(
+                "ironic.url is empty and no Keystone auth is configured to find it".into(),
+            ));
+        }
+        if !base.is_empty() {
+            url::Url::parse(&base)
+                .map_err(|e| config_err(format!("ironic.url is not a URL: {e}")))?;
+        }
+        let session = match &cfg.auth {
+            IronicAuth::KeystonePassword { .. } | IronicAuth::KeystoneApplicationCredential { .. } => None,
+            IronicAuth::Token { token } => Some(Session {
+                base: base.clone(),
+                token: Some(token.clone()),
+            }),
+            IronicAuth::None | IronicAuth::HttpBasic { .. } => Some(Session { base, token: None }),
+        };
+        Ok(IronicClient {
+            http,
+            cfg: cfg.clone(),
+            session: Mutex::new(session),
+            version: Mutex::new(None),
+            requests: AtomicU64::new(0),
+        })
+    }
+
+    /// HTTP requests actually sent, retries, `GET /v1` and Keystone included.
+    pub fn request_count(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    /// The configuration this client was built from (waits take their policies from it).
+    pub fn config(&self) -> &IronicConfig {
+        &self.cfg
+    }
+
+    /// The microversion in use, negotiated on first need: the highest both sides support.
+    pub fn microversion(&self) -> Result<(u32, u32), IronicError> {
+        let mut guard = self.version.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(v) = *guard {
+            return Ok(v);
+        }
+        let v = self.negotiate()?;
+        *guard = Some(v);
+        Ok(v)
+    }
+
+    fn negotiate(&self) -> Result<(u32, u32), IronicError> {
+        let ans = self.call(Method::GET, "/v1", None, Mode::Discovery, &NO_TARGET, None)?;
+        let header = |name: &str| {
+            ans.headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(parse_microversion)
+        };
+        let body: Value = serde_json::from_str(&ans.body).unwrap_or(Value::Null);
+        let from_body = |key: &str| {
+            body.pointer(&format!("/version/{key}"))
+                .and_then(Value::as_str)
+                .and_then(parse_microversion)
+        };
+        let server_min = header("X-OpenStack-Ironic-API-Minimum-Version")
+            .or_else(|| from_body("min_version"))
+            .unwrap_or((1, 1));
+        let server_max = header("X-OpenStack-Ironic-API-Maximum-Version")
+            .or_else(|| from_body("version"))
+            .ok_or_else(|| IronicError::Decode {
+                what: "GET /v1".into(),
+                message: "no maximum API version in the headers or the body".into(),
+            })?;
+        // Both parsed in `new`.
+        let want_min = parse_microversion(&self.cfg.microversion.min).unwrap_or((1, 1));
+        let want_max = parse_microversion(&self.cfg.microversion.max).unwrap_or(server_max);
+        let chosen = server_max.min(want_max);
+        if chosen < want_min || chosen < server_min {
+            return Err(IronicError::Microversion {
+                url: self.display_base(),
+                server_min: fmt_version(server_min),
+                server_max: fmt_version(server_max),
+                required_min: fmt_version(want_min.max(server_min)),
+            });
+        }
+        debug!(
+            "Ironic API microversions {}..{}, using {}",
+            fmt_version(server_min),
+            fmt_version(server_max),
+            fmt_version(chosen)
+        );
+        Ok(chosen)
+    }
+
+    // ---- nodes ----
+
+    /// A node by UUID or name.
+    pub fn get_node(&self, id: &str) -> Result<Node, IronicError> {
+        self.get_json(&format!("/v1/nodes/{}", seg(id)), &node_target(id), None)
+    }
+
+    /// A node with only `fields` filled in (the others default).
+    pub fn get_node_fields(&self, id: &str, fields: &[&str]) -> Result<Node, IronicError> {
+        let path = with_query(
+            &format!("/v1/nodes/{}", seg(id)),
+            &[("fields", fields.join(","))],
+        );
+        self.get_json(&path, &node_target(id), None)
+    }
+
+    /// Used by the waits: transient failures are retried until `deadline`, not a fixed count.
+    pub(crate) fn get_node_until(&self, id: &str, deadline: Instant) -> Result<Node, IronicError> {
+        self.get_json(
+            &format!("/v1/nodes/{}", seg(id)),
+            &node_target(id),
+            Some(RetryBudget::Until(deadline)),
+        )
+    }
+
+    pub fn list_nodes(&self, q: &NodeQuery) -> Result<Vec<Node>, IronicError> {
+        self.list("/v1/nodes", "nodes", q.params(), &q.fields, q.limit_total, true)
+    }
+
+    pub fn create_node(&self, body: &Value) -> Result<Node, IronicError> {
+        self.send_json(Method::POST, "/v1/nodes", Some(body), &NO_TARGET)
+    }
+
+    /// One JSON Patch; `add` replaces existing members, so one request covers add-or-replace.
+    pub fn patch_node(&self, id: &str, ops: &[PatchOp]) -> Result<Node, IronicError> {
+        let body = serde_json::to_value(ops).map_err(|e| IronicError::Decode {
+            what: "patch".into(),
+            message: e.to_string(),
+        })?;
+        self.send_json(
+            Method::PATCH,
+            &format!("/v1/nodes/{}", seg(id)),
+            Some(&body),
+            &node_target(id),
+        )
+    }
+
+    pub fn delete_node(&self, id: &str) -> Result<(), IronicError> {
+        self.send_empty(Method::DELETE, &format!("/v1/nodes/{}", seg(id)), None, &node_target(id))
+    }
+
+    /// `PUT /v1/nodes/{id}/states/provision` with `target` plus the members of `body_extra`
+    /// (`configdrive`, `clean_steps`, `deploy_steps`, ...).
+    pub fn set_provision_state(
+        &self,
+        id: &str,
+        target: &str,
+        body_extra: Option<Value>,
+    ) -> Result<(), IronicError> {
+        let mut body = json!({ "target": target });
+        if let (Some(Value::Object(extra)), Value::Object(map)) = (body_extra, &mut body) {
+            for (k, v) in extra {
+                if k != "target" {
+                    map.insert(k, v);
+                }
+            }
+        }
+        debug!("node {id}: provision action '{target}'");
+        self.send_empty(
+            Method::PUT,
+            &format!("/v1/nodes/{}/states/provision", seg(id)),
+            Some(&body),
+            &node_target(id),
+        )
+    }
+
+    /// `power on`, `power off` or `rebooting`.
+    pub fn set_power_state(&self, id: &str, target: &str) -> Result<(), IronicError> {
+        debug!("node {id}: power action '{target}'");
+        self.send_empty(
+            Method::PUT,
+            &format!("/v1/nodes/{}/states/power", seg(id)),
+            Some(&json!({ "target": target })),
+            &node_target(id),
+        )
+    }
+
+    /// Replace the node's traits (needs microversion 1.37).
+    pub fn set_node_traits(&self, id: &str, traits: &[String]) -> Result<(), IronicError> {
+        self.send_empty(
+            Method::PUT,
+            &format!("/v1/nodes/{}/traits", seg(id)),
+            Some(&json!({ "traits": traits })),
+            &node_target(id),
+        )
+    }
+
+    /// The driver's interface-by-interface validation (`{"power": {"result": true}, ...}`).
+    pub fn validate_node(&self, id: &str) -> Result<Value, IronicError> {
+        self.get_json(
+            &format!("/v1/nodes/{}/validate", seg(id)),
+            &node_target(id),
+            None,
+        )
+    }
+
+    // ---- ports ----
+
+    pub fn list_ports(&self, q: &PortQuery) -> Result<Vec<Port>, IronicError> {
+        self.list("/v1/ports", "ports", q.params(), &q.fields, None, true)
+    }
+
+    pub fn create_port(
+        &self,
+        node_uuid: &str,
+        address: &str,
+        extra: Option<Value>,
+    ) -> Result<Port, IronicError> {
+        let mut body = json!({ "node_uuid": node_uuid, "address": address });
+        if let Some(extra) = extra {
+            body["extra"] = extra;
+        }
+        self.send_json(Method::POST, "/v1/ports", Some(&body), &NO_TARGET)
+    }
+
+    pub fn delete_port(&self, uuid: &str) -> Result<(), IronicError> {
+        self.send_empty(
+            Method::DELETE,
+            &format!("/v1/ports/{}", seg(uuid)),
+            None,
+            &Target {
+                resource: "port",
+                id: uuid,
+            },
+        )
+    }
+
+    // ---- allocations ----
+
+    /// `POST /v1/allocations` (`resource_class`, `traits`, `candidate_nodes`, `name`, ...). The
+    /// answer is usually still `allocating`: see [`IronicClient::wait_for_allocation`].
+    pub fn create_allocation(&self, body: &Value) -> Result<Allocation, IronicError> {
+        self.send_json(Method::POST, "/v1/allocations", Some(body), &NO_TARGET)
+    }
+
+    pub fn get_allocation(&self, id: &str) -> Result<Allocation, IronicError> {
+        self.get_json(
+            &format!("/v1/allocations/{}", seg(id)),
+            &alloc_target(id),
+            None,
+        )
+    }
+
+    pub(crate) fn get_allocation_until(
+        &self,
+        id: &str,
+        deadline: Instant,
+    ) -> Result<Allocation, IronicError> {
+        self.get_json(
+            &format!("/v1/allocations/{}", seg(id)),
+            &alloc_target(id),
+            Some(RetryBudget::Until(deadline)),
+        )
+    }
+
+    pub fn delete_allocation(&self, id: &str) -> Result<(), IronicError> {
+        self.send_empty(
+            Method::DELETE,
+            &format!("/v1/allocations/{}", seg(id)),
+            None,
+            &alloc_target(id),
+        )
+    }
+
+    pub fn list_allocations(&self, q: &AllocationQuery) -> Result<Vec<Allocation>, IronicError> {
+        // Allocation lists always carry every field; there is no `detail=`.
+        self.list("/v1/allocations", "allocations", q.params(), &q.fields, None, false)
+    }
+
+    // ---- plumbing ----
+
+    /// Follow `next` links until a page comes back without one (or empty: Ironic links every full
+    /// page, so the last one may be empty).
+    fn list<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        key: &str,
+        mut params: Vec<(&'static str, String)>,
+        fields: &[String],
+        limit_total: Option<usize>,
+        has_detail: bool,
+    ) -> Result<Vec<T>, IronicError> {
+        let page_size = self.cfg.page_size.max(1) as usize;
+        let first_limit = limit_total.map_or(page_size, |t| t.clamp(1, page_size));
+        params.push(("limit", first_limit.to_string()));
+        if !fields.is_empty() {
+            // `detail=true` together with `fields=` is a 400.
+            params.push(("fields", fields.join(",")));
+        } else if has_detail {
+            params.push(("detail", "true".into()));
+        }
+        let mut next = Some(with_query(path, &params));
+        let mut out: Vec<T> = Vec::new();
+        while let Some(path) = next.take() {
+            let page: Value = self.get_json(&path, &NO_TARGET, None)?;
+            let items = match page.get(key) {
+                Some(Value::Array(items)) => items,
+                _ => {
+                    return Err(IronicError::Decode {
+                        what: format!("GET {path}"),
+                        message: format!("no '{key}' list in the answer"),
+                    })
+                }
+            };
+            if items.is_empty() {
+                break;
+            }
+            for item in items {
+                out.push(T::deserialize(item).map_err(|e| IronicError::Decode {
+                    what: format!("GET {path}"),
+                    message: e.to_string(),
+                })?);
+            }
+            if limit_total.is_some_and(|t| out.len() >= t) {
+                break;
+            }
+            next = page
+                .get("next")
+                .and_then(Value::as_str)
+                .and_then(api_suffix);
+        }
+        if let Some(t) = limit_total {
+            out.truncate(t);
+        }
+        Ok(out)
+    }
+
+    fn get_json<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        target: &Target,
+        budget: Option<RetryBudget>,
+    ) -> Result<T, IronicError> {
+        let ans = self.call(Method::GET, path, None, Mode::Api, target, budget)?;
+        decode(&Method::GET, path, &ans.body)
+    }
+
+    fn send_json<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        target: &Target,
+    ) -> Result<T, IronicError> {
+        let ans = self.call(method.clone(), path, body, Mode::Api, target, None)?;
+        decode(&method, path, &ans.body)
+    }
+
+    fn send_empty(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        target: &Target,
+    ) -> Result<(), IronicError> {
+        self.call(method, path, body, Mode::Api, target, None)
+            .map(|_| ())
+    }
+
+    /// One API call: session, microversion, retries, and one re-authentication when a Keystone
+    /// token was refused (it may have expired or been revoked).
+    fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        mode: Mode,
+        target: &Target,
+        budget: Option<RetryBudget>,
+    ) -> Result<Answer, IronicError> {
+        let mut reauthenticated = false;
+        loop {
+            let session = self.session()?;
+            let version = match mode {
+                Mode::Api => Some(self.microversion()?),
+                _ => None,
+            };
+            let url = format!("{}{}", session.base, path);
+            let result =
+                self.send_with_retries(&method, &url, path, body, mode, &session, version, target, budget);
+            match result {
+                Err(IronicError::Unauthorized { .. })
+                    if !reauthenticated && keystone::token_request(&self.cfg.auth).is_some() =>
+                {
+                    reauthenticated = true;
+                    *self.session.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn session(&self) -> Result<Session, IronicError> {
+        let mut guard = self.session.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = guard.as_ref() {
+            return Ok(s.clone());
+        }
+        let s = self.authenticate()?;
+        *guard = Some(s.clone());
+        Ok(s)
+    }
+
+    /// Keystone v3: a token from `X-Subject-Token`, and the endpoint from the catalog when
+    /// `ironic.url` is empty.
+    fn authenticate(&self) -> Result<Session, IronicError> {
+        let Some((url, body, region)) = keystone::token_request(&self.cfg.auth) else {
+            return Err(IronicError::Config {
+                message: "no Keystone auth configured".into(),
+            });
+        };
+        let empty = Session {
+            base: String::new(),
+            token: None,
+        };
+        let ans = self
+            .send_with_retries(
+                &Method::POST,
+                &url,
+                "/v3/auth/tokens",
+                Some(&body),
+                Mode::Keystone,
+                &empty,
+                None,
+                &NO_TARGET,
+                None,
+            )
+            .map_err(|e| match e {
+                IronicError::Unauthorized { message, .. }
+                | IronicError::NotFound { message, .. }
+                | IronicError::BadRequest { message } => IronicError::Auth { message },
+                other => other,
+            })?;
+        let token = ans
+            .headers
+            .get("X-Subject-Token")
+            .and_then(|v| v.to_str().ok())
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| IronicError::Auth {
+                message: "Keystone answered without an X-Subject-Token header".into(),
+            })?;
+        let base = keystone::normalize_base(&self.cfg.url);
+        let base = if base.is_empty() {
+            let doc: Value = serde_json::from_str(&ans.body).map_err(|e| IronicError::Auth {
+                message: format!("the Keystone token body is not JSON: {e}"),
+            })?;
+            keystone::baremetal_endpoint(&doc, region.as_deref())?
+        } else {
+            base
+        };
+        Ok(Session {
+            base,
+            token: Some(Secret::new(token)),
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn send_with_retries(
+        &self,
+        method: &Method,
+        url: &str,
+        path: &str,
+        body: Option<&Value>,
+        mode: Mode,
+        session: &Session,
+        version: Option<(u32, u32)>,
+        target: &Target,
+        budget: Option<RetryBudget>,
+    ) -> Result<Answer, IronicError> {
+        let budget = budget.unwrap_or(RetryBudget::Attempts(self.cfg.retry.max_attempts.max(1)));
+        let mut backoff = Backoff::for_retry(&self.cfg.retry);
+        let idempotent = matches!(*method, Method::GET | Method::HEAD | Method::DELETE);
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let (err, retry_after) =
+                match self.send_once(method, url, path, body, mode, session, version, target) {
+                    Ok(ans) => return Ok(ans),
+                    Err(failure) => failure,
+                };
+            let retryable = match &err {
+                // A request that may have reached Ironic is repeated only if repeating is harmless.
+                IronicError::Transport { not_sent, .. } => *not_sent || idempotent,
+                e => e.is_transient(),
+            };
+            if !retryable {
+                return Err(err);
+            }
+            let mut delay = backoff.next_delay();
+            if let Some(ra) = retry_after {
+                delay = delay.max(ra.min(secs(self.cfg.retry.max_delay.max(1.0))));
+            }
+            if !budget.allows(attempt, delay) {
+                return Err(err);
+            }
+            warn!(
+                "{method} {path}: {err}; retrying in {:.2} s (attempt {})",
+                delay.as_secs_f64(),
+                attempt + 1
+            );
+            std::thread::sleep(delay);
+        }
+    }
+
+    /// One HTTP exchange. Errors come with the server's `Retry-After`, if any.
+    #[allow(clippy::too_many_arguments)]
+    fn send_once(
+        &self,
+        method: &Method,
+        url: &str,
+        path: &str,
+        body: Option<&Value>,
+        mode: Mode,
+        session: &Session,
+        version: Option<(u32, u32)>,
+        target: &Target,
+    ) -> Result<Answer, (IronicError, Option<Duration>)> {
+        let mut req = self.http.request(method.clone(), url);
+        if let Some(v) = version {
+            req = req.header(VERSION_HEADER, fmt_version(v));
+        }
+        if mode != Mode::Keystone {
+            match &self.cfg.auth {
+                IronicAuth::HttpBasic { username, password } => {
+                    req = req.basic_auth(username, Some(password.expose()));
+                }
+                _ => {
+                    if let Some(token) = &session.token {
+                        if let Ok(mut value) = HeaderValue::from_str(token.expose()) {
+                            value.set_sensitive(true);
+                            req = req.header("X-Auth-Token", value);
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let started = Instant::now();
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let result = req.send();
+        let ms = started.elapsed().as_secs_f64() * 1000.0;
+        let resp: Response = match result {
+            Ok(r) => r,
+            Err(e) => {
+                debug!("{method} {path} -> transport error after {ms:.0} ms");
+                return Err((
+                    IronicError::Transport {
+                        method: method.to_string(),
+                        url: redact_url(url),
+                        message: error_chain(&e),
+                        not_sent: e.is_connect(),
+                    },
+                    None,
+                ));
+            }
+        };
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let text = resp.text().map_err(|e| {
+            (
+                IronicError::Transport {
+                    method: method.to_string(),
+                    url: redact_url(url),
+                    message: format!("reading the answer: {}", error_chain(&e)),
+                    not_sent: false,
+                },
+                None,
+            )
+        })?;
+        debug!(
+            "{method} {path} -> {status} in {:.0} ms",
+            started.elapsed().as_secs_f64() * 1000.0
+        );
+        if (200..300).contains(&status) {
+            return Ok(Answer {
+                headers,
+                body: text,
+            });
+        }
+        let retry_after = headers
+            .get("Retry-After")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|s| s.trim().parse::<f64>().ok())
+            .filter(|s| s.is_finite() && *s >= 0.0)
+            .map(Duration::from_secs_f64);
+        let short_path = path.split('?').next().unwrap_or(path);
+        Err((
+            IronicError::from_status(
+                method.as_str(),
+                short_path,
+                status,
+                &text,
+                target.resource,
+                target.id,
+            ),
+            retry_after,
+        ))
+    }
+
+    fn display_base(&self) -> String {
+        let base = self
+            .session
+            .lock()
+            .map(|s| s.as_ref().map(|s| s.base.clone()))
+            .unwrap_or_default()
+            .unwrap_or_else(|| self.cfg.url.clone());
+        redact_url(&base)
+    }
+}
+
+fn decode<T: DeserializeOwned>(method: &Method, path: &str, body: &str) -> Result<T, IronicError> {
+    serde_json::from_str(body).map_err(|e| IronicError::Decode {
+        what: format!("{method} {}", path.split('?').next().unwrap_or(path)),
+        message: e.to_string(),
+    })
+}
+
+fn node_target(id: &str) -> Target<'_> {
+    Target {
+        resource: "node",
+        id,
+    }
+}
+
+fn alloc_target(id: &str) -> Target<'_> {
+    Target {
+        resource: "allocation",
+        id,
+    }
+}
+
+fn seg(s: &str) -> String {
+    utf8_percent_encode(s, SEGMENT).to_string()
+}
+
+pub(crate) fn fmt_version((major, minor): (u32, u32)) -> String {
+    format!("{major}.{minor}")
+}
+
+/// The `/v1/...?...` part of a `next` link. The link's host is whatever Ironic thinks it is
+/// called (it may sit behind a proxy), so only the part after the API root is kept.
+fn api_suffix(next: &str) -> Option<String> {
+    let at = next.find("/v1/")?;
+    Some(next[at..].to_string())
+}
+
+/// The URL without `user:password@`, for messages.
+pub(crate) fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) => {
+            if !u.username().is_empty() || u.password().is_some() {
+                let _ = u.set_username("");
+                let _ = u.set_password(None);
+            }
+            u.set_query(None);
+            u.to_string()
+        }
+        Err(_) => "<unparsable URL>".to_string(),
+    }
+}
+
+/// reqwest's message plus its causes ("connection refused"), without the URL it would print.
+fn error_chain(e: &reqwest::Error) -> String {
+    let mut parts = vec![];
+    let mut kind = String::new();
+    if e.is_timeout() {
+        kind = "timed out".into();
+    } else if e.is_connect() {
+        kind = "connection failed".into();
+    }
+    if !kind.is_empty() {
+        parts.push(kind);
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = s.source();
+    }
+    if parts.is_empty() {
+        parts.push(e.to_string());
+    }
+    let joined = parts.join(": ");
+    // Belt and braces: causes should not carry the URL, but never let userinfo through.
+    if joined.contains('@') {
+        return joined
+            .split_whitespace()
+            .map(|w| if w.contains("://") { redact_url(w) } else { w.to_string() })
+            .collect::<Vec<_>>()
+            .join(" ");
+    }
+    joined
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_links_keep_the_api_part() {
+        assert_eq!(
+            api_suffix("http://proxy/baremetal/v1/nodes?limit=2&marker=abc").as_deref(),
+            Some("/v1/nodes?limit=2&marker=abc")
+        );
+        assert_eq!(api_suffix("garbage"), None);
+    }
+
+    #[test]
+    fn urls_lose_userinfo() {
+        assert_eq!(
+            redact_url("http://admin:hunter2@h:6385/v1/nodes?x=1"),
+            "http://h:6385/v1/nodes"
+        );
+    }
+
+    #[test]
+    fn segments_are_encoded() {
+        assert_eq!(seg("node 1/a"), "node%201%2Fa");
+        assert_eq!(seg("abc-DEF_1.2"), "abc-DEF_1.2");
+    }
+}

@@ -1,0 +1,415 @@
+//! A real OpenStack Ironic 39.0.0 for tests: fake-hardware, SQLite, one all-in-one process on
+//! loopback, in a fresh directory per lab.
+//!
+//! Isolation convention: the tests of one binary share one lab (kept in a `static OnceLock`), so
+//! each test gives its nodes a name prefix and a `resource_class` of its own (e.g. `t-<test>-`,
+//! `rc-<test>`) and filters lists by them; MACs are derived from a per-test byte. Never list or
+//! count "all nodes" in a shared lab.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Map, Value};
+
+use crate::config::Config;
+use crate::ironic::{IronicClient, IronicError, Node};
+
+use super::process::{self, ChildProcess, SpawnOptions};
+
+/// How the lab's Ironic authenticates API users.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LabAuth {
+    None,
+    /// `auth_strategy = http_basic` with one user in a bcrypt htpasswd file.
+    HttpBasic { username: String, password: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct IronicLabOptions {
+    pub auth: LabAuth,
+    /// `[fake] power_delay`, `boot_delay`, `deploy_delay`: seconds the fake drivers sleep while
+    /// holding the node's lock.
+    pub power_delay: f64,
+    pub boot_delay: f64,
+    pub deploy_delay: f64,
+    /// Defaults to `$IRONIC_CPI_LAB_VENV`, else `<repo>/.cache/ironic-venv` (installed on demand).
+    pub venv: Option<PathBuf>,
+    /// `[api] max_limit`: the largest page Ironic serves.
+    pub max_limit: u32,
+    /// `[conductor] node_locked_retry_attempts`: how often Ironic itself retries a held lock
+    /// before answering 409 (its default 3, at 1 s each, hides short locks from clients).
+    pub node_locked_retry_attempts: u32,
+    pub start_timeout: Duration,
+}
+
+impl Default for IronicLabOptions {
+    fn default() -> Self {
+        IronicLabOptions {
+            auth: LabAuth::None,
+            power_delay: 0.0,
+            boot_delay: 0.0,
+            deploy_delay: 0.0,
+            venv: None,
+            max_limit: 1000,
+            node_locked_retry_attempts: 1,
+            start_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// A running Ironic. Stopped on drop, and by a watchdog when the test process exits.
+pub struct IronicLab {
+    /// Base URL, without `/v1`.
+    pub url: String,
+    /// The lab's directory: config, SQLite database, logs.
+    pub dir: PathBuf,
+    /// From spawning `ironic` until `GET /v1` answered.
+    pub started_in: Duration,
+    auth: LabAuth,
+    process: ChildProcess,
+}
+
+impl IronicLab {
+    pub fn start(opts: IronicLabOptions) -> Result<IronicLab, String> {
+        let venv = ensure_venv(opts.venv.clone())?;
+        let dir = tempfile::Builder::new()
+            .prefix("ironic-lab-")
+            .tempdir()
+            .map_err(|e| format!("cannot create a lab directory: {e}"))?
+            .keep();
+        let port = process::free_port()?;
+        let config_file = dir.join("ironic.conf");
+        if let LabAuth::HttpBasic { username, password } = &opts.auth {
+            let hash = bcrypt::hash(password, 4)
+                .map_err(|e| format!("cannot hash the lab password: {e}"))?;
+            std::fs::write(dir.join("htpasswd"), format!("{username}:{hash}\n"))
+                .map_err(|e| format!("cannot write htpasswd: {e}"))?;
+        }
+        std::fs::write(&config_file, ironic_conf(&dir, port, &opts))
+            .map_err(|e| format!("cannot write {}: {e}", config_file.display()))?;
+
+        let mut dbsync = Command::new(venv.join("bin/ironic-dbsync"));
+        dbsync.arg("--config-file").arg(&config_file).arg("create_schema");
+        process::run_logged("ironic-dbsync create_schema", dbsync, &dir.join("dbsync.log"))?;
+
+        let mut cmd = Command::new(venv.join("bin/ironic"));
+        cmd.arg("--config-file").arg(&config_file);
+        let started = Instant::now();
+        let mut child = ChildProcess::spawn(
+            "ironic",
+            cmd,
+            &dir.join("ironic.stdout.log"),
+            SpawnOptions {
+                grace: Duration::from_secs(8),
+                remove_dir: Some(dir.clone()),
+            },
+        )?;
+        let url = format!("http://127.0.0.1:{port}");
+        process::wait_for_http(&format!("{url}/v1"), opts.start_timeout, Some(&mut child))
+            .map_err(|e| {
+                format!(
+                    "{e}\nironic.log:\n{}",
+                    process::log_tail(&dir.join("ironic.log"), 30)
+                )
+            })?;
+        let started_in = started.elapsed();
+        eprintln!(
+            "ironic started in {:.2} s at {url} (dir {})",
+            started_in.as_secs_f64(),
+            dir.display()
+        );
+        Ok(IronicLab {
+            url,
+            dir,
+            started_in,
+            auth: opts.auth,
+            process: child,
+        })
+    }
+
+    /// A CPI config pointing at this lab, polling fast (fake transitions take 0.1-0.5 s).
+    pub fn config(&self) -> Config {
+        let auth = match &self.auth {
+            LabAuth::None => json!({"type": "none"}),
+            LabAuth::HttpBasic { username, password } => {
+                json!({"type": "http_basic", "username": username, "password": password})
+            }
+        };
+        let doc = json!({"ironic": {
+            "url": self.url,
+            "auth": auth,
+            "connect_timeout": 5.0,
+            "request_timeout": 60.0,
+            "retry": {"max_attempts": 10, "initial_delay": 0.2, "max_delay": 2.0},
+            "poll": {"initial_interval": 0.1, "factor": 1.5, "max_interval": 1.0, "jitter": 0.1},
+            "timeouts": {"deploy": 60.0, "provide": 60.0, "undeploy": 60.0, "clean": 60.0,
+                         "manage": 60.0, "power": 60.0},
+        }});
+        // The document above is fixed and valid; failing here is a bug in this file.
+        Config::from_value(doc).expect("lab config is valid")
+    }
+
+    /// A client for this lab with [`IronicLab::config`].
+    pub fn client(&self) -> Result<IronicClient, IronicError> {
+        IronicClient::new(&self.config().ironic)
+    }
+
+    /// Ironic's own log (API and conductor).
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join("ironic.log")
+    }
+
+    pub fn log_tail(&self, lines: usize) -> String {
+        process::log_tail(&self.log_path(), lines)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
+    /// Stop now (also happens on drop).
+    pub fn stop(&mut self) {
+        self.process.stop();
+    }
+}
+
+/// The venv to use: installed by `scripts/lab/install-ironic` when it is the repository's own
+/// (cheap when up to date; reinstalls when the constraints changed). An explicitly named venv is
+/// only checked, never modified.
+fn ensure_venv(explicit: Option<PathBuf>) -> Result<PathBuf, String> {
+    let named = explicit.or_else(|| std::env::var_os("IRONIC_CPI_LAB_VENV").map(PathBuf::from));
+    if let Some(v) = named {
+        if v.join("bin/ironic").is_file() {
+            return Ok(v);
+        }
+        return Err(format!(
+            "{} has no bin/ironic; run scripts/lab/install-ironic with IRONIC_CPI_LAB_VENV={}",
+            v.display(),
+            v.display()
+        ));
+    }
+    let root = process::repo_root();
+    let venv = root.join(".cache/ironic-venv");
+    let script = root.join("scripts/lab/install-ironic");
+    let log = root.join(".cache/install-ironic.log");
+    std::fs::create_dir_all(root.join(".cache"))
+        .map_err(|e| format!("cannot create {}/.cache: {e}", root.display()))?;
+    let mut cmd = Command::new(&script);
+    // Two test binaries may start at once: one installs, the other waits on the lock.
+    cmd.env_remove("IRONIC_CPI_LAB_VENV");
+    let lock = root.join(".cache/install-ironic.lock");
+    let mut flock = Command::new("flock");
+    flock.arg(&lock).arg(&script);
+    let runner = if which("flock") { flock } else { cmd };
+    process::run_logged("scripts/lab/install-ironic", runner, &log)?;
+    if venv.join("bin/ironic").is_file() {
+        Ok(venv)
+    } else {
+        Err(format!("{} has no bin/ironic after install", venv.display()))
+    }
+}
+
+fn which(program: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|paths| {
+        std::env::split_paths(&paths).any(|p| p.join(program).is_file())
+    })
+}
+
+/// The configuration measured in docs/ironic-facts.md, on `port`, with the lab's options.
+fn ironic_conf(dir: &Path, port: u16, opts: &IronicLabOptions) -> String {
+    let d = dir.display();
+    let auth = match opts.auth {
+        LabAuth::None => "auth_strategy = noauth".to_string(),
+        LabAuth::HttpBasic { .. } => format!(
+            "auth_strategy = http_basic\nhttp_basic_auth_user_file = {d}/htpasswd"
+        ),
+    };
+    format!(
+        "[DEFAULT]
+{auth}
+host = localhost
+rpc_transport = none
+log_dir = {d}
+log_file = ironic.log
+use_stderr = false
+enabled_hardware_types = fake-hardware
+enabled_bios_interfaces = fake,no-bios
+enabled_boot_interfaces = fake
+enabled_console_interfaces = fake,no-console
+enabled_deploy_interfaces = fake
+enabled_firmware_interfaces = fake,no-firmware
+enabled_inspect_interfaces = fake,no-inspect
+enabled_management_interfaces = fake
+enabled_network_interfaces = noop
+enabled_power_interfaces = fake
+enabled_raid_interfaces = fake,no-raid
+enabled_rescue_interfaces = fake,no-rescue
+enabled_storage_interfaces = noop
+enabled_vendor_interfaces = fake,no-vendor
+default_boot_interface = fake
+default_deploy_interface = fake
+default_network_interface = noop
+default_resource_class = baremetal
+[api]
+host_ip = 127.0.0.1
+port = {port}
+max_limit = {max_limit}
+[conductor]
+automated_clean = true
+node_locked_retry_attempts = {locked}
+[database]
+connection = sqlite:///{d}/ironic.sqlite
+[dhcp]
+dhcp_provider = none
+[fake]
+power_delay = {power}
+boot_delay = {boot}
+deploy_delay = {deploy}
+[oslo_concurrency]
+lock_path = {d}
+",
+        max_limit = opts.max_limit,
+        locked = opts.node_locked_retry_attempts.max(1),
+        power = opts.power_delay,
+        boot = opts.boot_delay,
+        deploy = opts.deploy_delay,
+    )
+}
+
+/// Where an enrolled node should end up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EnrollTarget {
+    Enroll,
+    Manageable,
+    #[default]
+    Available,
+}
+
+/// A fake-hardware node to enroll.
+#[derive(Debug, Clone)]
+pub struct NodeSpec {
+    pub name: String,
+    pub macs: Vec<String>,
+    pub cpus: u32,
+    pub memory_mb: u64,
+    pub local_gb: u64,
+    pub cpu_arch: String,
+    pub resource_class: Option<String>,
+    pub traits: Vec<String>,
+    pub conductor_group: Option<String>,
+    pub extra: Map<String, Value>,
+    pub target: EnrollTarget,
+}
+
+impl NodeSpec {
+    pub fn new(name: impl Into<String>) -> NodeSpec {
+        NodeSpec {
+            name: name.into(),
+            macs: vec![],
+            cpus: 8,
+            memory_mb: 16384,
+            local_gb: 100,
+            cpu_arch: "x86_64".into(),
+            resource_class: None,
+            traits: vec![],
+            conductor_group: None,
+            extra: Map::new(),
+            target: EnrollTarget::Available,
+        }
+    }
+}
+
+/// `52:54:00:<a>:<b>:<c>` from a test's own byte and an index, so tests never share MACs.
+pub fn lab_mac(test_byte: u8, index: u16, nic: u8) -> String {
+    format!(
+        "52:54:{test_byte:02x}:{:02x}:{:02x}:{nic:02x}",
+        index >> 8,
+        index & 0xff
+    )
+}
+
+/// Enroll a fake-hardware node through the client: create it and its ports, power it off once
+/// (the allocation conductor skips nodes whose power state is still null), then walk it to the
+/// target state, waiting for every transition.
+pub fn enroll_node(client: &IronicClient, spec: &NodeSpec) -> Result<Node, IronicError> {
+    let mut body = json!({
+        "name": spec.name,
+        "driver": "fake-hardware",
+        "properties": {
+            "cpus": spec.cpus,
+            "memory_mb": spec.memory_mb,
+            "local_gb": spec.local_gb,
+            "cpu_arch": spec.cpu_arch,
+        },
+        "extra": spec.extra,
+    });
+    if let Some(rc) = &spec.resource_class {
+        body["resource_class"] = json!(rc);
+    }
+    if let Some(g) = &spec.conductor_group {
+        body["conductor_group"] = json!(g);
+    }
+    let node = client.create_node(&body)?;
+    for mac in &spec.macs {
+        client.create_port(&node.uuid, mac, None)?;
+    }
+    if !spec.traits.is_empty() {
+        client.set_node_traits(&node.uuid, &spec.traits)?;
+    }
+    let timeouts = &client.config().timeouts;
+    client.set_power_state(&node.uuid, "power off")?;
+    client.wait_for_power_state(&node.uuid, "power off", crate::config::secs(timeouts.power))?;
+    if spec.target != EnrollTarget::Enroll {
+        client.set_provision_state(&node.uuid, "manage", None)?;
+        client.wait_for_provision_state(
+            &node.uuid,
+            &["manageable"],
+            crate::config::secs(timeouts.manage),
+        )?;
+    }
+    if spec.target == EnrollTarget::Available {
+        client.set_provision_state(&node.uuid, "provide", None)?;
+        client.wait_for_provision_state(
+            &node.uuid,
+            &["available"],
+            crate::config::secs(timeouts.provide),
+        )?;
+    }
+    client.get_node(&node.uuid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conf_carries_options() {
+        let opts = IronicLabOptions {
+            auth: LabAuth::HttpBasic {
+                username: "u".into(),
+                password: "p".into(),
+            },
+            deploy_delay: 2.0,
+            max_limit: 7,
+            ..Default::default()
+        };
+        let c = ironic_conf(Path::new("/tmp/x"), 1234, &opts);
+        for want in [
+            "port = 1234",
+            "max_limit = 7",
+            "deploy_delay = 2",
+            "auth_strategy = http_basic",
+            "http_basic_auth_user_file = /tmp/x/htpasswd",
+            "connection = sqlite:////tmp/x/ironic.sqlite",
+        ] {
+            assert!(c.contains(want), "missing {want}");
+        }
+    }
+
+    #[test]
+    fn macs_are_distinct() {
+        assert_eq!(lab_mac(0x10, 0x0102, 3), "52:54:10:01:02:03");
+        assert_ne!(lab_mac(1, 1, 0), lab_mac(2, 1, 0));
+    }
+}

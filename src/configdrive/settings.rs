@@ -1,0 +1,150 @@
+//! The agent's initial settings (`bosh-agent: settings/settings.go`), typed exactly as the Go
+//! agent decodes them: one field of the wrong JSON type and the whole document is refused at
+//! boot, long after create_vm has reported success.
+
+use serde_json::{json, Map, Value};
+
+use super::networks::json_type;
+use crate::config::{AgentConfig, Defaults};
+use crate::error::{CpiError, Result};
+
+/// Everything the settings are made of, already checked by the network mapping.
+pub struct SettingsParts<'a> {
+    pub agent_id: &'a str,
+    pub vm_name: &'a str,
+    pub networks: &'a Map<String, Value>,
+    pub env: &'a Value,
+    pub agent: &'a AgentConfig,
+    pub defaults: &'a Defaults,
+    pub persistent_disks: &'a Map<String, Value>,
+}
+
+/// Build the settings object.
+///
+/// `mbus` and `blobstore` are left out when not configured: Go leaves a missing field at its
+/// zero value (and would also ignore `null`), while a director-supplied `env.bosh.mbus.urls` or
+/// `env.bosh.blobstores` takes precedence anyway (`Settings.GetMbusURLs`, `GetBlobstore`).
+pub fn agent_settings(p: &SettingsParts) -> Result<Value> {
+    match p.env {
+        Value::Object(_) | Value::Null => {}
+        other => {
+            return Err(CpiError::cpi(format!(
+                "create_vm env must be an object, got {}",
+                json_type(other)
+            )))
+        }
+    }
+    if !p.defaults.system_disk.starts_with('/') {
+        return Err(CpiError::cpi(format!(
+            "defaults.system_disk '{}' must be a device path like /dev/sda",
+            p.defaults.system_disk
+        )));
+    }
+    for (cid, hint) in p.persistent_disks {
+        // Strings (old CPIs) and objects ({"path": ...}) are what `PersistentDiskSettings` reads.
+        if !(hint.is_string() || hint.is_object()) {
+            return Err(CpiError::cpi(format!(
+                "persistent disk '{cid}': its hint must be a device path or an object like \
+                 {{\"path\": \"/dev/sdc\"}}, got {}",
+                json_type(hint)
+            )));
+        }
+    }
+
+    let mut s = Map::new();
+    s.insert("agent_id".into(), Value::String(p.agent_id.to_string()));
+    s.insert("vm".into(), json!({ "name": p.vm_name }));
+    if let Some(mbus) = &p.agent.mbus {
+        s.insert("mbus".into(), Value::String(mbus.expose().to_string()));
+    }
+    s.insert(
+        "ntp".into(),
+        Value::Array(p.agent.ntp.iter().cloned().map(Value::String).collect()),
+    );
+    if let Some(blobstore) = &p.agent.blobstore {
+        check_blobstore(blobstore)?;
+        s.insert("blobstore".into(), blobstore.clone());
+    }
+    s.insert("networks".into(), Value::Object(p.networks.clone()));
+    s.insert(
+        "disks".into(),
+        json!({
+            "system": p.defaults.system_disk,
+            "ephemeral": p.defaults.ephemeral_disk,
+            "persistent": p.persistent_disks,
+        }),
+    );
+    s.insert("env".into(), p.env.clone());
+    Ok(Value::Object(s))
+}
+
+/// `Blobstore { Type string "provider"; Options map[string]interface{} "options" }`.
+fn check_blobstore(b: &Value) -> Result<()> {
+    let Value::Object(b) = b else {
+        return Err(CpiError::cpi(format!(
+            "agent.blobstore must be an object with provider and options, got {}",
+            json_type(b)
+        )));
+    };
+    match b.get("provider") {
+        None | Some(Value::Null) | Some(Value::String(_)) => {}
+        Some(other) => {
+            return Err(CpiError::cpi(format!(
+                "agent.blobstore.provider must be a string, got {}",
+                json_type(other)
+            )))
+        }
+    }
+    match b.get("options") {
+        None | Some(Value::Null) | Some(Value::Object(_)) => Ok(()),
+        Some(other) => Err(CpiError::cpi(format!(
+            "agent.blobstore.options must be an object, got {}",
+            json_type(other)
+        ))),
+    }
+}
+
+const REDACTED: &str = "<redacted>";
+
+/// A copy of agent settings (or user data, which embeds them) that is safe to log: `env` holds
+/// the VM password and the mbus client key, `mbus` carries credentials in its userinfo,
+/// blobstore options carry passwords. Structure and network details stay visible.
+pub fn redacted(doc: &Value) -> Value {
+    let mut out = doc.clone();
+    if let Value::Object(m) = &mut out {
+        for key in ["env", "mbus"] {
+            if let Some(v) = m.get_mut(key) {
+                if !v.is_null() {
+                    *v = Value::String(REDACTED.into());
+                }
+            }
+        }
+        if let Some(Value::Object(b)) = m.get_mut("blobstore") {
+            if let Some(o) = b.get_mut("options") {
+                *o = Value::String(REDACTED.into());
+            }
+        }
+        // Registry endpoints may embed `user:password@`.
+        if let Some(Value::Object(r)) = m.get_mut("registry") {
+            if let Some(e) = r.get_mut("endpoint") {
+                *e = Value::String(without_userinfo(e.as_str().unwrap_or_default()));
+            }
+        }
+    }
+    out
+}
+
+/// The URL with any `user:password@` replaced; unparsable text is hidden entirely.
+fn without_userinfo(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) => {
+            if !u.username().is_empty() || u.password().is_some() {
+                // Both setters only fail for URLs that cannot carry userinfo at all.
+                let _ = u.set_username("redacted");
+                let _ = u.set_password(None);
+            }
+            u.to_string()
+        }
+        Err(_) => REDACTED.into(),
+    }
+}

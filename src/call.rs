@@ -52,7 +52,10 @@ impl<'a> Call<'a> {
     }
 
     pub fn stemcell_repository(&self) -> Result<Repository> {
-        repository(self.config()?.stemcell_repository.as_ref(), "stemcell_repository")
+        repository(
+            self.config()?.stemcell_repository.as_ref(),
+            "stemcell_repository",
+        )
     }
 
     pub fn metadata_repository(&self) -> Result<Option<Repository>> {

@@ -74,7 +74,12 @@ pub fn upload(
     cloud_properties: &Map<String, Value>,
 ) -> Result<StemcellMeta> {
     let declared = declared_format(cloud_properties)?;
-    let text = |k: &str| cloud_properties.get(k).and_then(Value::as_str).map(str::to_string);
+    let text = |k: &str| {
+        cloud_properties
+            .get(k)
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
     let name = text("name");
     let version = text("version");
     let cid = new_cid(name.as_deref(), version.as_deref());
@@ -104,7 +109,15 @@ pub fn upload(
         .join()
         .unwrap_or_else(|_| Err(CpiError::cloud("stemcell extraction thread panicked")));
     let outcome = match (uploaded, extracted) {
-        (Ok(()), Ok(digest)) => finish(repo, &cid, declared, digest, name, version, cloud_properties),
+        (Ok(()), Ok(digest)) => finish(
+            repo,
+            &cid,
+            declared,
+            digest,
+            name,
+            version,
+            cloud_properties,
+        ),
         (Err(e), _) | (Ok(()), Err(e)) => Err(e),
     };
     if outcome.is_err() {
@@ -207,7 +220,9 @@ fn check_cid(cid: &str) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(CpiError::cloud(format!("'{cid}' is not a stemcell id of this CPI")))
+        Err(CpiError::cloud(format!(
+            "'{cid}' is not a stemcell id of this CPI"
+        )))
     }
 }
 
@@ -282,7 +297,9 @@ fn extract_root_img(
             }
         }
         if total != size {
-            return Err(fail(format!("root.img is truncated: {total} of {size} bytes")));
+            return Err(fail(format!(
+                "root.img is truncated: {total} of {size} bytes"
+            )));
         }
         return Ok(Extracted {
             sha256: hex::encode(hasher.finalize()),
@@ -290,7 +307,9 @@ fn extract_root_img(
             qcow2,
         });
     }
-    Err(fail("it holds no root.img (is this a stemcell's image file?)".into()))
+    Err(fail(
+        "it holds no root.img (is this a stemcell's image file?)".into(),
+    ))
 }
 
 /// The upload's body: chunks from the extraction thread; an extraction error becomes a read
@@ -327,9 +346,18 @@ mod tests {
 
     #[test]
     fn cids_are_readable_and_unique() {
-        let a = new_cid(Some("bosh-openstack-kvm-ubuntu-jammy-go_agent"), Some("1.406"));
-        let b = new_cid(Some("bosh-openstack-kvm-ubuntu-jammy-go_agent"), Some("1.406"));
-        assert!(a.starts_with("stemcell-bosh-openstack-kvm-ubuntu-jammy-go_agent-1.406-"), "{a}");
+        let a = new_cid(
+            Some("bosh-openstack-kvm-ubuntu-jammy-go_agent"),
+            Some("1.406"),
+        );
+        let b = new_cid(
+            Some("bosh-openstack-kvm-ubuntu-jammy-go_agent"),
+            Some("1.406"),
+        );
+        assert!(
+            a.starts_with("stemcell-bosh-openstack-kvm-ubuntu-jammy-go_agent-1.406-"),
+            "{a}"
+        );
         assert_ne!(a, b);
         check_cid(&a).unwrap();
         assert!(check_cid("../etc").is_err());
@@ -340,8 +368,15 @@ mod tests {
     fn formats_other_than_qcow2_and_raw_are_refused() {
         let cp = json!({"disk_format": "ovf"});
         let e = declared_format(cp.as_object().unwrap()).unwrap_err();
-        assert!(e.message.contains("'ovf'") && e.message.contains("qcow2"), "{}", e.message);
+        assert!(
+            e.message.contains("'ovf'") && e.message.contains("qcow2"),
+            "{}",
+            e.message
+        );
         let cp = json!({"disk_format": "raw"});
-        assert_eq!(declared_format(cp.as_object().unwrap()).unwrap().as_deref(), Some("raw"));
+        assert_eq!(
+            declared_format(cp.as_object().unwrap()).unwrap().as_deref(),
+            Some("raw")
+        );
     }
 }

@@ -9,7 +9,9 @@ pub fn held_node(client: &IronicClient, vm_cid: &str) -> Result<(Node, VmRecord)
     let node = match client.get_node(vm_cid) {
         Ok(n) => n,
         Err(e) if e.is_not_found() => {
-            return Err(CpiError::vm_not_found(format!("VM {vm_cid} not found: no such node")))
+            return Err(CpiError::vm_not_found(format!(
+                "VM {vm_cid} not found: no such node"
+            )))
         }
         Err(e) => return Err(CpiError::cloud(format!("reading node {vm_cid}: {e}"))),
     };

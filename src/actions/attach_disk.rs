@@ -26,7 +26,9 @@ pub fn run(call: &Call, args: &Args) -> Result<Value> {
     let device = located.cid.device.clone();
     store::set_attached(client, &located, true)?;
     registry::update_persistent(call, &node.uuid, disk_cid, Some(&device))?;
-    call.note(format!("attached disk {disk_cid} ({device}) to VM {vm_cid}"));
+    call.note(format!(
+        "attached disk {disk_cid} ({device}) to VM {vm_cid}"
+    ));
     if call.api_version() >= 2 {
         Ok(json!({ "path": device }))
     } else {

@@ -52,7 +52,12 @@ pub fn run(call: &Call, args: &Args) -> Result<Value> {
         client.request_count()
     ));
     if let Some(params) = &input.props.ironic_params {
-        if input.props.macs.iter().all(|m| pool.node_with_mac(m).is_none()) {
+        if input
+            .props
+            .macs
+            .iter()
+            .all(|m| pool.node_with_mac(m).is_none())
+        {
             let cfg = &call.config()?.ironic;
             let node = enroll::enroll(client, cfg, params, &input.props.macs)
                 .map_err(|e| CpiError::vm_creation_failed(e.message, true))?;
@@ -72,8 +77,12 @@ pub fn run(call: &Call, args: &Args) -> Result<Value> {
         return Err(no_free_node(&input.props, &selection, pinned.as_deref()));
     }
 
-    let claimed = match claim_first(client, &selection.candidates, input.agent_id, input.stemcell_cid)
-    {
+    let claimed = match claim_first(
+        client,
+        &selection.candidates,
+        input.agent_id,
+        input.stemcell_cid,
+    ) {
         Ok(ClaimOutcome::Claimed(c)) => c,
         Ok(ClaimOutcome::AllTaken { lost }) => {
             return Err(CpiError::vm_creation_failed(
@@ -115,7 +124,11 @@ fn deploy(
         let started = Instant::now();
         ironic(client.set_provision_state(uuid, "provide", None), "provide")?;
         ironic(
-            client.wait_for_provision_state(uuid, &["available"], secs(cfg.ironic.timeouts.provide)),
+            client.wait_for_provision_state(
+                uuid,
+                &["available"],
+                secs(cfg.ironic.timeouts.provide),
+            ),
             "waiting for the node to become available",
         )?;
         call.note(format!(
@@ -160,18 +173,29 @@ fn deploy(
     let mut ops = vec![
         PatchOp::add(
             "/instance_info/image_source",
-            json!(call.stemcell_repository()?.public_url(&stemcell::image_path(&stemcell.cid))),
+            json!(call
+                .stemcell_repository()?
+                .public_url(&stemcell::image_path(&stemcell.cid))),
         ),
         PatchOp::add("/instance_info/image_os_hash_algo", json!("sha256")),
         PatchOp::add("/instance_info/image_os_hash_value", json!(stemcell.sha256)),
-        PatchOp::add("/instance_info/image_disk_format", json!(stemcell.disk_format)),
+        PatchOp::add(
+            "/instance_info/image_disk_format",
+            json!(stemcell.disk_format),
+        ),
         PatchOp::add("/instance_info/bosh_agent_id", json!(input.agent_id)),
     ];
     if let Some(hints) = &input.props.root_device {
-        ops.push(PatchOp::add("/instance_info/root_device", Value::Object(hints.clone())));
+        ops.push(PatchOp::add(
+            "/instance_info/root_device",
+            Value::Object(hints.clone()),
+        ));
     }
     if let Some(caps) = &input.props.capabilities {
-        ops.push(PatchOp::add("/instance_info/capabilities", Value::Object(caps.clone())));
+        ops.push(PatchOp::add(
+            "/instance_info/capabilities",
+            Value::Object(caps.clone()),
+        ));
     }
     ironic(client.patch_node(uuid, &ops), "setting instance_info")?;
 

@@ -13,6 +13,9 @@ pub fn run(call: &Call, args: &Args) -> Result<Value> {
     let client = call.ironic()?;
     let located = store::locate_existing(client, cid)?;
     store::remove(client, &located.node, cid)?;
-    call.note(format!("deleted disk {cid} from node {}", located.node.label()));
+    call.note(format!(
+        "deleted disk {cid} from node {}",
+        located.node.label()
+    ));
     Ok(Value::Null)
 }

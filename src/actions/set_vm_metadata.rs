@@ -15,11 +15,16 @@ pub fn run(call: &Call, args: &Args) -> Result<Value> {
     let metadata = args.object(1)?;
     let client = call.ironic()?;
     let (node, _) = held_node(client, vm_cid)?;
-    let meta_op = PatchOp::add(format!("/extra/{METADATA_KEY}"), Value::Object(metadata.clone()));
+    let meta_op = PatchOp::add(
+        format!("/extra/{METADATA_KEY}"),
+        Value::Object(metadata.clone()),
+    );
 
     if let Some(name) = node_name(&metadata).filter(|n| node.name.as_deref() != Some(n)) {
-        match client.patch_node(&node.uuid, &[meta_op.clone(), PatchOp::add("/name", json!(name))])
-        {
+        match client.patch_node(
+            &node.uuid,
+            &[meta_op.clone(), PatchOp::add("/name", json!(name))],
+        ) {
             Ok(_) => {
                 call.note(format!("node {} is now named {name}", node.uuid));
                 return Ok(Value::Null);
@@ -37,7 +42,12 @@ pub fn run(call: &Call, args: &Args) -> Result<Value> {
 /// `<instance_group>-<index>` (or `<job>-<index>`), reduced to the characters Ironic accepts in
 /// names (RFC 3986 unreserved). Compilation VMs and others without those keys get no name.
 fn node_name(metadata: &Map<String, Value>) -> Option<String> {
-    let text = |k: &str| metadata.get(k).and_then(Value::as_str).filter(|s| !s.is_empty());
+    let text = |k: &str| {
+        metadata
+            .get(k)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+    };
     let group = text("instance_group").or_else(|| text("job"))?;
     let index = match metadata.get("index") {
         Some(Value::String(s)) if !s.is_empty() => s.clone(),

@@ -391,9 +391,11 @@ fn reconcile_netmask_prefix(name: &str, net: &mut Map<String, Value>) -> Result<
         None => None,
         Some(p) => match p.trim().parse::<u8>() {
             Ok(n) if n <= max => Some(n),
-            _ => return Err(CpiError::cloud(format!(
+            _ => {
+                return Err(CpiError::cloud(format!(
                 "manual network '{name}': prefix '{p}' is not a prefix length between 0 and {max}"
-            ))),
+            )))
+            }
         },
     };
     let netmask = match optional_str(name, net, "netmask")? {

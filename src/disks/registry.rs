@@ -7,7 +7,12 @@ use crate::call::Call;
 use crate::error::{CpiError, Result};
 
 /// Add (`Some(device)`) or remove (`None`) a disk in the registry settings of a VM.
-pub fn update_persistent(call: &Call, vm_cid: &str, disk_cid: &str, device: Option<&str>) -> Result<()> {
+pub fn update_persistent(
+    call: &Call,
+    vm_cid: &str,
+    disk_cid: &str,
+    device: Option<&str>,
+) -> Result<()> {
     let Some(registry) = call.registry()? else {
         return Ok(());
     };
@@ -23,7 +28,11 @@ pub fn update_persistent(call: &Call, vm_cid: &str, disk_cid: &str, device: Opti
         .or_insert_with(|| json!({}));
     let persistent = disks
         .as_object_mut()
-        .ok_or_else(|| CpiError::cloud(format!("registry settings of {vm_cid}: disks is not an object")))?
+        .ok_or_else(|| {
+            CpiError::cloud(format!(
+                "registry settings of {vm_cid}: disks is not an object"
+            ))
+        })?
         .entry("persistent")
         .or_insert_with(|| json!({}));
     let Value::Object(persistent) = persistent else {

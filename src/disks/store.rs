@@ -6,7 +6,8 @@ use serde_json::{json, Map, Value};
 
 use crate::disks::cid::DiskCid;
 use crate::error::{CpiError, Result};
-use crate::ironic::{pointer_key, IronicClient, Node, PatchOp, PortQuery};
+use crate::ironic::types::pointer_key;
+use crate::ironic::{IronicClient, Node, PatchOp, PortQuery};
 use crate::pool::record::{disks, DISKS_KEY};
 
 /// A disk and the node it lives on.
@@ -54,7 +55,11 @@ pub fn locate(client: &IronicClient, cid: &DiskCid) -> Result<Option<Located>> {
     let node = match client.get_node(&port.node_uuid) {
         Ok(n) => n,
         Err(e) if e.is_not_found() => return Ok(None),
-        Err(e) => return Err(CpiError::cloud(format!("reading the node of disk {cid}: {e}"))),
+        Err(e) => {
+            return Err(CpiError::cloud(format!(
+                "reading the node of disk {cid}: {e}"
+            )))
+        }
     };
     let record = disks(&node)
         .get(&cid.to_string())
@@ -81,7 +86,12 @@ pub fn locate_existing(client: &IronicClient, cid_text: &str) -> Result<Located>
 }
 
 /// Write one record; only that key changes, so records of other disks are left as they are.
-pub fn put(client: &IronicClient, node: &Node, cid: &str, record: Map<String, Value>) -> Result<()> {
+pub fn put(
+    client: &IronicClient,
+    node: &Node,
+    cid: &str,
+    record: Map<String, Value>,
+) -> Result<()> {
     let op = if node.extra.get(DISKS_KEY).is_some_and(Value::is_object) {
         PatchOp::add(
             format!("/extra/{DISKS_KEY}/{}", pointer_key(cid)),
@@ -98,10 +108,12 @@ pub fn put(client: &IronicClient, node: &Node, cid: &str, record: Map<String, Va
 
 pub fn remove(client: &IronicClient, node: &Node, cid: &str) -> Result<()> {
     let op = PatchOp::remove(format!("/extra/{DISKS_KEY}/{}", pointer_key(cid)));
-    client
-        .patch_node(&node.uuid, &[op])
-        .map(drop)
-        .map_err(|e| CpiError::cloud(format!("removing disk {cid} from node {}: {e}", node.label())))
+    client.patch_node(&node.uuid, &[op]).map(drop).map_err(|e| {
+        CpiError::cloud(format!(
+            "removing disk {cid} from node {}: {e}",
+            node.label()
+        ))
+    })
 }
 
 /// Set `attached` on a located disk's record.

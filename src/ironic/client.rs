@@ -89,7 +89,9 @@ impl IronicClient {
             let pem = std::fs::read(path)
                 .map_err(|e| config_err(format!("cannot read ironic.ca_cert_file {path}: {e}")))?;
             let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                config_err(format!("ironic.ca_cert_file {path} is not a PEM bundle: {e}"))
+                config_err(format!(
+                    "ironic.ca_cert_file {path} is not a PEM bundle: {e}"
+                ))
             })?;
             if certs.is_empty() {
                 return Err(config_err(format!(
@@ -124,7 +126,8 @@ impl IronicClient {
                 .map_err(|e| config_err(format!("ironic.url is not a URL: {e}")))?;
         }
         let session = match &cfg.auth {
-            IronicAuth::KeystonePassword { .. } | IronicAuth::KeystoneApplicationCredential { .. } => None,
+            IronicAuth::KeystonePassword { .. }
+            | IronicAuth::KeystoneApplicationCredential { .. } => None,
             IronicAuth::Token { token } => Some(Session {
                 base: base.clone(),
                 token: Some(token.clone()),
@@ -231,7 +234,14 @@ impl IronicClient {
     }
 
     pub fn list_nodes(&self, q: &NodeQuery) -> Result<Vec<Node>, IronicError> {
-        self.list("/v1/nodes", "nodes", q.params(), &q.fields, q.limit_total, true)
+        self.list(
+            "/v1/nodes",
+            "nodes",
+            q.params(),
+            &q.fields,
+            q.limit_total,
+            true,
+        )
     }
 
     pub fn create_node(&self, body: &Value) -> Result<Node, IronicError> {
@@ -253,7 +263,12 @@ impl IronicClient {
     }
 
     pub fn delete_node(&self, id: &str) -> Result<(), IronicError> {
-        self.send_empty(Method::DELETE, &format!("/v1/nodes/{}", seg(id)), None, &node_target(id))
+        self.send_empty(
+            Method::DELETE,
+            &format!("/v1/nodes/{}", seg(id)),
+            None,
+            &node_target(id),
+        )
     }
 
     /// `PUT /v1/nodes/{id}/states/provision` with `target` plus the members of `body_extra`
@@ -381,7 +396,14 @@ impl IronicClient {
 
     pub fn list_allocations(&self, q: &AllocationQuery) -> Result<Vec<Allocation>, IronicError> {
         // Allocation lists always carry every field; there is no `detail=`.
-        self.list("/v1/allocations", "allocations", q.params(), &q.fields, None, false)
+        self.list(
+            "/v1/allocations",
+            "allocations",
+            q.params(),
+            &q.fields,
+            None,
+            false,
+        )
     }
 
     // ---- plumbing ----
@@ -493,8 +515,9 @@ impl IronicClient {
                 _ => None,
             };
             let url = format!("{}{}", session.base, path);
-            let result =
-                self.send_with_retries(&method, &url, path, body, mode, &session, version, target, budget);
+            let result = self.send_with_retries(
+                &method, &url, path, body, mode, &session, version, target, budget,
+            );
             match result {
                 Err(IronicError::Unauthorized { .. })
                     if !reauthenticated && keystone::token_request(&self.cfg.auth).is_some() =>
@@ -805,7 +828,13 @@ fn error_chain(e: &reqwest::Error) -> String {
     if joined.contains('@') {
         return joined
             .split_whitespace()
-            .map(|w| if w.contains("://") { redact_url(w) } else { w.to_string() })
+            .map(|w| {
+                if w.contains("://") {
+                    redact_url(w)
+                } else {
+                    w.to_string()
+                }
+            })
             .collect::<Vec<_>>()
             .join(" ");
     }

@@ -228,9 +228,7 @@ fn inner_message(v: &Value) -> Option<String> {
     match (s("title"), s("description")) {
         (Some(t), Some(d)) => Some(format!("{t}: {d}")),
         (None, Some(d)) => Some(d),
-        (Some(t), None) => s("message")
-            .map(|m| format!("{t}: {m}"))
-            .or(Some(t)),
+        (Some(t), None) => s("message").map(|m| format!("{t}: {m}")).or(Some(t)),
         (None, None) => s("message"),
     }
 }
@@ -262,7 +260,11 @@ mod tests {
         let e = IronicError::from_status("PATCH", "/v1/nodes/n1", 409, body, "node", "n1");
         assert_eq!(e.conflict_kind(), Some(ConflictKind::NodeLocked));
         assert!(e.is_transient());
-        assert!(e.to_string().contains("Node n1 is locked by host localhost"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("Node n1 is locked by host localhost"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -284,7 +286,10 @@ mod tests {
 
     #[test]
     fn falls_back_to_raw_text() {
-        assert_eq!(error_message("<html>Bad Gateway</html>"), "<html>Bad Gateway</html>");
+        assert_eq!(
+            error_message("<html>Bad Gateway</html>"),
+            "<html>Bad Gateway</html>"
+        );
         assert_eq!(error_message(""), "(empty response body)");
         assert_eq!(
             error_message(r#"{"error_message": "not json inside"}"#),

@@ -97,7 +97,11 @@ impl IronicClient {
         target: &str,
         timeout: Duration,
     ) -> Result<Node, IronicError> {
-        let want = if target == "rebooting" { "power on" } else { target };
+        let want = if target == "rebooting" {
+            "power on"
+        } else {
+            target
+        };
         let started = Instant::now();
         let deadline = started + timeout;
         let mut backoff = Backoff::for_poll(&self.config().poll);

@@ -22,7 +22,10 @@ use super::process::{self, ChildProcess, SpawnOptions};
 pub enum LabAuth {
     None,
     /// `auth_strategy = http_basic` with one user in a bcrypt htpasswd file.
-    HttpBasic { username: String, password: String },
+    HttpBasic {
+        username: String,
+        password: String,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -90,8 +93,15 @@ impl IronicLab {
             .map_err(|e| format!("cannot write {}: {e}", config_file.display()))?;
 
         let mut dbsync = Command::new(venv.join("bin/ironic-dbsync"));
-        dbsync.arg("--config-file").arg(&config_file).arg("create_schema");
-        process::run_logged("ironic-dbsync create_schema", dbsync, &dir.join("dbsync.log"))?;
+        dbsync
+            .arg("--config-file")
+            .arg(&config_file)
+            .arg("create_schema");
+        process::run_logged(
+            "ironic-dbsync create_schema",
+            dbsync,
+            &dir.join("dbsync.log"),
+        )?;
 
         let mut cmd = Command::new(venv.join("bin/ironic"));
         cmd.arg("--config-file").arg(&config_file);
@@ -206,14 +216,16 @@ fn ensure_venv(explicit: Option<PathBuf>) -> Result<PathBuf, String> {
     if venv.join("bin/ironic").is_file() {
         Ok(venv)
     } else {
-        Err(format!("{} has no bin/ironic after install", venv.display()))
+        Err(format!(
+            "{} has no bin/ironic after install",
+            venv.display()
+        ))
     }
 }
 
 fn which(program: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|paths| {
-        std::env::split_paths(&paths).any(|p| p.join(program).is_file())
-    })
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|p| p.join(program).is_file()))
 }
 
 /// The configuration measured in docs/ironic-facts.md, on `port`, with the lab's options.
@@ -221,9 +233,9 @@ fn ironic_conf(dir: &Path, port: u16, opts: &IronicLabOptions) -> String {
     let d = dir.display();
     let auth = match opts.auth {
         LabAuth::None => "auth_strategy = noauth".to_string(),
-        LabAuth::HttpBasic { .. } => format!(
-            "auth_strategy = http_basic\nhttp_basic_auth_user_file = {d}/htpasswd"
-        ),
+        LabAuth::HttpBasic { .. } => {
+            format!("auth_strategy = http_basic\nhttp_basic_auth_user_file = {d}/htpasswd")
+        }
     };
     format!(
         "[DEFAULT]

@@ -22,7 +22,8 @@ pub fn repo_root() -> PathBuf {
 
 /// A TCP port on 127.0.0.1 that nothing listened on a moment ago.
 pub fn free_port() -> Result<u16, String> {
-    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("cannot bind a free port: {e}"))?;
+    let l =
+        TcpListener::bind("127.0.0.1:0").map_err(|e| format!("cannot bind a free port: {e}"))?;
     l.local_addr()
         .map(|a| a.port())
         .map_err(|e| format!("cannot read the bound port: {e}"))
@@ -335,8 +336,7 @@ mod tests {
         let log = dir.path().join("false.log");
         let mut cmd = Command::new("/bin/sh");
         cmd.arg("-c").arg("echo boom; exit 3");
-        let mut p =
-            ChildProcess::spawn("failing", cmd, &log, SpawnOptions::default()).unwrap();
+        let mut p = ChildProcess::spawn("failing", cmd, &log, SpawnOptions::default()).unwrap();
         let port = free_port().unwrap();
         let e = wait_for_http(
             &format!("http://127.0.0.1:{port}/"),

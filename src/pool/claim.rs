@@ -17,7 +17,9 @@ pub struct Claimed {
 pub enum ClaimOutcome {
     Claimed(Box<Claimed>),
     /// Every candidate was taken or changed between the listing and the claim.
-    AllTaken { lost: usize },
+    AllTaken {
+        lost: usize,
+    },
 }
 
 /// Try the candidates in order; the first claim that holds wins.

@@ -15,10 +15,8 @@ use serde_json::{json, Value};
 use crate::config::{secs, IronicConfig};
 use crate::error::{CpiError, Result};
 use crate::ironic::{IronicClient, IronicError, Node, PatchOp};
-use crate::pool::record::{
-    enrolled_by_cpi, DISKS_KEY, INSTANCE_INFO_KEYS, METADATA_KEY, VM_KEY,
-};
 use crate::pool::record::{disks, VmRecord};
+use crate::pool::record::{enrolled_by_cpi, DISKS_KEY, INSTANCE_INFO_KEYS, METADATA_KEY, VM_KEY};
 
 /// States in which something is (or was being) deployed and `deleted` must run.
 const DEPLOYED_STATES: [&str; 5] = [
@@ -64,9 +62,10 @@ impl Teardown<'_> {
             return Ok(report);
         };
         if !holds(&node, record) {
-            report
-                .steps
-                .push(format!("node {} is no longer held by this VM", node.label()));
+            report.steps.push(format!(
+                "node {} is no longer held by this VM",
+                node.label()
+            ));
             return Ok(report);
         }
 
@@ -168,10 +167,7 @@ impl Teardown<'_> {
     }
 
     fn reclaim(&self, node: &Node, record: &VmRecord) -> Result<bool> {
-        let ops = [PatchOp::add(
-            "/instance_uuid",
-            json!(record.instance_uuid),
-        )];
+        let ops = [PatchOp::add("/instance_uuid", json!(record.instance_uuid))];
         match self.client.patch_node(&node.uuid, &ops) {
             Ok(_) => Ok(true),
             Err(e) if e.is_final_conflict() => Ok(false),
@@ -251,7 +247,10 @@ impl Teardown<'_> {
                     obj.insert("attached".into(), json!(false));
                 }
             }
-            ops.push(PatchOp::add(format!("/extra/{DISKS_KEY}"), Value::Object(records)));
+            ops.push(PatchOp::add(
+                format!("/extra/{DISKS_KEY}"),
+                Value::Object(records),
+            ));
         }
         if node.instance_uuid.is_some() {
             // Last, in the same request: the node becomes free only once it is clean.

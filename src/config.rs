@@ -316,7 +316,7 @@ pub struct Defaults {
     /// What to do with node NICs that no BOSH network uses.
     #[serde(default)]
     pub unused_nic_policy: UnusedNicPolicy,
-    /// Gzipped config drives up to this many bytes go inline to Ironic; larger ones are published
+    /// Config drives (gzipped, base64) up to this many bytes go inline to Ironic; larger ones are published
     /// to the metadata repository and passed by URL (Ironic stores inline drives in its database,
     /// which holds 64 KiB).
     #[serde(default = "default_inline_configdrive_max")]

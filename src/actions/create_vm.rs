@@ -230,7 +230,8 @@ fn deploy(
 /// metadata repository, gzipped and base64-encoded as Ironic's `configdrive` takes it.
 fn configdrive_param(call: &Call, uuid: &str, drive: &ConfigDrive) -> Result<String> {
     let defaults = &call.config()?.defaults;
-    let inline = drive.gzipped().len() <= defaults.configdrive_inline_max_bytes;
+    // Ironic stores the base64 text, so that is what must fit under the limit.
+    let inline = drive.base64_len() <= defaults.configdrive_inline_max_bytes;
     let publish = !inline || defaults.publish_configdrive || defaults.publish_configdrive_files;
     let encoded = drive.to_base64();
     if !publish {
@@ -242,9 +243,10 @@ fn configdrive_param(call: &Call, uuid: &str, drive: &ConfigDrive) -> Result<Str
     }
     let Some(repo) = call.metadata_repository()? else {
         return Err(CpiError::cloud(format!(
-            "the config drive is {} bytes gzipped, above defaults.configdrive_inline_max_bytes \
-             ({}), and no metadata_repository is configured to publish it",
-            drive.gzipped().len(),
+            "the config drive is {} bytes (gzipped, base64), above \
+             defaults.configdrive_inline_max_bytes ({}), and no metadata_repository is configured \
+             to publish it",
+            drive.base64_len(),
             defaults.configdrive_inline_max_bytes
         )));
     };

@@ -3,3 +3,6 @@
 
 pub mod ironic;
 pub mod process;
+pub mod nginx;
+pub mod server;
+pub mod cpi;

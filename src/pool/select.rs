@@ -18,8 +18,7 @@ pub const FREE_STATES: [&str; 2] = ["available", "manageable"];
 
 /// The node fields a selection needs; lists ask for these only (`fields=`), which keeps a page of
 /// 1,000 nodes small.
-pub const NODE_FIELDS: [&str; 15] = [
-    "allocation_uuid",
+pub const NODE_FIELDS: [&str; 14] = [
     "uuid",
     "name",
     "provision_state",

@@ -142,7 +142,8 @@ impl Teardown<'_> {
         match self.client.wait_for_provision_state(
             &node.uuid,
             &STABLE_STATES,
-            secs(self.ironic.timeouts.deploy),
+            // Whatever is running (a deploy or an undeploy) may take the longer of the two.
+            secs(self.ironic.timeouts.deploy.max(self.ironic.timeouts.undeploy)),
         ) {
             Ok(n) => Ok(n),
             // A failed state is settled too: the undeploy below deals with it.

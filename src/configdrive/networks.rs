@@ -99,7 +99,13 @@ pub fn map_networks(
     preconfigured: bool,
 ) -> Result<NetworkMapping> {
     let macs = node_mac_set(node_uuid, node_macs)?;
-    let mac_list = || macs.iter().cloned().collect::<Vec<_>>().join(", ");
+    let mac_list = || {
+        if macs.is_empty() {
+            "none: Ironic lists no ports for it".to_string()
+        } else {
+            macs.iter().cloned().collect::<Vec<_>>().join(", ")
+        }
+    };
 
     // name -> (network object, kind); BTreeMap-backed Map iterates in name order.
     let mut parsed: Vec<(&String, &Map<String, Value>, NetworkKind)> = Vec::new();
@@ -391,9 +397,11 @@ fn reconcile_netmask_prefix(name: &str, net: &mut Map<String, Value>) -> Result<
         None => None,
         Some(p) => match p.trim().parse::<u8>() {
             Ok(n) if n <= max => Some(n),
-            _ => return Err(CpiError::cloud(format!(
+            _ => {
+                return Err(CpiError::cloud(format!(
                 "manual network '{name}': prefix '{p}' is not a prefix length between 0 and {max}"
-            ))),
+            )))
+            }
         },
     };
     let netmask = match optional_str(name, net, "netmask")? {

@@ -247,6 +247,14 @@ impl Case {
         }
     }
 
+    /// The common shape: one manual network, default for dns and gateway, on a one-NIC node.
+    fn one_nic(mac: &str) -> Case {
+        Case::new(
+            &[mac],
+            json!({"default": manual("10.0.0.5", "10.0.0.1", &["10.0.0.2"], true)}),
+        )
+    }
+
     fn build(&self) -> Result<ConfigDrive, CpiError> {
         build(&DriveInput {
             agent_id: AGENT_ID,
@@ -487,10 +495,7 @@ fn recorder() -> &'static Recorder {
 #[test]
 fn one_network_without_mac_on_a_one_nic_node() {
     // Ironic may hand out upper case or dashes; the agent compares lower case, colons.
-    let case = Case::new(
-        &["52-54-00-AB-CD-01"],
-        json!({"default": manual("10.0.0.5", "10.0.0.1", &["10.0.0.2"], true)}),
-    );
+    let case = Case::one_nic("52-54-00-AB-CD-01");
     let drive = case.ok();
     check_with_readers(&drive);
 
@@ -728,10 +733,7 @@ fn dynamic_and_vip_networks() {
 
 #[test]
 fn registry_less_user_data_holds_the_full_settings() {
-    let case = Case::new(
-        &["52:54:00:00:02:01"],
-        json!({"default": manual("10.0.0.5", "10.0.0.1", &["10.0.0.2"], true)}),
-    );
+    let case = Case::one_nic("52:54:00:00:02:01");
     let drive = case.ok();
     let (raw, _, _) = decode_user_data(&drive);
     let mut expected = drive.settings().as_object().unwrap().clone();
@@ -788,10 +790,7 @@ fn registry_mode_user_data_points_at_the_registry() {
 
 #[test]
 fn env_is_copied_verbatim() {
-    let case = Case::new(
-        &["52:54:00:00:04:01"],
-        json!({"default": manual("10.0.0.5", "10.0.0.1", &["10.0.0.2"], true)}),
-    );
+    let case = Case::one_nic("52:54:00:00:04:01");
     let drive = case.ok();
     check_with_readers(&drive);
     let (raw, settings, _) = decode_user_data(&drive);
@@ -813,10 +812,7 @@ fn env_is_copied_verbatim() {
 
 #[test]
 fn several_public_keys() {
-    let mut case = Case::new(
-        &["52:54:00:00:05:01"],
-        json!({"default": manual("10.0.0.5", "10.0.0.1", &[], true)}),
-    );
+    let mut case = Case::one_nic("52:54:00:00:05:01");
     case.defaults.public_keys = vec![
         "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOne one@example".into(),
         "   ".into(),
@@ -1043,25 +1039,16 @@ fn wrong_json_types_are_refused_with_the_field_named() {
             "{word}: {e}"
         );
     }
-    let mut case = Case::new(
-        &["52:54:00:00:0b:01"],
-        json!({"n1": manual("10.0.0.5", "10.0.0.1", &[], true)}),
-    );
+    let mut case = Case::one_nic("52:54:00:00:0b:01");
     case.env = json!("not an env");
     assert_eq!(case.err().kind, ErrorKind::CpiError);
 
-    let mut case = Case::new(
-        &["52:54:00:00:0b:01"],
-        json!({"n1": manual("10.0.0.5", "10.0.0.1", &[], true)}),
-    );
+    let mut case = Case::one_nic("52:54:00:00:0b:01");
     case.persistent = obj(json!({"disk-1": 3}));
     let e = case.err();
     assert!(e.message.contains("disk-1"), "{e}");
 
-    let mut case = Case::new(
-        &["52:54:00:00:0b:01"],
-        json!({"n1": manual("10.0.0.5", "10.0.0.1", &[], true)}),
-    );
+    let mut case = Case::one_nic("52:54:00:00:0b:01");
     case.agent.blobstore = Some(json!({"provider": "dav", "options": "x"}));
     let e = case.err();
     assert!(e.message.contains("agent.blobstore.options"), "{e}");
@@ -1069,10 +1056,7 @@ fn wrong_json_types_are_refused_with_the_field_named() {
 
 #[test]
 fn persistent_disk_hints_and_ephemeral_disk_pass_through() {
-    let mut case = Case::new(
-        &["52:54:00:00:0c:01"],
-        json!({"n1": manual("10.0.0.5", "10.0.0.1", &[], true)}),
-    );
+    let mut case = Case::one_nic("52:54:00:00:0c:01");
     case.persistent = obj(json!({
         "disk-abc": {"path": "/dev/disk/by-id/wwn-0x5000c500a1b2c3d4"},
         "disk-old": "/dev/sdc",
@@ -1098,10 +1082,7 @@ fn secrets_stay_out_of_logs_debug_and_errors() {
         json!({"default": manual("10.0.0.5", "10.0.0.1", &["10.0.0.2"], true)}),
     );
     let drive = case.ok();
-    let mut registry = Case::new(
-        &["52:54:00:00:0d:01"],
-        json!({"default": manual("10.0.0.5", "10.0.0.1", &[], true)}),
-    );
+    let mut registry = Case::one_nic("52:54:00:00:0d:01");
     registry.registry = Some("http://registry:reg-secret-pw@10.0.0.6:25777".into());
     let reg_drive = registry.ok();
     let mut bad = Case::new(
@@ -1142,12 +1123,136 @@ fn secrets_stay_out_of_logs_debug_and_errors() {
 
 #[test]
 fn iso_sizes_are_exposed_and_small() {
-    let case = Case::new(
-        &["52:54:00:00:0e:01"],
-        json!({"default": manual("10.0.0.5", "10.0.0.1", &["10.0.0.2"], true)}),
-    );
+    let case = Case::one_nic("52:54:00:00:0e:01");
     let drive = case.ok();
     assert_eq!(drive.iso().len() % 2048, 0, "whole sectors");
     assert!(drive.gzipped_size() < Defaults::default().configdrive_inline_max_bytes);
     assert!(drive.gzipped_size() < drive.iso().len());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Properties: whatever the director or Ironic send, the result is a drive or an error.
+
+mod properties {
+    use super::*;
+    use proptest::collection::{btree_map, vec};
+    use proptest::prelude::*;
+
+    fn leaf() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            (-40i64..300).prop_map(|n| json!(n)),
+            Just(json!(24.5)),
+            prop_oneof![
+                Just("manual"),
+                Just("dynamic"),
+                Just("vip"),
+                Just(""),
+                Just("10.0.0.5"),
+                Just("10.0.0.1"),
+                Just("255.255.255.0"),
+                Just("255.0.255.0"),
+                Just("24"),
+                Just("33"),
+                Just("fd00::5"),
+                Just("ffff:ffff:ffff:ffff::"),
+                Just("52:54:00:00:00:01"),
+                Just("52-54-00-00-00-02"),
+                Just("dns"),
+                Just("gateway"),
+            ]
+            .prop_map(|s| Value::String(s.to_string())),
+            "[0-9a-fA-F:.+-]{0,18}".prop_map(Value::String),
+        ]
+    }
+
+    fn value() -> impl Strategy<Value = Value> {
+        leaf().prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                vec(inner.clone(), 0..4).prop_map(Value::Array),
+                btree_map(
+                    prop_oneof![Just("macs".to_string()), "[a-z]{1,4}"],
+                    inner,
+                    0..3
+                )
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn network() -> impl Strategy<Value = Value> {
+        let keys = [
+            "type",
+            "ip",
+            "netmask",
+            "prefix",
+            "gateway",
+            "dns",
+            "default",
+            "mac",
+            "cloud_properties",
+            "use_dhcp",
+        ];
+        prop_oneof![
+            vec((0..keys.len(), value()), 0..8).prop_map(move |fields| {
+                Value::Object(
+                    fields
+                        .into_iter()
+                        .map(|(k, v)| (keys[k].to_string(), v))
+                        .collect(),
+                )
+            }),
+            value(),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+        #[test]
+        fn any_input_gives_a_drive_or_an_error(
+            networks in btree_map("[a-z-]{1,12}", network(), 0..4),
+            macs in vec(prop_oneof![
+                Just("52:54:00:00:00:01".to_string()),
+                Just("52:54:00:00:00:02".to_string()),
+                "[0-9a-fA-F:+-]{0,17}",
+            ], 0..4),
+            env in value(),
+            policy in prop_oneof![
+                Just(UnusedNicPolicy::Loopback),
+                Just(UnusedNicPolicy::Dhcp),
+                Just(UnusedNicPolicy::None),
+            ],
+        ) {
+            let mut case = Case::new(&[], Value::Object(networks.into_iter().collect()));
+            case.macs = macs;
+            case.env = env;
+            case.defaults.unused_nic_policy = policy;
+            match case.build() {
+                Ok(drive) => {
+                    // Whatever was accepted decodes as the agent's types.
+                    decode_user_data(&drive);
+                    decode_meta_data(&drive);
+                    for net in drive.settings()["networks"].as_object().unwrap().values() {
+                        if let Some(mac) = net.get("mac").and_then(Value::as_str) {
+                            let normal = configdrive::normalize_mac(mac);
+                            prop_assert_eq!(normal.as_deref(), Some(mac));
+                        }
+                    }
+                }
+                Err(e) => prop_assert!(!e.message.is_empty()),
+            }
+        }
+
+        #[test]
+        fn every_mac_spelling_normalises(bytes in any::<[u8; 6]>(), upper in any::<bool>(), sep in prop_oneof![Just(":"), Just("-"), Just("")]) {
+            let canonical = bytes.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
+            let mut spelled = bytes.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(sep);
+            if upper {
+                spelled = spelled.to_uppercase();
+            }
+            prop_assert_eq!(configdrive::normalize_mac(&spelled), Some(canonical));
+        }
+    }
 }

@@ -2,7 +2,8 @@
 //! independent readers see it.
 //!
 //! The ISO is read back with `isoinfo` (Debian genisoimage) through Rock Ridge and through
-//! Joliet, and with `xorriso`; the gzip/base64 wrapping with `base64 -d | gzip -dc`. The JSON is
+//! Joliet, with `xorriso`, and probed with `blkid` (udev names the by-label links from it); the
+//! gzip/base64 wrapping is undone with `base64 -d | gzip -dc`. The JSON is
 //! decoded with structs that mirror the Go agent's types field by field (`Option` everywhere,
 //! because Go leaves missing and null fields at their zero value, but a wrong JSON type fails).
 
@@ -381,6 +382,14 @@ fn check_with_readers(drive: &ConfigDrive) {
     assert!(descr.contains("Volume id: config-2\n"), "{descr}");
     assert!(descr.contains("Joliet"), "no Joliet: {descr}");
     assert!(descr.contains("Rock Ridge"), "no Rock Ridge: {descr}");
+
+    // udev names /dev/disk/by-label/ from blkid's probe: the path the agent looks for.
+    let blkid = tool("blkid", "util-linux");
+    let probe = String::from_utf8_lossy(&run(Command::new(&blkid).arg("-p").arg(&iso))).to_string();
+    assert!(
+        probe.contains(r#"LABEL="config-2""#) && probe.contains(r#"TYPE="iso9660""#),
+        "{probe}"
+    );
 
     for ext in ["-R", "-J"] {
         let listing = run(Command::new(&isoinfo).args([ext, "-f", "-i"]).arg(&iso));

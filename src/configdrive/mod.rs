@@ -70,7 +70,8 @@ impl ConfigDrive {
         &self.networks
     }
 
-    /// The plain files, path -> content, for optional publishing.
+    /// The plain files, path -> content, for optional publishing. The user data holds the
+    /// agent's secrets (env, mbus URL): publish it only where the drive itself may go.
     pub fn files(&self) -> &[(String, Vec<u8>)] {
         &self.files
     }

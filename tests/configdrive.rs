@@ -1064,6 +1064,32 @@ fn wrong_json_types_are_refused_with_the_field_named() {
 }
 
 #[test]
+fn empty_identifiers_are_refused() {
+    let case = Case::one_nic("52:54:00:00:0f:01");
+    let env = case.env.clone();
+    for (agent_id, node, registry, word) in [
+        ("", NODE, None, "agent_id"),
+        (AGENT_ID, " ", None, "node uuid"),
+        (AGENT_ID, NODE, Some(""), "registry endpoint"),
+    ] {
+        let e = build(&DriveInput {
+            agent_id,
+            node_uuid: node,
+            node_macs: &case.macs,
+            networks: &case.networks,
+            env: &env,
+            agent: &case.agent,
+            defaults: &case.defaults,
+            persistent_disks: &case.persistent,
+            registry_endpoint: registry,
+        })
+        .expect_err(word);
+        assert_eq!(e.kind, ErrorKind::CpiError);
+        assert!(e.message.contains(word), "{e}");
+    }
+}
+
+#[test]
 fn persistent_disk_hints_and_ephemeral_disk_pass_through() {
     let mut case = Case::one_nic("52:54:00:00:0c:01");
     case.persistent = obj(json!({

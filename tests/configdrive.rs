@@ -820,6 +820,23 @@ fn env_is_copied_verbatim() {
 }
 
 #[test]
+fn a_large_env_spans_many_sectors() {
+    // Operators put CA bundles into env.bosh (e.g. blobstore TLS); files then span many sectors.
+    let mut case = Case::one_nic("52:54:00:00:04:02");
+    let ca = case.env["bosh"]["mbus"]["cert"]["ca"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    case.env["bosh"]["blobstores"][0]["options"]["tls"]["cert"]["ca"] = json!(ca.repeat(40));
+    let drive = case.ok();
+    let user_data = drive.file(EC2_USER_DATA).unwrap().len();
+    assert!(user_data > 40 * 1024, "{user_data} bytes");
+    check_with_readers(&drive);
+    let (raw, _, _) = decode_user_data(&drive);
+    assert_eq!(raw["env"], case.env);
+}
+
+#[test]
 fn several_public_keys() {
     let mut case = Case::one_nic("52:54:00:00:05:01");
     case.defaults.public_keys = vec![

@@ -19,7 +19,8 @@ use crate::error::{CpiError, Result};
 /// The label the agent (and cloud-init) look for: `/dev/disk/by-label/config-2`.
 pub const VOLUME_ID: &str = "config-2";
 
-/// What OpenStack's own tooling puts in the publisher field, so the drive looks familiar.
+/// Names the builder, as OpenStack's tooling does ("ironicclient-configdrive 0.1"), so that a
+/// person inspecting a node's drive can tell where it came from.
 const PUBLISHER: &str = "ironic-cpi configdrive";
 
 /// Build the ISO image holding `files` (paths with `/`, no leading slash).
@@ -55,7 +56,7 @@ pub fn write_iso(files: &[(String, Vec<u8>)]) -> Result<Vec<u8>> {
             hybrid_boot: None,
         },
     };
-    // A rough capacity: descriptors, tables and directories fit in ~40 sectors.
+    // Descriptors, path tables and directories take well under 64 sectors: one allocation.
     let capacity = files.iter().map(|(_, c)| c.len() + 2048).sum::<usize>() + 64 * 2048;
     let out = IsoImageWriter::create(Cursor::new(Vec::with_capacity(capacity)), tree, options)
         .map_err(|e| CpiError::cloud(format!("cannot write the config drive ISO image: {e}")))?;
@@ -64,7 +65,7 @@ pub fn write_iso(files: &[(String, Vec<u8>)]) -> Result<Vec<u8>> {
 
 /// Nest flat paths into directories; files are world-readable, directories traversable.
 fn tree_of(files: &[(String, Vec<u8>)]) -> Result<Vec<InputEntry>> {
-    // (name, children or contents) built recursively from sorted-by-insertion paths.
+    // Entries keep the order of `files`, so the layout on disc follows the caller's list.
     enum Node {
         Dir(Vec<(String, Node)>),
         File(Vec<u8>),

@@ -17,7 +17,7 @@ mod userdata;
 use serde_json::{Map, Value};
 
 use crate::config::{AgentConfig, Defaults};
-use crate::error::Result;
+use crate::error::{CpiError, Result};
 
 pub use iso::VOLUME_ID;
 pub use networks::{map_networks, normalize_mac, NetworkKind, NetworkMapping};
@@ -47,6 +47,8 @@ pub struct DriveInput<'a> {
     /// disk_cid -> hint; usually empty.
     pub persistent_disks: &'a Map<String, Value>,
     /// `Some(endpoint)` selects registry mode; the caller decides whether it carries credentials.
+    /// The agent then fetches `<endpoint>/instances/<node_uuid>/settings`: PUT
+    /// [`ConfigDrive::settings`] there.
     pub registry_endpoint: Option<&'a str>,
 }
 
@@ -70,7 +72,8 @@ impl ConfigDrive {
         &self.networks
     }
 
-    /// The plain files, path -> content, for optional publishing.
+    /// The plain files, path -> content, for optional publishing. The user data holds the
+    /// agent's secrets (env, mbus URL): publish it only where the drive itself may go.
     pub fn files(&self) -> &[(String, Vec<u8>)] {
         &self.files
     }
@@ -129,6 +132,19 @@ impl std::fmt::Debug for ConfigDrive {
 /// Errors: `CloudError` when networks and NICs do not fit together (naming network, node and
 /// MACs) or a network's addressing is inconsistent; `CpiError` for malformed arguments.
 pub fn build(input: &DriveInput) -> Result<ConfigDrive> {
+    // An empty agent_id makes registry-era agents ignore inline settings and an empty
+    // server.name or endpoint sends them to a registry path that cannot exist: refuse now.
+    for (what, value) in [
+        ("agent_id", Some(input.agent_id)),
+        ("node uuid", Some(input.node_uuid)),
+        ("registry endpoint", input.registry_endpoint),
+    ] {
+        if value.is_some_and(|v| v.trim().is_empty()) {
+            return Err(CpiError::cpi(format!(
+                "cannot build a config drive with an empty {what}"
+            )));
+        }
+    }
     let mapping = map_networks(
         input.node_uuid,
         input.node_macs,

@@ -99,7 +99,13 @@ pub fn map_networks(
     preconfigured: bool,
 ) -> Result<NetworkMapping> {
     let macs = node_mac_set(node_uuid, node_macs)?;
-    let mac_list = || macs.iter().cloned().collect::<Vec<_>>().join(", ");
+    let mac_list = || {
+        if macs.is_empty() {
+            "none: Ironic lists no ports for it".to_string()
+        } else {
+            macs.iter().cloned().collect::<Vec<_>>().join(", ")
+        }
+    };
 
     // name -> (network object, kind); BTreeMap-backed Map iterates in name order.
     let mut parsed: Vec<(&String, &Map<String, Value>, NetworkKind)> = Vec::new();
@@ -373,16 +379,7 @@ fn reconcile_netmask_prefix(name: &str, net: &mut Map<String, Value>) -> Result<
     })?;
     if let Some(gw) = optional_str(name, net, "gateway")? {
         if !gw.is_empty() {
-            let gw_ip = IpAddr::from_str(gw).map_err(|_| {
-                CpiError::cloud(format!(
-                    "manual network '{name}': gateway '{gw}' is not an IP address"
-                ))
-            })?;
-            if gw_ip.is_ipv4() != ip.is_ipv4() {
-                return Err(CpiError::cloud(format!(
-                    "manual network '{name}': gateway {gw} and ip {ip} are not of the same IP family"
-                )));
-            }
+            address_like(name, "gateway", gw, ip)?;
         }
     }
     let max = if ip.is_ipv4() { 32 } else { 128 };
@@ -401,16 +398,7 @@ fn reconcile_netmask_prefix(name: &str, net: &mut Map<String, Value>) -> Result<
     let netmask = match optional_str(name, net, "netmask")? {
         None | Some("") => None,
         Some(m) => {
-            let mask = IpAddr::from_str(m).map_err(|_| {
-                CpiError::cloud(format!(
-                    "manual network '{name}': netmask '{m}' is not an address mask"
-                ))
-            })?;
-            if mask.is_ipv4() != ip.is_ipv4() {
-                return Err(CpiError::cloud(format!(
-                    "manual network '{name}': netmask {m} and ip {ip} are not of the same IP family"
-                )));
-            }
+            let mask = address_like(name, "netmask", m, ip)?;
             let bits = ipnetwork::ip_mask_to_prefix(mask).map_err(|_| {
                 CpiError::cloud(format!(
                     "manual network '{name}': netmask {m} is not a contiguous mask"
@@ -442,6 +430,21 @@ fn reconcile_netmask_prefix(name: &str, net: &mut Map<String, Value>) -> Result<
     net.insert("netmask".into(), Value::String(mask_text));
     net.insert("prefix".into(), Value::String(bits.to_string()));
     Ok(())
+}
+
+/// Parse `text` (the network's `what`) as an address of the same family as `ip`.
+fn address_like(name: &str, what: &str, text: &str, ip: IpAddr) -> Result<IpAddr> {
+    let addr = IpAddr::from_str(text).map_err(|_| {
+        CpiError::cloud(format!(
+            "manual network '{name}': {what} '{text}' is not an IP address"
+        ))
+    })?;
+    if addr.is_ipv4() != ip.is_ipv4() {
+        return Err(CpiError::cloud(format!(
+            "manual network '{name}': {what} {text} and ip {ip} are not of the same IP family"
+        )));
+    }
+    Ok(addr)
 }
 
 fn add_unused_nics(

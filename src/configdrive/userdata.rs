@@ -164,6 +164,7 @@ pub fn network_data(
             NetworkKind::Vip => continue,
             NetworkKind::Manual if placeholder => continue,
             NetworkKind::Dynamic => {
+                // BOSH dynamic networks do not name a family; they mean DHCPv4 in practice.
                 entry.insert("type".into(), Value::String("ipv4_dhcp".into()));
             }
             NetworkKind::Manual => {

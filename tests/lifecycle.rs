@@ -68,7 +68,13 @@ fn client() -> IronicClient {
 }
 
 /// Each test's nodes: resource class `rc`, MACs from its own byte.
-fn enroll(rc: &str, byte: u8, index: u16, nics: u8, f: impl FnOnce(&mut NodeSpec)) -> (String, Vec<String>) {
+fn enroll(
+    rc: &str,
+    byte: u8,
+    index: u16,
+    nics: u8,
+    f: impl FnOnce(&mut NodeSpec),
+) -> (String, Vec<String>) {
     let mut spec = NodeSpec::new(format!("{rc}-{index}"));
     spec.resource_class = Some(rc.into());
     spec.macs = (0..nics).map(|n| lab_mac(byte, index, n)).collect();
@@ -116,11 +122,23 @@ fn manual_network(ip: &str, mac: Option<&str>) -> Value {
     net
 }
 
-fn create_vm(cloud_properties: Value, networks: Value, disk_cids: Value, api: u32) -> ironic_cpi::lab::cpi::CallOutcome {
+fn create_vm(
+    cloud_properties: Value,
+    networks: Value,
+    disk_cids: Value,
+    api: u32,
+) -> ironic_cpi::lab::cpi::CallOutcome {
     let s = shared();
     s.lab.call(
         "create_vm",
-        json!([uuid::Uuid::new_v4().to_string(), s.stemcell, cloud_properties, networks, disk_cids, env()]),
+        json!([
+            uuid::Uuid::new_v4().to_string(),
+            s.stemcell,
+            cloud_properties,
+            networks,
+            disk_cids,
+            env()
+        ]),
         api,
         Some(3),
     )
@@ -141,7 +159,10 @@ fn call(method: &str, args: Value) -> ironic_cpi::lab::cpi::CallOutcome {
 
 /// The config drive create_vm sent, as published in the metadata repository, read with isoinfo.
 fn published_drive_file(node: &str, path: &str) -> Vec<u8> {
-    let url = format!("{}/metadata/{node}/configdrive.gz.b64", shared().lab.server.url);
+    let url = format!(
+        "{}/metadata/{node}/configdrive.gz.b64",
+        shared().lab.server.url
+    );
     let resp = reqwest::blocking::Client::new()
         .get(&url)
         .basic_auth("reader", Some("reader-pw"))
@@ -149,9 +170,13 @@ fn published_drive_file(node: &str, path: &str) -> Vec<u8> {
         .unwrap();
     assert!(resp.status().is_success(), "{url}: {}", resp.status());
     let b64 = resp.text().unwrap();
-    let gz = base64::engine::general_purpose::STANDARD.decode(b64.trim()).unwrap();
+    let gz = base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .unwrap();
     let mut iso = Vec::new();
-    flate2::read::GzDecoder::new(gz.as_slice()).read_to_end(&mut iso).unwrap();
+    flate2::read::GzDecoder::new(gz.as_slice())
+        .read_to_end(&mut iso)
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let iso_path = dir.path().join("drive.iso");
     std::fs::write(&iso_path, &iso).unwrap();
@@ -167,7 +192,10 @@ fn published_drive_file(node: &str, path: &str) -> Vec<u8> {
         .args(["-x", path])
         .output()
         .unwrap();
-    assert!(!out.stdout.is_empty(), "{path} is missing from the config drive");
+    assert!(
+        !out.stdout.is_empty(),
+        "{path} is missing from the config drive"
+    );
     out.stdout
 }
 
@@ -179,48 +207,81 @@ fn create_by_mac_deploys_and_delete_restores_the_pool() {
     let before = pool_state(rc);
 
     let networks = json!({"default": manual_network("10.0.16.21", Some(&b_macs[1]))});
-    let out = create_vm(json!({"resource_class": rc, "macs": [b_macs[1]]}), networks, json!([]), 2);
+    let out = create_vm(
+        json!({"resource_class": rc, "macs": [b_macs[1]]}),
+        networks,
+        json!([]),
+        2,
+    );
     let result = out.ok().clone();
     assert_eq!(result[0], json!(b), "the node owning the MAC");
     assert_eq!(result[1]["default"]["mac"], json!(b_macs[1]));
-    assert_eq!(result[1]["default"]["use_dhcp"], json!(false));
 
     let node = client().get_node(&b).unwrap();
     assert_eq!(node.provision_state.as_deref(), Some("active"));
     let s = shared();
-    let image_url = node.instance_info["image_source"].as_str().unwrap().to_string();
-    assert_eq!(image_url, format!("{}/images/{}/root.img", s.lab.server.url, s.stemcell));
+    let image_url = node.instance_info["image_source"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        image_url,
+        format!("{}/images/{}/root.img", s.lab.server.url, s.stemcell)
+    );
     assert_eq!(node.instance_info["image_os_hash_algo"], json!("sha256"));
-    assert_eq!(node.instance_info["image_os_hash_value"], json!(s.image_sha256));
+    assert_eq!(
+        node.instance_info["image_os_hash_value"],
+        json!(s.image_sha256)
+    );
     // The image Ironic will download is the stemcell's root.img, byte for byte.
     let image = reqwest::blocking::get(&image_url).unwrap().bytes().unwrap();
     assert_eq!(hex::encode(Sha256::digest(&image)), s.image_sha256);
 
-    let user_data: Value = serde_json::from_slice(&published_drive_file(&b, "/ec2/latest/user-data")).unwrap();
+    let user_data: Value =
+        serde_json::from_slice(&published_drive_file(&b, "/ec2/latest/user-data")).unwrap();
     assert_eq!(user_data["agent_id"], out_agent_id(&out));
     assert_eq!(user_data["networks"]["default"]["mac"], json!(b_macs[1]));
     assert_eq!(user_data["env"], env(), "env is copied verbatim");
-    assert_eq!(user_data["mbus"], json!("nats://nats:nats-password@10.0.0.6:4222"));
-    assert!(user_data.get("registry").is_none(), "registry-less: no registry endpoint");
+    assert_eq!(
+        user_data["mbus"],
+        json!("nats://nats:nats-password@10.0.0.6:4222")
+    );
+    assert!(
+        user_data.get("registry").is_none(),
+        "registry-less: no registry endpoint"
+    );
     let placeholders: Vec<&Value> = user_data["networks"]
         .as_object()
         .unwrap()
         .values()
         .filter(|n| n["mac"] == json!(b_macs[0]))
         .collect();
-    assert_eq!(placeholders.len(), 1, "the unused NIC gets a placeholder network");
+    assert_eq!(
+        placeholders.len(),
+        1,
+        "the unused NIC gets a placeholder network"
+    );
     assert_eq!(placeholders[0]["ip"], json!("127.0.0.100"));
-    let meta: Value = serde_json::from_slice(&published_drive_file(&b, "/ec2/latest/meta-data.json")).unwrap();
+    let meta: Value =
+        serde_json::from_slice(&published_drive_file(&b, "/ec2/latest/meta-data.json")).unwrap();
     assert_eq!(meta["instance-id"], json!(b));
 
     assert_eq!(call("has_vm", json!([b])).ok(), &json!(true));
-    call("set_vm_metadata", json!([b, {"director": "lab", "deployment": "dep", "instance_group": "lcmac-router",
-        "index": "0", "id": "7c5d3bd8", "name": "lcmac-router/7c5d3bd8"}])).ok();
+    call(
+        "set_vm_metadata",
+        json!([b, {"director": "lab", "deployment": "dep", "instance_group": "lcmac-router",
+        "index": "0", "id": "7c5d3bd8", "name": "lcmac-router/7c5d3bd8"}]),
+    )
+    .ok();
     let node = client().get_node(&b).unwrap();
     assert_eq!(node.name.as_deref(), Some("lcmac-router-0"));
     assert_eq!(node.extra["bosh_metadata"]["deployment"], json!("dep"));
     // Compilation VMs have few keys: tolerated, and the name is left alone.
-    call("set_vm_metadata", json!([b, {"director": "lab", "compiling": "golang"}])).ok();
+    call(
+        "set_vm_metadata",
+        json!([b, {"director": "lab", "compiling": "golang"}]),
+    )
+    .ok();
     call("reboot_vm", json!([b])).ok();
 
     call("delete_vm", json!([b])).ok();
@@ -229,9 +290,17 @@ fn create_by_mac_deploys_and_delete_restores_the_pool() {
     // Idempotent: a second delete and a delete of a node that never existed succeed.
     call("delete_vm", json!([b])).ok();
     call("delete_vm", json!(["00000000-0000-4000-8000-000000000000"])).ok();
-    assert_eq!(call("has_vm", json!(["00000000-0000-4000-8000-000000000000"])).ok(), &json!(false));
+    assert_eq!(
+        call("has_vm", json!(["00000000-0000-4000-8000-000000000000"])).ok(),
+        &json!(false)
+    );
     let out = call("reboot_vm", json!([b]));
-    assert_eq!(out.error_type(), Some("Bosh::Clouds::VMNotFound"), "{}", out.stdout);
+    assert_eq!(
+        out.error_type(),
+        Some("Bosh::Clouds::VMNotFound"),
+        "{}",
+        out.stdout
+    );
 }
 
 fn out_agent_id(out: &ironic_cpi::lab::cpi::CallOutcome) -> Value {
@@ -261,17 +330,54 @@ fn best_fit_resource_class_and_traits_select_nodes() {
     let before = pool_state(rc);
     let nets = json!({"default": manual_network("10.0.16.30", None)});
 
-    let fit = create_vm(json!({"resource_class": rc, "ironic_properties": {"cpus": 8}}), nets.clone(), json!([]), 1);
-    assert_eq!(fit.ok(), &json!(medium), "best fit, API v1 result is the cid");
-    let gpu = create_vm(json!({"resource_class": rc, "traits": ["CUSTOM_GPU"]}), nets.clone(), json!([]), 2);
+    let fit = create_vm(
+        json!({"resource_class": rc, "ironic_properties": {"cpus": 8}}),
+        nets.clone(),
+        json!([]),
+        1,
+    );
+    assert_eq!(
+        fit.ok(),
+        &json!(medium),
+        "best fit, API v1 result is the cid"
+    );
+    let gpu = create_vm(
+        json!({"resource_class": rc, "traits": ["CUSTOM_GPU"]}),
+        nets.clone(),
+        json!([]),
+        2,
+    );
     assert_eq!(vm_cid(&gpu), large);
 
-    let busy = create_vm(json!({"resource_class": rc, "traits": ["CUSTOM_GPU"]}), nets.clone(), json!([]), 2);
-    assert_eq!(busy.error_type(), Some("Bosh::Clouds::VMCreationFailed"), "{}", busy.stdout);
-    assert_eq!(busy.response["error"]["ok_to_retry"], json!(true), "busy: a retry may succeed");
-    let none = create_vm(json!({"resource_class": rc, "ironic_properties": {"cpus": 128}}), nets, json!([]), 2);
+    let busy = create_vm(
+        json!({"resource_class": rc, "traits": ["CUSTOM_GPU"]}),
+        nets.clone(),
+        json!([]),
+        2,
+    );
+    assert_eq!(
+        busy.error_type(),
+        Some("Bosh::Clouds::VMCreationFailed"),
+        "{}",
+        busy.stdout
+    );
+    assert_eq!(
+        busy.response["error"]["ok_to_retry"],
+        json!(true),
+        "busy: a retry may succeed"
+    );
+    let none = create_vm(
+        json!({"resource_class": rc, "ironic_properties": {"cpus": 128}}),
+        nets,
+        json!([]),
+        2,
+    );
     assert_eq!(none.error_type(), Some("Bosh::Clouds::VMCreationFailed"));
-    assert_eq!(none.response["error"]["ok_to_retry"], json!(false), "nothing matches at all");
+    assert_eq!(
+        none.response["error"]["ok_to_retry"],
+        json!(false),
+        "nothing matches at all"
+    );
     let msg = none.response["error"]["message"].as_str().unwrap();
     assert!(msg.contains("too small"), "{msg}");
 
@@ -285,13 +391,21 @@ fn manageable_nodes_are_provided_and_returned_manageable() {
     let rc = "lc-mng";
     let (node, _) = enroll(rc, 0x13, 0, 1, |s| s.target = EnrollTarget::Manageable);
     let before = pool_state(rc);
-    let out = create_vm(json!({"resource_class": rc}), json!({"default": manual_network("10.0.16.40", None)}), json!([]), 2);
+    let out = create_vm(
+        json!({"resource_class": rc}),
+        json!({"default": manual_network("10.0.16.40", None)}),
+        json!([]),
+        2,
+    );
     assert_eq!(vm_cid(&out), node);
     let n = client().get_node(&node).unwrap();
     assert_eq!(n.provision_state.as_deref(), Some("active"));
     assert_eq!(n.extra["bosh_vm"]["origin_state"], json!("manageable"));
     call("delete_vm", json!([node])).ok();
-    assert_eq!(client().get_node(&node).unwrap().provision_state.as_deref(), Some("manageable"));
+    assert_eq!(
+        client().get_node(&node).unwrap().provision_state.as_deref(),
+        Some("manageable")
+    );
     assert_eq!(pool_state(rc), before);
 }
 
@@ -301,15 +415,26 @@ fn ironic_params_enroll_a_node_that_delete_vm_removes() {
     let mac = lab_mac(0x14, 0, 0);
     let cp = json!({"macs": [mac], "ironic_params": {"driver": "fake-hardware", "resource_class": rc,
         "properties": {"cpus": 4, "memory_mb": 8192, "local_gb": 50, "cpu_arch": "x86_64"}}});
-    let out = create_vm(cp, json!({"default": manual_network("10.0.16.50", None)}), json!([]), 2);
+    let out = create_vm(
+        cp,
+        json!({"default": manual_network("10.0.16.50", None)}),
+        json!([]),
+        2,
+    );
     let node = vm_cid(&out);
     let n = client().get_node(&node).unwrap();
     assert_eq!(n.provision_state.as_deref(), Some("active"));
     assert_eq!(n.extra["bosh_enrolled_by_cpi"], json!(true));
     call("delete_vm", json!([node])).ok();
-    assert!(client().get_node(&node).unwrap_err().is_not_found(), "the enrolled node is deleted");
+    assert!(
+        client().get_node(&node).unwrap_err().is_not_found(),
+        "the enrolled node is deleted"
+    );
     let ports = client()
-        .list_ports(&ironic_cpi::ironic::PortQuery { address: Some(mac), ..Default::default() })
+        .list_ports(&ironic_cpi::ironic::PortQuery {
+            address: Some(mac),
+            ..Default::default()
+        })
         .unwrap();
     assert!(ports.is_empty(), "its ports went with it");
     assert!(pool_state(rc).is_empty());
@@ -327,36 +452,84 @@ fn persistent_disks_live_on_their_node_registry_less() {
     let before = pool_state(rc);
     let nets = json!({"default": manual_network("10.0.16.60", None)});
 
-    let vm = vm_cid(&create_vm(json!({"resource_class": rc, "ironic_properties": {"local_gb": 150}}), nets.clone(), json!([]), 2));
+    let vm = vm_cid(&create_vm(
+        json!({"resource_class": rc, "ironic_properties": {"local_gb": 150}}),
+        nets.clone(),
+        json!([]),
+        2,
+    ));
     assert_eq!(vm, a);
-    let disk = call("create_disk", json!([10240, {}, vm])).ok().as_str().unwrap().to_string();
+    let disk = call("create_disk", json!([10240, {}, vm]))
+        .ok()
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(disk.starts_with("disk-525415000000-sdc-"), "{disk}");
     assert_eq!(call("has_disk", json!([disk])).ok(), &json!(true));
-    assert_eq!(call("attach_disk", json!([vm, disk])).ok(), &json!({"path": "/dev/sdc"}));
+    assert_eq!(
+        call("attach_disk", json!([vm, disk])).ok(),
+        &json!({"path": "/dev/sdc"})
+    );
     assert_eq!(call("get_disks", json!([vm])).ok(), &json!([disk]));
-    call("set_disk_metadata", json!([disk, {"deployment": "dep", "instance_group": "db"}])).ok();
-    let too_big = call("create_disk", json!([1_000_000, {"device": "/dev/sdd"}, vm]));
-    assert_eq!(too_big.error_type(), Some("Bosh::Clouds::NoDiskSpace"), "{}", too_big.stdout);
+    call(
+        "set_disk_metadata",
+        json!([disk, {"deployment": "dep", "instance_group": "db"}]),
+    )
+    .ok();
+    let too_big = call(
+        "create_disk",
+        json!([1_000_000, {"device": "/dev/sdd"}, vm]),
+    );
+    assert_eq!(
+        too_big.error_type(),
+        Some("Bosh::Clouds::NoDiskSpace"),
+        "{}",
+        too_big.stdout
+    );
     let no_vm = call("create_disk", json!([1024, {}, null]));
     assert_eq!(no_vm.error_type(), Some("Bosh::Clouds::CloudError"));
 
     // A disk of node a cannot go to a VM on node b.
-    let other = vm_cid(&create_vm(json!({"resource_class": rc}), nets.clone(), json!([]), 2));
+    let other = vm_cid(&create_vm(
+        json!({"resource_class": rc}),
+        nets.clone(),
+        json!([]),
+        2,
+    ));
     assert_eq!(other, b);
     let cross = call("attach_disk", json!([other, disk]));
-    assert_eq!(cross.error_type(), Some("Bosh::Clouds::CloudError"), "{}", cross.stdout);
+    assert_eq!(
+        cross.error_type(),
+        Some("Bosh::Clouds::CloudError"),
+        "{}",
+        cross.stdout
+    );
     let cross = call("detach_disk", json!([other, disk]));
-    assert_eq!(cross.error_type(), Some("Bosh::Clouds::DiskNotAttached"), "{}", cross.stdout);
+    assert_eq!(
+        cross.error_type(),
+        Some("Bosh::Clouds::DiskNotAttached"),
+        "{}",
+        cross.stdout
+    );
     call("delete_vm", json!([other])).ok();
 
     call("detach_disk", json!([vm, disk])).ok();
     call("detach_disk", json!([vm, disk])).ok();
     assert_eq!(call("get_disks", json!([vm])).ok(), &json!([]));
     call("delete_vm", json!([vm])).ok();
-    assert_eq!(call("has_disk", json!([disk])).ok(), &json!(true), "the disk outlives the VM");
+    assert_eq!(
+        call("has_disk", json!([disk])).ok(),
+        &json!(true),
+        "the disk outlives the VM"
+    );
 
     // A VM with that disk lands on its node, whatever best fit says.
-    let again = vm_cid(&create_vm(json!({"resource_class": rc}), nets, json!([disk]), 2));
+    let again = vm_cid(&create_vm(
+        json!({"resource_class": rc}),
+        nets,
+        json!([disk]),
+        2,
+    ));
     assert_eq!(again, a);
     call("delete_vm", json!([again])).ok();
 
@@ -383,7 +556,10 @@ fn registry_mode_writes_settings_and_disks_to_the_registry() {
     assert_eq!(out.ok(), &json!(node));
     let registry = |id: &str| {
         reqwest::blocking::Client::new()
-            .get(format!("{}/registry/instances/{id}/settings", s.lab.server.url))
+            .get(format!(
+                "{}/registry/instances/{id}/settings",
+                s.lab.server.url
+            ))
             .basic_auth("reader", Some("reader-pw"))
             .send()
             .unwrap()
@@ -392,23 +568,49 @@ fn registry_mode_writes_settings_and_disks_to_the_registry() {
     let settings: Value = serde_json::from_str(body["settings"].as_str().unwrap()).unwrap();
     assert_eq!(settings["agent_id"], json!(agent));
     assert_eq!(settings["env"], env());
-    let user_data: Value = serde_json::from_slice(&published_drive_file(&node, "/ec2/latest/user-data")).unwrap();
-    assert_eq!(user_data["registry"]["endpoint"], json!(format!("{}/registry", s.lab.server.url)));
-    assert!(user_data["agent_id"].as_str().unwrap_or("").is_empty(), "registry mode: agent_id empty");
-    assert!(!user_data.to_string().contains("writer-pw"), "no registry credentials in user data");
+    let user_data: Value =
+        serde_json::from_slice(&published_drive_file(&node, "/ec2/latest/user-data")).unwrap();
+    assert_eq!(
+        user_data["registry"]["endpoint"],
+        json!(format!("{}/registry", s.lab.server.url))
+    );
+    assert!(
+        user_data["agent_id"].as_str().unwrap_or("").is_empty(),
+        "registry mode: agent_id empty"
+    );
+    assert!(
+        !user_data.to_string().contains("writer-pw"),
+        "no registry credentials in user data"
+    );
 
-    let disk = s.lab.call("create_disk", json!([1024, {}, node]), 1, None).ok().as_str().unwrap().to_string();
-    assert_eq!(s.lab.call("attach_disk", json!([node, disk]), 1, None).ok(), &Value::Null);
+    let disk = s
+        .lab
+        .call("create_disk", json!([1024, {}, node]), 1, None)
+        .ok()
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        s.lab.call("attach_disk", json!([node, disk]), 1, None).ok(),
+        &Value::Null
+    );
     let body: Value = registry(&node).json().unwrap();
     let settings: Value = serde_json::from_str(body["settings"].as_str().unwrap()).unwrap();
-    assert_eq!(settings["disks"]["persistent"][&disk], json!({"path": "/dev/sdc"}));
+    assert_eq!(
+        settings["disks"]["persistent"][&disk],
+        json!({"path": "/dev/sdc"})
+    );
     s.lab.call("detach_disk", json!([node, disk]), 1, None).ok();
     let body: Value = registry(&node).json().unwrap();
     let settings: Value = serde_json::from_str(body["settings"].as_str().unwrap()).unwrap();
     assert!(settings["disks"]["persistent"].get(&disk).is_none());
     s.lab.call("delete_disk", json!([disk]), 1, None).ok();
     s.lab.call("delete_vm", json!([node]), 1, None).ok();
-    assert_eq!(registry(&node).status(), 404, "registry settings go with the VM");
+    assert_eq!(
+        registry(&node).status(),
+        404,
+        "registry settings go with the VM"
+    );
 }
 
 #[test]
@@ -419,18 +621,45 @@ fn failures_after_the_claim_leave_the_pool_as_it_was() {
     let s = shared();
 
     // Unknown stemcell: refused before anything is claimed.
-    let out = s.lab.call("create_vm", json!(["a", "stemcell-nope-12345678", {"resource_class": rc}, {}, [], {}]), 2, Some(3));
-    assert_eq!(out.error_type(), Some("Bosh::Clouds::CloudError"), "{}", out.stdout);
+    let out = s.lab.call(
+        "create_vm",
+        json!(["a", "stemcell-nope-12345678", {"resource_class": rc}, {}, [], {}]),
+        2,
+        Some(3),
+    );
+    assert_eq!(
+        out.error_type(),
+        Some("Bosh::Clouds::CloudError"),
+        "{}",
+        out.stdout
+    );
     assert_eq!(pool_state(rc), before);
 
     // A network naming a MAC the node does not have: the config drive cannot be built after the
     // node was claimed and provided; it goes back to manageable.
     let mut net = manual_network("10.0.16.80", None);
     net["mac"] = json!("52:54:17:ff:ff:ff");
-    let out = create_vm(json!({"resource_class": rc, "macs": [macs[0]]}), json!({"default": net}), json!([]), 2);
-    assert_eq!(out.error_type(), Some("Bosh::Clouds::VMCreationFailed"), "{}", out.stdout);
-    assert_eq!(out.response["error"]["ok_to_retry"], json!(false), "bad input: a retry cannot help");
-    assert!(out.response["error"]["message"].as_str().unwrap().contains("returned to the pool"));
+    let out = create_vm(
+        json!({"resource_class": rc, "macs": [macs[0]]}),
+        json!({"default": net}),
+        json!([]),
+        2,
+    );
+    assert_eq!(
+        out.error_type(),
+        Some("Bosh::Clouds::VMCreationFailed"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(
+        out.response["error"]["ok_to_retry"],
+        json!(false),
+        "bad input: a retry cannot help"
+    );
+    assert!(out.response["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("returned to the pool"));
     assert_eq!(pool_state(rc), before);
 
     // A deploy that does not finish in time: the wait gives up, the node is undeployed and
@@ -441,7 +670,12 @@ fn failures_after_the_claim_leave_the_pool_as_it_was() {
         "context": {"director_uuid": "d", "vm": {"stemcell": {"api_version": 3}},
                     "ironic": {"timeouts": {"deploy": 0.01}}}});
     let out = s.lab.call_raw(&request);
-    assert_eq!(out.error_type(), Some("Bosh::Clouds::VMCreationFailed"), "{}", out.stdout);
+    assert_eq!(
+        out.error_type(),
+        Some("Bosh::Clouds::VMCreationFailed"),
+        "{}",
+        out.stdout
+    );
     assert_eq!(out.response["error"]["ok_to_retry"], json!(true));
     let msg = out.response["error"]["message"].as_str().unwrap();
     assert!(msg.contains(&node) && msg.contains("active"), "{msg}");
@@ -459,8 +693,12 @@ fn concurrent_create_vm_never_share_a_node() {
         let handles: Vec<_> = (0..8)
             .map(|i| {
                 scope.spawn(move || {
-                    create_vm(json!({"resource_class": rc}),
-                        json!({"default": manual_network(&format!("10.0.17.{}", 10 + i), None)}), json!([]), 2)
+                    create_vm(
+                        json!({"resource_class": rc}),
+                        json!({"default": manual_network(&format!("10.0.17.{}", 10 + i), None)}),
+                        json!([]),
+                        2,
+                    )
                 })
             })
             .collect();
@@ -471,14 +709,28 @@ fn concurrent_create_vm_never_share_a_node() {
         .filter(|o| o.response["error"].is_null())
         .map(vm_cid)
         .collect();
-    let failures: Vec<_> = outcomes.iter().filter(|o| !o.response["error"].is_null()).collect();
+    let failures: Vec<_> = outcomes
+        .iter()
+        .filter(|o| !o.response["error"].is_null())
+        .collect();
     nodes.sort();
     nodes.dedup();
-    assert_eq!(nodes.len(), 5, "five distinct nodes");
+    let report: Vec<&str> = outcomes.iter().map(|o| o.stdout.as_str()).collect();
+    assert_eq!(nodes.len(), 5, "five distinct nodes: {report:#?}");
     assert_eq!(failures.len(), 3);
     for f in failures {
-        assert_eq!(f.error_type(), Some("Bosh::Clouds::VMCreationFailed"), "{}", f.stdout);
-        assert_eq!(f.response["error"]["ok_to_retry"], json!(true), "{}", f.stdout);
+        assert_eq!(
+            f.error_type(),
+            Some("Bosh::Clouds::VMCreationFailed"),
+            "{}",
+            f.stdout
+        );
+        assert_eq!(
+            f.response["error"]["ok_to_retry"],
+            json!(true),
+            "{}",
+            f.stdout
+        );
     }
     for n in &nodes {
         call("delete_vm", json!([n])).ok();
@@ -488,6 +740,12 @@ fn concurrent_create_vm_never_share_a_node() {
 
 #[test]
 fn calculate_vm_cloud_properties_selects_big_enough_nodes() {
-    let out = call("calculate_vm_cloud_properties", json!([{"cpu": 2, "ram": 4096, "ephemeral_disk_size": 10241}]));
-    assert_eq!(out.ok(), &json!({"ironic_properties": {"cpus": 2, "memory_mb": 4096, "local_gb": 11}}));
+    let out = call(
+        "calculate_vm_cloud_properties",
+        json!([{"cpu": 2, "ram": 4096, "ephemeral_disk_size": 10241}]),
+    );
+    assert_eq!(
+        out.ok(),
+        &json!({"ironic_properties": {"cpus": 2, "memory_mb": 4096, "local_gb": 11}})
+    );
 }

@@ -107,7 +107,13 @@ pub fn put(
 }
 
 pub fn remove(client: &IronicClient, node: &Node, cid: &str) -> Result<()> {
-    let op = PatchOp::remove(format!("/extra/{DISKS_KEY}/{}", pointer_key(cid)));
+    let records = disks(node);
+    // The last disk takes the key with it: the node ends as it was before any disk.
+    let op = if records.len() == 1 && records.contains_key(cid) {
+        PatchOp::remove(format!("/extra/{DISKS_KEY}"))
+    } else {
+        PatchOp::remove(format!("/extra/{DISKS_KEY}/{}", pointer_key(cid)))
+    };
     client.patch_node(&node.uuid, &[op]).map(drop).map_err(|e| {
         CpiError::cloud(format!(
             "removing disk {cid} from node {}: {e}",

@@ -186,7 +186,11 @@ impl CpiLab {
 }
 
 /// A stemcell-shaped image tarball (gzipped tar holding `root.img`) of `size` pseudo-random bytes.
-pub fn make_stemcell_image(dir: &std::path::Path, size: usize, qcow2: bool) -> std::io::Result<PathBuf> {
+pub fn make_stemcell_image(
+    dir: &std::path::Path,
+    size: usize,
+    qcow2: bool,
+) -> std::io::Result<PathBuf> {
     let mut data = vec![0u8; size];
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
     for b in data.iter_mut() {

@@ -65,9 +65,7 @@ impl ServerLab {
             .iter()
             .map(|((u, p), role)| json!({"username": u, "password": p, "role": role}))
             .collect::<Vec<_>>();
-        let mount = |prefix: &str, d: &str| {
-            json!({"prefix": prefix, "dir": d, "anonymous_read": opts.anonymous_read})
-        };
+        let mount = |prefix: &str, d: &str| json!({"prefix": prefix, "dir": d, "anonymous_read": opts.anonymous_read});
         let mut config = json!({
             "listen": "127.0.0.1:0",
             "root": root,

@@ -73,10 +73,13 @@ pub fn claim_first(
     Ok(ClaimOutcome::AllTaken { lost })
 }
 
+/// Any final 409 means another consumer is on the node: associated with its instance, or busy
+/// in a transition it started ("can not be updated while a state transition is in progress").
+/// NodeLocked never gets here: the client retries it.
 fn lost_race(e: &IronicError) -> bool {
-    e.is_final_conflict()
-        || e.is_not_found()
-        || e.conflict_kind() == Some(ConflictKind::InvalidState)
+    e.is_not_found()
+        || e.conflict_kind()
+            .is_some_and(|k| k != ConflictKind::NodeLocked)
 }
 
 /// Undo a claim on which nothing else was done yet.

@@ -73,12 +73,17 @@ impl Teardown<'_> {
             node = self.settle(&node)?;
         }
         // An undeploy that ran without us cleared the claim: take it back before going on.
-        if node.instance_uuid.is_none() && !self.reclaim(&node, record)? {
-            report.steps.push(format!(
-                "node {} was taken by another consumer",
-                node.label()
-            ));
-            return Ok(report);
+        if node.instance_uuid.is_none() {
+            match self.reclaim(&node, record)? {
+                Some(n) => node = n,
+                None => {
+                    report.steps.push(format!(
+                        "node {} was taken by another consumer",
+                        node.label()
+                    ));
+                    return Ok(report);
+                }
+            }
         }
 
         if DEPLOYED_STATES.contains(&node.state()) {
@@ -89,12 +94,15 @@ impl Teardown<'_> {
                 .steps
                 .push(format!("undeployed node {} from {from}", node.label()));
             // Undeploy cleared instance_uuid: claim again before touching the node further.
-            if !self.reclaim(&node, record)? {
-                report.steps.push(format!(
-                    "node {} was taken by another consumer right after undeploy",
-                    node.label()
-                ));
-                return Ok(report);
+            match self.reclaim(&node, record)? {
+                Some(n) => node = n,
+                None => {
+                    report.steps.push(format!(
+                        "node {} was taken by another consumer right after undeploy",
+                        node.label()
+                    ));
+                    return Ok(report);
+                }
             }
         }
 
@@ -143,7 +151,12 @@ impl Teardown<'_> {
             &node.uuid,
             &STABLE_STATES,
             // Whatever is running (a deploy or an undeploy) may take the longer of the two.
-            secs(self.ironic.timeouts.deploy.max(self.ironic.timeouts.undeploy)),
+            secs(
+                self.ironic
+                    .timeouts
+                    .deploy
+                    .max(self.ironic.timeouts.undeploy),
+            ),
         ) {
             Ok(n) => Ok(n),
             // A failed state is settled too: the undeploy below deals with it.
@@ -167,11 +180,12 @@ impl Teardown<'_> {
             .map_err(|e| cloud(e, &format!("returning node {} to the pool", node.label())))
     }
 
-    fn reclaim(&self, node: &Node, record: &VmRecord) -> Result<bool> {
+    /// The node as claimed again, or None when someone else was faster.
+    fn reclaim(&self, node: &Node, record: &VmRecord) -> Result<Option<Node>> {
         let ops = [PatchOp::add("/instance_uuid", json!(record.instance_uuid))];
         match self.client.patch_node(&node.uuid, &ops) {
-            Ok(_) => Ok(true),
-            Err(e) if e.is_final_conflict() => Ok(false),
+            Ok(n) => Ok(Some(n)),
+            Err(e) if e.is_final_conflict() => Ok(None),
             Err(e) => Err(cloud(e, "claiming the node again after undeploy")),
         }
     }
@@ -210,6 +224,12 @@ impl Teardown<'_> {
             self.client
                 .wait_for_power_state(&node.uuid, "power off", secs(self.ironic.timeouts.power))
                 .map_err(|e| cloud(e, "powering off the enrolled node"))?;
+        }
+        // Ironic refuses to delete a node that is associated with an instance.
+        if node.instance_uuid.is_some() {
+            self.client
+                .patch_node(&node.uuid, &[PatchOp::remove("/instance_uuid")])
+                .map_err(|e| cloud(e, "releasing the enrolled node before deleting it"))?;
         }
         match self.client.delete_node(&node.uuid) {
             Ok(()) => Ok(()),

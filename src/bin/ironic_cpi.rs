@@ -7,10 +7,13 @@ use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
+use serde_json::{json, Value};
 
 use ironic_cpi::config::Config;
 use ironic_cpi::error::CpiError;
+use ironic_cpi::ironic::IronicClient;
+use ironic_cpi::pool::{inventory, view};
 use ironic_cpi::rpc::{dispatch, request::MAX_REQUEST_BYTES, Response};
 
 #[derive(Parser, Debug)]
@@ -30,6 +33,34 @@ struct Cli {
     /// Check the config file and exit: 0 when valid, 1 with the reason on stderr otherwise.
     #[arg(long)]
     check_config: bool,
+
+    /// Operator tools; without one, the CPI reads a request on stdin as the director runs it.
+    #[command(subcommand)]
+    tool: Option<Tool>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Tool {
+    /// Show the node pool as the CPI sees it: state, power, who holds each node, BOSH metadata,
+    /// disks.
+    Pool,
+    /// Build a CPI request from arguments, run it, and print the response (exit 1 on an error
+    /// response). Each ARG is JSON if it parses as JSON, `@FILE` for JSON in a file, else a string.
+    ///
+    /// Example: ironic_cpi -c cpi.json call create_disk 10240 '{}' 1be26c0b-03f2-4d2e-ae87-c02d7f33c123
+    Call {
+        method: String,
+        args: Vec<String>,
+        /// The request's api_version (what the director negotiated).
+        #[arg(long, default_value_t = 2)]
+        api_version: u32,
+        /// context.vm.stemcell.api_version (stemcells of the Jammy era say 3).
+        #[arg(long)]
+        stemcell_api_version: Option<u32>,
+        /// Print the request instead of running it (to pipe into the CPI later).
+        #[arg(long)]
+        print_request: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -38,6 +69,26 @@ fn main() -> ExitCode {
 
     if cli.check_config {
         return check_config(cli.config);
+    }
+    match cli.tool {
+        Some(Tool::Pool) => return pool(cli.config),
+        Some(Tool::Call {
+            method,
+            args,
+            api_version,
+            stemcell_api_version,
+            print_request,
+        }) => {
+            return call(
+                cli.config,
+                &method,
+                &args,
+                api_version,
+                stemcell_api_version,
+                print_request,
+            )
+        }
+        None => {}
     }
 
     let response = match read_request() {
@@ -110,5 +161,79 @@ fn check_config(path: Option<PathBuf>) -> ExitCode {
             eprintln!("{}", e.message);
             ExitCode::from(1)
         }
+    }
+}
+
+fn load(path: Option<PathBuf>) -> Result<Config, String> {
+    let path = path.ok_or("this tool needs -c CONFIG")?;
+    Config::load(&path, &serde_json::Map::new()).map_err(|e| e.message)
+}
+
+fn pool(config: Option<PathBuf>) -> ExitCode {
+    let run = || -> Result<String, String> {
+        let config = load(config)?;
+        let client = IronicClient::new(&config.ironic).map_err(|e| e.to_string())?;
+        let snapshot = inventory::load(&client).map_err(|e| e.to_string())?;
+        Ok(view::render(&view::rows(&snapshot)))
+    };
+    match run() {
+        Ok(table) => {
+            println!("{table}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("ironic_cpi pool: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// A command-line argument as a JSON value: JSON when it parses, `@FILE` for a JSON file, else
+/// the plain string (so ids need no quoting).
+fn argument(arg: &str) -> Result<Value, String> {
+    if let Some(path) = arg.strip_prefix('@') {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+        return serde_json::from_str(&text).map_err(|e| format!("{path}: not JSON: {e}"));
+    }
+    Ok(serde_json::from_str(arg).unwrap_or_else(|_| Value::String(arg.to_string())))
+}
+
+fn call(
+    config: Option<PathBuf>,
+    method: &str,
+    args: &[String],
+    api_version: u32,
+    stemcell_api_version: Option<u32>,
+    print_request: bool,
+) -> ExitCode {
+    let arguments: Result<Vec<Value>, String> = args.iter().map(|a| argument(a)).collect();
+    let arguments = match arguments {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("ironic_cpi call: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut context = json!({"director_uuid": "ironic-cpi-cli"});
+    if let Some(v) = stemcell_api_version {
+        context["vm"] = json!({"stemcell": {"api_version": v}});
+    }
+    let request = json!({
+        "method": method,
+        "arguments": arguments,
+        "context": context,
+        "api_version": api_version,
+    });
+    if print_request {
+        println!("{request}");
+        return ExitCode::SUCCESS;
+    }
+    let response = dispatch::handle(request.to_string().as_bytes(), config.as_deref());
+    let pretty = serde_json::to_string_pretty(&response).expect("response serialises");
+    println!("{pretty}");
+    if response.error.is_some() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
     }
 }

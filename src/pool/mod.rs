@@ -9,3 +9,4 @@ pub mod mac;
 pub mod record;
 pub mod select;
 pub mod teardown;
+pub mod view;

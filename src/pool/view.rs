@@ -1,0 +1,178 @@
+//! The pool as an operator reads it: one line per node, like `baremetal node list`, plus what
+//! BOSH put there (who holds the node, instance metadata, disks).
+
+use std::fmt::Write;
+
+use serde_json::Value;
+
+use crate::ironic::Node;
+use crate::pool::record::{disks, enrolled_by_cpi, VmRecord, METADATA_KEY};
+use crate::pool::select::PoolSnapshot;
+
+pub struct Row {
+    pub uuid: String,
+    pub name: String,
+    pub state: String,
+    pub power: String,
+    pub maintenance: bool,
+    pub resource_class: String,
+    pub macs: String,
+    pub held_by: String,
+    pub bosh: String,
+    pub disks: String,
+}
+
+pub fn rows(pool: &PoolSnapshot) -> Vec<Row> {
+    let mut nodes: Vec<&Node> = pool.nodes.iter().collect();
+    nodes.sort_by(|a, b| (&a.name, &a.uuid).cmp(&(&b.name, &b.uuid)));
+    nodes.into_iter().map(|n| row(pool, n)).collect()
+}
+
+fn row(pool: &PoolSnapshot, n: &Node) -> Row {
+    let state = match &n.target_provision_state {
+        Some(t) => format!("{} -> {t}", n.state()),
+        None => n.state().to_string(),
+    };
+    let held_by = match (VmRecord::held(n), &n.instance_uuid) {
+        (Some(r), _) => format!("agent {}", r.agent_id),
+        (None, Some(other)) => format!("other: {}", short(other)),
+        (None, None) => "-".into(),
+    };
+    let meta = n.extra.get(METADATA_KEY);
+    let text = |k: &str| meta.and_then(|m| m.get(k)).and_then(Value::as_str);
+    let mut bosh = match (
+        text("deployment"),
+        text("instance_group").or(text("job")),
+        text("index"),
+    ) {
+        (Some(d), Some(g), Some(i)) => format!("{d}/{g}/{i}"),
+        (Some(d), _, _) if text("compiling").is_some() => format!("{d}/compiling"),
+        (Some(d), _, _) => d.to_string(),
+        _ => String::new(),
+    };
+    if enrolled_by_cpi(n) {
+        bosh = if bosh.is_empty() {
+            "enrolled by CPI".into()
+        } else {
+            format!("{bosh} (enrolled by CPI)")
+        };
+    }
+    let records = disks(n);
+    let attached = records
+        .values()
+        .filter(|d| d["attached"] == Value::Bool(true))
+        .count();
+    let disks = if records.is_empty() {
+        "-".into()
+    } else {
+        format!("{} ({attached} attached)", records.len())
+    };
+    Row {
+        uuid: n.uuid.clone(),
+        name: n.name.clone().unwrap_or_default(),
+        state,
+        power: n.power_state.clone().unwrap_or_else(|| "-".into()),
+        maintenance: n.maintenance,
+        resource_class: n.resource_class.clone().unwrap_or_default(),
+        macs: pool.macs_of(&n.uuid).join(","),
+        held_by,
+        bosh: if bosh.is_empty() { "-".into() } else { bosh },
+        disks,
+    }
+}
+
+fn short(id: &str) -> String {
+    id.chars().take(8).collect()
+}
+
+/// A plain-text table with aligned columns.
+pub fn render(rows: &[Row]) -> String {
+    let header = [
+        "UUID", "NAME", "STATE", "POWER", "MAINT", "CLASS", "MACS", "HELD BY", "BOSH", "DISKS",
+    ];
+    let cells: Vec<[String; 10]> = rows
+        .iter()
+        .map(|r| {
+            [
+                r.uuid.clone(),
+                r.name.clone(),
+                r.state.clone(),
+                r.power.clone(),
+                if r.maintenance { "yes" } else { "no" }.into(),
+                r.resource_class.clone(),
+                r.macs.clone(),
+                r.held_by.clone(),
+                r.bosh.clone(),
+                r.disks.clone(),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for row in &cells {
+        for (w, c) in widths.iter_mut().zip(row) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let line = |out: &mut String, fields: &[&str]| {
+        let parts: Vec<String> = fields
+            .iter()
+            .zip(widths)
+            .map(|(f, w)| format!("{f:<w$}"))
+            .collect();
+        let _ = writeln!(out, "{}", parts.join("  ").trim_end());
+    };
+    line(&mut out, &header);
+    for row in &cells {
+        let fields: Vec<&str> = row.iter().map(String::as_str).collect();
+        line(&mut out, &fields);
+    }
+    let _ = write!(out, "{} nodes", rows.len());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ironic::Port;
+    use serde_json::json;
+
+    #[test]
+    fn shows_holder_metadata_and_disks() {
+        let record = json!({"instance_uuid": "i-1", "agent_id": "agent-123456789", "origin_state": "available",
+            "claimed_at": "t", "cpi": "x"});
+        let node = Node {
+            uuid: "u1".into(),
+            name: Some("router-0".into()),
+            provision_state: Some("active".into()),
+            power_state: Some("power on".into()),
+            instance_uuid: Some("i-1".into()),
+            extra: json!({"bosh_vm": record, "bosh_metadata": {"deployment": "cf", "instance_group": "router", "index": "0"},
+                          "bosh_disks": {"disk-1": {"attached": true}, "disk-2": {"attached": false}}})
+            .as_object()
+            .unwrap()
+            .clone(),
+            ..Default::default()
+        };
+        let pool = PoolSnapshot::new(
+            vec![node],
+            vec![Port {
+                address: "52:54:00:00:00:01".into(),
+                node_uuid: "u1".into(),
+                ..Default::default()
+            }],
+        );
+        let table = render(&rows(&pool));
+        for want in [
+            "router-0",
+            "active",
+            "agent agent-123456789",
+            "cf/router/0",
+            "2 (1 attached)",
+            "52:54:00:00:00:01",
+            "1 nodes",
+        ] {
+            assert!(table.contains(want), "{want} missing in\n{table}");
+        }
+    }
+}

@@ -28,7 +28,9 @@ fn main() {
 
 fn run() -> Result<(), String> {
     let n: usize = match std::env::args().nth(1) {
-        Some(a) => a.parse().map_err(|_| format!("N must be a number, not '{a}'"))?,
+        Some(a) => a
+            .parse()
+            .map_err(|_| format!("N must be a number, not '{a}'"))?,
         None => 1000,
     };
     // Without IRONIC_URL, a lab of our own (dropped, and so stopped, at the end).

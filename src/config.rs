@@ -479,7 +479,10 @@ impl Config {
         for (key, v) in [
             ("ironic.connect_timeout", self.ironic.connect_timeout),
             ("ironic.request_timeout", self.ironic.request_timeout),
-            ("ironic.retry.initial_delay", self.ironic.retry.initial_delay),
+            (
+                "ironic.retry.initial_delay",
+                self.ironic.retry.initial_delay,
+            ),
             ("ironic.retry.max_delay", self.ironic.retry.max_delay),
             (
                 "ironic.poll.initial_interval",
@@ -520,7 +523,10 @@ impl Config {
         if parse_microversion(&self.ironic.microversion.min)
             > parse_microversion(&self.ironic.microversion.max)
         {
-            return bad("ironic.microversion.min", "is above ironic.microversion.max");
+            return bad(
+                "ironic.microversion.min",
+                "is above ironic.microversion.max",
+            );
         }
         for (key, repo) in [
             ("stemcell_repository", &self.stemcell_repository),
@@ -544,11 +550,17 @@ impl Config {
         }
         if let Some(blobstore) = &self.agent.blobstore {
             if !blobstore.is_object() {
-                return bad("agent.blobstore", "must be an object with provider and options");
+                return bad(
+                    "agent.blobstore",
+                    "must be an object with provider and options",
+                );
             }
         }
         if !self.defaults.system_disk.starts_with('/') {
-            return bad("defaults.system_disk", "must be a device path like /dev/sda");
+            return bad(
+                "defaults.system_disk",
+                "must be a device path like /dev/sda",
+            );
         }
         if !self.defaults.persistent_disk_device.starts_with('/') {
             return bad(
@@ -622,7 +634,11 @@ mod tests {
         let mut v = minimal();
         v["ironic"]["timeouts"] = json!({"deploy": "soon"});
         let e = Config::from_value(v).unwrap_err();
-        assert!(e.message.contains("ironic.timeouts.deploy"), "{}", e.message);
+        assert!(
+            e.message.contains("ironic.timeouts.deploy"),
+            "{}",
+            e.message
+        );
 
         let mut v = minimal();
         v["ironic"]["urll"] = json!("x");
@@ -663,7 +679,10 @@ mod tests {
         v["registry"] = json!({"endpoint": "http://r:25777", "username": "r", "password": "regpw"});
         let c = Config::from_value(v).unwrap();
         let shown = format!("{c:?}");
-        assert!(!shown.contains("hunter2") && !shown.contains("regpw"), "{shown}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("regpw"),
+            "{shown}"
+        );
     }
 
     #[test]

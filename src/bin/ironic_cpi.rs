@@ -51,7 +51,9 @@ fn main() -> ExitCode {
                         .map(|s| s.to_string())
                         .or_else(|| panic.downcast_ref::<String>().cloned())
                         .unwrap_or_else(|| "unknown panic".into());
-                    let e = CpiError::cpi(format!("internal error in the Ironic CPI (a bug, please report it): {what}"));
+                    let e = CpiError::cpi(format!(
+                        "internal error in the Ironic CPI (a bug, please report it): {what}"
+                    ));
                     Response::err(&e, String::new())
                 })
         }
@@ -61,7 +63,10 @@ fn main() -> ExitCode {
         }
     };
     let mut out = std::io::stdout().lock();
-    if writeln!(out, "{}", response.to_json()).and_then(|_| out.flush()).is_err() {
+    if writeln!(out, "{}", response.to_json())
+        .and_then(|_| out.flush())
+        .is_err()
+    {
         return ExitCode::from(1);
     }
     ExitCode::SUCCESS

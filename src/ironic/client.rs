@@ -72,6 +72,12 @@ enum Mode {
     Keystone,
 }
 
+/// One exchange's outcome; a failure carries the server's `Retry-After`, if any.
+enum Attempt {
+    Answered(Answer),
+    Failed(IronicError, Option<Duration>),
+}
+
 struct Answer {
     headers: HeaderMap,
     body: String,
@@ -89,7 +95,9 @@ impl IronicClient {
             let pem = std::fs::read(path)
                 .map_err(|e| config_err(format!("cannot read ironic.ca_cert_file {path}: {e}")))?;
             let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                config_err(format!("ironic.ca_cert_file {path} is not a PEM bundle: {e}"))
+                config_err(format!(
+                    "ironic.ca_cert_file {path} is not a PEM bundle: {e}"
+                ))
             })?;
             if certs.is_empty() {
                 return Err(config_err(format!(
@@ -124,7 +132,8 @@ impl IronicClient {
                 .map_err(|e| config_err(format!("ironic.url is not a URL: {e}")))?;
         }
         let session = match &cfg.auth {
-            IronicAuth::KeystonePassword { .. } | IronicAuth::KeystoneApplicationCredential { .. } => None,
+            IronicAuth::KeystonePassword { .. }
+            | IronicAuth::KeystoneApplicationCredential { .. } => None,
             IronicAuth::Token { token } => Some(Session {
                 base: base.clone(),
                 token: Some(token.clone()),
@@ -231,7 +240,14 @@ impl IronicClient {
     }
 
     pub fn list_nodes(&self, q: &NodeQuery) -> Result<Vec<Node>, IronicError> {
-        self.list("/v1/nodes", "nodes", q.params(), &q.fields, q.limit_total, true)
+        self.list(
+            "/v1/nodes",
+            "nodes",
+            q.params(),
+            &q.fields,
+            q.limit_total,
+            true,
+        )
     }
 
     pub fn create_node(&self, body: &Value) -> Result<Node, IronicError> {
@@ -253,7 +269,12 @@ impl IronicClient {
     }
 
     pub fn delete_node(&self, id: &str) -> Result<(), IronicError> {
-        self.send_empty(Method::DELETE, &format!("/v1/nodes/{}", seg(id)), None, &node_target(id))
+        self.send_empty(
+            Method::DELETE,
+            &format!("/v1/nodes/{}", seg(id)),
+            None,
+            &node_target(id),
+        )
     }
 
     /// `PUT /v1/nodes/{id}/states/provision` with `target` plus the members of `body_extra`
@@ -300,6 +321,20 @@ impl IronicClient {
             Some(&json!({ "traits": traits })),
             &node_target(id),
         )
+    }
+
+    /// Put the node into maintenance (`Some(reason)`) or take it out (`None`).
+    pub fn set_maintenance(&self, id: &str, reason: Option<&str>) -> Result<(), IronicError> {
+        let path = format!("/v1/nodes/{}/maintenance", seg(id));
+        match reason {
+            Some(r) => self.send_empty(
+                Method::PUT,
+                &path,
+                Some(&json!({ "reason": r })),
+                &node_target(id),
+            ),
+            None => self.send_empty(Method::DELETE, &path, None, &node_target(id)),
+        }
     }
 
     /// The driver's interface-by-interface validation (`{"power": {"result": true}, ...}`).
@@ -381,7 +416,14 @@ impl IronicClient {
 
     pub fn list_allocations(&self, q: &AllocationQuery) -> Result<Vec<Allocation>, IronicError> {
         // Allocation lists always carry every field; there is no `detail=`.
-        self.list("/v1/allocations", "allocations", q.params(), &q.fields, None, false)
+        self.list(
+            "/v1/allocations",
+            "allocations",
+            q.params(),
+            &q.fields,
+            None,
+            false,
+        )
     }
 
     // ---- plumbing ----
@@ -434,7 +476,7 @@ impl IronicClient {
             next = page
                 .get("next")
                 .and_then(Value::as_str)
-                .and_then(api_suffix);
+                .and_then(|link| next_page(path_only(&path), &params, link));
         }
         if let Some(t) = limit_total {
             out.truncate(t);
@@ -493,8 +535,9 @@ impl IronicClient {
                 _ => None,
             };
             let url = format!("{}{}", session.base, path);
-            let result =
-                self.send_with_retries(&method, &url, path, body, mode, &session, version, target, budget);
+            let result = self.send_with_retries(
+                &method, &url, path, body, mode, &session, version, target, budget,
+            );
             match result {
                 Err(IronicError::Unauthorized { .. })
                     if !reauthenticated && keystone::token_request(&self.cfg.auth).is_some() =>
@@ -591,8 +634,8 @@ impl IronicClient {
             attempt += 1;
             let (err, retry_after) =
                 match self.send_once(method, url, path, body, mode, session, version, target) {
-                    Ok(ans) => return Ok(ans),
-                    Err(failure) => failure,
+                    Attempt::Answered(ans) => return Ok(ans),
+                    Attempt::Failed(err, retry_after) => (err, retry_after),
                 };
             let retryable = match &err {
                 // A request that may have reached Ironic is repeated only if repeating is harmless.
@@ -630,7 +673,7 @@ impl IronicClient {
         session: &Session,
         version: Option<(u32, u32)>,
         target: &Target,
-    ) -> Result<Answer, (IronicError, Option<Duration>)> {
+    ) -> Attempt {
         let mut req = self.http.request(method.clone(), url);
         if let Some(v) = version {
             req = req.header(VERSION_HEADER, fmt_version(v));
@@ -661,7 +704,7 @@ impl IronicClient {
             Ok(r) => r,
             Err(e) => {
                 debug!("{method} {path} -> transport error after {ms:.0} ms");
-                return Err((
+                return Attempt::Failed(
                     IronicError::Transport {
                         method: method.to_string(),
                         url: redact_url(url),
@@ -669,28 +712,31 @@ impl IronicClient {
                         not_sent: e.is_connect(),
                     },
                     None,
-                ));
+                );
             }
         };
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
-        let text = resp.text().map_err(|e| {
-            (
-                IronicError::Transport {
-                    method: method.to_string(),
-                    url: redact_url(url),
-                    message: format!("reading the answer: {}", error_chain(&e)),
-                    not_sent: false,
-                },
-                None,
-            )
-        })?;
+        let text = match resp.text() {
+            Ok(t) => t,
+            Err(e) => {
+                return Attempt::Failed(
+                    IronicError::Transport {
+                        method: method.to_string(),
+                        url: redact_url(url),
+                        message: format!("reading the answer: {}", error_chain(&e)),
+                        not_sent: false,
+                    },
+                    None,
+                )
+            }
+        };
         debug!(
             "{method} {path} -> {status} in {:.0} ms",
             started.elapsed().as_secs_f64() * 1000.0
         );
         if (200..300).contains(&status) {
-            return Ok(Answer {
+            return Attempt::Answered(Answer {
                 headers,
                 body: text,
             });
@@ -702,7 +748,7 @@ impl IronicClient {
             .filter(|s| s.is_finite() && *s >= 0.0)
             .map(Duration::from_secs_f64);
         let short_path = path.split('?').next().unwrap_or(path);
-        Err((
+        Attempt::Failed(
             IronicError::from_status(
                 method.as_str(),
                 short_path,
@@ -712,7 +758,7 @@ impl IronicClient {
                 target.id,
             ),
             retry_after,
-        ))
+        )
     }
 
     fn display_base(&self) -> String {
@@ -755,11 +801,31 @@ pub(crate) fn fmt_version((major, minor): (u32, u32)) -> String {
     format!("{major}.{minor}")
 }
 
-/// The `/v1/...?...` part of a `next` link. The link's host is whatever Ironic thinks it is
-/// called (it may sit behind a proxy), so only the part after the API root is kept.
-fn api_suffix(next: &str) -> Option<String> {
-    let at = next.find("/v1/")?;
-    Some(next[at..].to_string())
+fn path_only(path_and_query: &str) -> &str {
+    path_and_query.split('?').next().unwrap_or(path_and_query)
+}
+
+/// The request for the page after a `next` link.
+///
+/// Ironic 39's `next` links keep `marker`, `limit`, `fields` and the sort, but drop the filters
+/// (`provision_state`, `resource_class`, `node`, `address`, ...): followed verbatim, page two
+/// lists everything. So the link's parameters are laid over this list's own, and its host (which
+/// is whatever Ironic thinks it is called, maybe not how we reach it) is ignored.
+fn next_page(path: &str, ours: &[(&'static str, String)], link: &str) -> Option<String> {
+    let query = link.split_once('?').map(|(_, q)| q)?;
+    let theirs: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
+        .into_owned()
+        .collect();
+    if !theirs.iter().any(|(k, _)| k == "marker") {
+        return None;
+    }
+    let mut params: Vec<(&str, String)> = ours
+        .iter()
+        .filter(|(k, _)| !theirs.iter().any(|(t, _)| t == k))
+        .map(|(k, v)| (*k, v.clone()))
+        .collect();
+    params.extend(theirs.iter().map(|(k, v)| (k.as_str(), v.clone())));
+    Some(with_query(path, &params))
 }
 
 /// The URL without `user:password@`, for messages.
@@ -805,7 +871,13 @@ fn error_chain(e: &reqwest::Error) -> String {
     if joined.contains('@') {
         return joined
             .split_whitespace()
-            .map(|w| if w.contains("://") { redact_url(w) } else { w.to_string() })
+            .map(|w| {
+                if w.contains("://") {
+                    redact_url(w)
+                } else {
+                    w.to_string()
+                }
+            })
             .collect::<Vec<_>>()
             .join(" ");
     }
@@ -817,12 +889,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn next_links_keep_the_api_part() {
+    fn next_links_keep_our_filters() {
+        let ours = vec![
+            ("resource_class", "gold".to_string()),
+            ("limit", "2".to_string()),
+            ("fields", "uuid".to_string()),
+        ];
+        let link =
+            "http://other-host/v1/nodes?sort_key=id&sort_dir=asc&fields=uuid&limit=2&marker=abc";
         assert_eq!(
-            api_suffix("http://proxy/baremetal/v1/nodes?limit=2&marker=abc").as_deref(),
-            Some("/v1/nodes?limit=2&marker=abc")
+            next_page("/v1/nodes", &ours, link).as_deref(),
+            Some("/v1/nodes?resource_class=gold&sort_key=id&sort_dir=asc&fields=uuid&limit=2&marker=abc")
         );
-        assert_eq!(api_suffix("garbage"), None);
+        assert_eq!(next_page("/v1/nodes", &ours, "garbage"), None);
+        assert_eq!(
+            next_page("/v1/nodes", &ours, "http://h/v1/nodes?limit=2"),
+            None
+        );
     }
 
     #[test]

@@ -33,6 +33,8 @@ impl fmt::Display for ConflictKind {
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
+/// The wait variants keep `state`, `target` and `reason` as `Box<str>` so that the whole error
+/// stays small enough to return by value everywhere (clippy's `result_large_err`).
 pub enum IronicError {
     #[error("Ironic {resource} '{id}' not found: {message}")]
     NotFound {
@@ -75,17 +77,17 @@ pub enum IronicError {
     #[error("node {node} failed while waiting for {target}: it is in state '{state}' after {:.1} s ({reason}); last_error: {}", elapsed.as_secs_f64(), last_error.as_deref().unwrap_or("none"))]
     WaitFailed {
         node: String,
-        state: String,
-        target: String,
+        state: Box<str>,
+        target: Box<str>,
         last_error: Option<String>,
         elapsed: Duration,
-        reason: String,
+        reason: Box<str>,
     },
     #[error("node {node} did not reach {target} within {:.0} s: still in state '{state}' after {:.1} s; last_error: {}", waited_for.as_secs_f64(), elapsed.as_secs_f64(), last_error.as_deref().unwrap_or("none"))]
     WaitTimeout {
         node: String,
-        state: String,
-        target: String,
+        state: Box<str>,
+        target: Box<str>,
         waited_for: Duration,
         elapsed: Duration,
         last_error: Option<String>,
@@ -228,9 +230,7 @@ fn inner_message(v: &Value) -> Option<String> {
     match (s("title"), s("description")) {
         (Some(t), Some(d)) => Some(format!("{t}: {d}")),
         (None, Some(d)) => Some(d),
-        (Some(t), None) => s("message")
-            .map(|m| format!("{t}: {m}"))
-            .or(Some(t)),
+        (Some(t), None) => s("message").map(|m| format!("{t}: {m}")).or(Some(t)),
         (None, None) => s("message"),
     }
 }
@@ -262,7 +262,11 @@ mod tests {
         let e = IronicError::from_status("PATCH", "/v1/nodes/n1", 409, body, "node", "n1");
         assert_eq!(e.conflict_kind(), Some(ConflictKind::NodeLocked));
         assert!(e.is_transient());
-        assert!(e.to_string().contains("Node n1 is locked by host localhost"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("Node n1 is locked by host localhost"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -284,7 +288,10 @@ mod tests {
 
     #[test]
     fn falls_back_to_raw_text() {
-        assert_eq!(error_message("<html>Bad Gateway</html>"), "<html>Bad Gateway</html>");
+        assert_eq!(
+            error_message("<html>Bad Gateway</html>"),
+            "<html>Bad Gateway</html>"
+        );
         assert_eq!(error_message(""), "(empty response body)");
         assert_eq!(
             error_message(r#"{"error_message": "not json inside"}"#),

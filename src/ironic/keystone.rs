@@ -103,7 +103,9 @@ pub fn baremetal_endpoint(token_body: &Value, region: Option<&str>) -> Result<St
     Err(IronicError::Auth {
         message: format!(
             "the Keystone catalog has no public baremetal endpoint{}; set ironic.url",
-            region.map(|r| format!(" in region {r}")).unwrap_or_default()
+            region
+                .map(|r| format!(" in region {r}"))
+                .unwrap_or_default()
         ),
     })
 }
@@ -121,7 +123,10 @@ mod tests {
 
     #[test]
     fn urls() {
-        assert_eq!(tokens_url("http://k:5000/v3/"), "http://k:5000/v3/auth/tokens");
+        assert_eq!(
+            tokens_url("http://k:5000/v3/"),
+            "http://k:5000/v3/auth/tokens"
+        );
         assert_eq!(tokens_url("http://k:5000"), "http://k:5000/v3/auth/tokens");
         assert_eq!(normalize_base("http://i:6385/v1/"), "http://i:6385");
         assert_eq!(normalize_base("https://h/baremetal"), "https://h/baremetal");
@@ -140,7 +145,10 @@ mod tests {
         };
         let (url, body, region) = token_request(&auth).unwrap();
         assert_eq!(url, "http://k/v3/auth/tokens");
-        assert_eq!(body["auth"]["identity"]["password"]["user"]["password"], "pw");
+        assert_eq!(
+            body["auth"]["identity"]["password"]["user"]["password"],
+            "pw"
+        );
         assert_eq!(body["auth"]["scope"]["project"]["name"], "p");
         assert_eq!(region.as_deref(), Some("R1"));
         assert!(token_request(&IronicAuth::None).is_none());
@@ -156,7 +164,10 @@ mod tests {
                 {"interface": "public", "region": "R1", "region_id": "R1", "url": "http://r1:6385/v1"},
             ]},
         ]}});
-        assert_eq!(baremetal_endpoint(&body, Some("R1")).unwrap(), "http://r1:6385");
+        assert_eq!(
+            baremetal_endpoint(&body, Some("R1")).unwrap(),
+            "http://r1:6385"
+        );
         assert_eq!(baremetal_endpoint(&body, None).unwrap(), "http://r2:6385");
         let e = baremetal_endpoint(&body, Some("R9")).unwrap_err();
         assert!(e.to_string().contains("R9"), "{e}");

@@ -22,7 +22,10 @@ use super::process::{self, ChildProcess, SpawnOptions};
 pub enum LabAuth {
     None,
     /// `auth_strategy = http_basic` with one user in a bcrypt htpasswd file.
-    HttpBasic { username: String, password: String },
+    HttpBasic {
+        username: String,
+        password: String,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -67,6 +70,8 @@ pub struct IronicLab {
     /// From spawning `ironic` until `GET /v1` answered.
     pub started_in: Duration,
     auth: LabAuth,
+    venv: PathBuf,
+    start_timeout: Duration,
     process: ChildProcess,
 }
 
@@ -90,42 +95,40 @@ impl IronicLab {
             .map_err(|e| format!("cannot write {}: {e}", config_file.display()))?;
 
         let mut dbsync = Command::new(venv.join("bin/ironic-dbsync"));
-        dbsync.arg("--config-file").arg(&config_file).arg("create_schema");
-        process::run_logged("ironic-dbsync create_schema", dbsync, &dir.join("dbsync.log"))?;
-
-        let mut cmd = Command::new(venv.join("bin/ironic"));
-        cmd.arg("--config-file").arg(&config_file);
-        let started = Instant::now();
-        let mut child = ChildProcess::spawn(
-            "ironic",
-            cmd,
-            &dir.join("ironic.stdout.log"),
-            SpawnOptions {
-                grace: Duration::from_secs(8),
-                remove_dir: Some(dir.clone()),
-            },
+        dbsync
+            .arg("--config-file")
+            .arg(&config_file)
+            .arg("create_schema");
+        process::run_logged(
+            "ironic-dbsync create_schema",
+            dbsync,
+            &dir.join("dbsync.log"),
         )?;
+
         let url = format!("http://127.0.0.1:{port}");
-        process::wait_for_http(&format!("{url}/v1"), opts.start_timeout, Some(&mut child))
-            .map_err(|e| {
-                format!(
-                    "{e}\nironic.log:\n{}",
-                    process::log_tail(&dir.join("ironic.log"), 30)
-                )
-            })?;
-        let started_in = started.elapsed();
-        eprintln!(
-            "ironic started in {:.2} s at {url} (dir {})",
-            started_in.as_secs_f64(),
-            dir.display()
-        );
+        let (process, started_in) = spawn_ironic(&venv, &dir, &url, opts.start_timeout)?;
         Ok(IronicLab {
             url,
             dir,
             started_in,
             auth: opts.auth,
-            process: child,
+            venv,
+            start_timeout: opts.start_timeout,
+            process,
         })
+    }
+
+    /// Stop Ironic and start it again on the same port and database (to test riding out an API
+    /// outage). Returns how long it was unreachable.
+    pub fn restart(&mut self) -> Result<Duration, String> {
+        let down = Instant::now();
+        self.process.keep_dir();
+        self.process.stop();
+        let (process, started_in) =
+            spawn_ironic(&self.venv, &self.dir, &self.url, self.start_timeout)?;
+        self.process = process;
+        self.started_in = started_in;
+        Ok(down.elapsed())
     }
 
     /// A CPI config pointing at this lab, polling fast (fake transitions take 0.1-0.5 s).
@@ -174,6 +177,40 @@ impl IronicLab {
     }
 }
 
+/// Start `ironic` on the lab's config and wait until `GET /v1` answers.
+fn spawn_ironic(
+    venv: &Path,
+    dir: &Path,
+    url: &str,
+    timeout: Duration,
+) -> Result<(ChildProcess, Duration), String> {
+    let mut cmd = Command::new(venv.join("bin/ironic"));
+    cmd.arg("--config-file").arg(dir.join("ironic.conf"));
+    let started = Instant::now();
+    let mut child = ChildProcess::spawn(
+        "ironic",
+        cmd,
+        &dir.join("ironic.stdout.log"),
+        SpawnOptions {
+            grace: Duration::from_secs(8),
+            remove_dir: Some(dir.to_path_buf()),
+        },
+    )?;
+    process::wait_for_http(&format!("{url}/v1"), timeout, Some(&mut child)).map_err(|e| {
+        format!(
+            "{e}\nironic.log:\n{}",
+            process::log_tail(&dir.join("ironic.log"), 30)
+        )
+    })?;
+    let started_in = started.elapsed();
+    eprintln!(
+        "ironic started in {:.2} s at {url} (dir {})",
+        started_in.as_secs_f64(),
+        dir.display()
+    );
+    Ok((child, started_in))
+}
+
 /// The venv to use: installed by `scripts/lab/install-ironic` when it is the repository's own
 /// (cheap when up to date; reinstalls when the constraints changed). An explicitly named venv is
 /// only checked, never modified.
@@ -206,14 +243,16 @@ fn ensure_venv(explicit: Option<PathBuf>) -> Result<PathBuf, String> {
     if venv.join("bin/ironic").is_file() {
         Ok(venv)
     } else {
-        Err(format!("{} has no bin/ironic after install", venv.display()))
+        Err(format!(
+            "{} has no bin/ironic after install",
+            venv.display()
+        ))
     }
 }
 
 fn which(program: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|paths| {
-        std::env::split_paths(&paths).any(|p| p.join(program).is_file())
-    })
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|p| p.join(program).is_file()))
 }
 
 /// The configuration measured in docs/ironic-facts.md, on `port`, with the lab's options.
@@ -221,9 +260,9 @@ fn ironic_conf(dir: &Path, port: u16, opts: &IronicLabOptions) -> String {
     let d = dir.display();
     let auth = match opts.auth {
         LabAuth::None => "auth_strategy = noauth".to_string(),
-        LabAuth::HttpBasic { .. } => format!(
-            "auth_strategy = http_basic\nhttp_basic_auth_user_file = {d}/htpasswd"
-        ),
+        LabAuth::HttpBasic { .. } => {
+            format!("auth_strategy = http_basic\nhttp_basic_auth_user_file = {d}/htpasswd")
+        }
     };
     format!(
         "[DEFAULT]

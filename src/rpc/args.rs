@@ -130,11 +130,23 @@ mod tests {
     #[test]
     fn errors_name_method_and_argument() {
         let values = vec![json!(5), json!("x")];
-        let a = Args::new("create_vm", &["agent_id", "stemcell_cid", "cloud_properties"], &values);
+        let a = Args::new(
+            "create_vm",
+            &["agent_id", "stemcell_cid", "cloud_properties"],
+            &values,
+        );
         let e = a.string(0).unwrap_err();
-        assert!(e.message.contains("'agent_id'") && e.message.contains("a number"), "{}", e.message);
+        assert!(
+            e.message.contains("'agent_id'") && e.message.contains("a number"),
+            "{}",
+            e.message
+        );
         let e = a.object(2).unwrap_err();
-        assert!(e.message.contains("'cloud_properties' is missing"), "{}", e.message);
+        assert!(
+            e.message.contains("'cloud_properties' is missing"),
+            "{}",
+            e.message
+        );
         assert_eq!(a.string(1).unwrap(), "x");
     }
 }

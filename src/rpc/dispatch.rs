@@ -48,7 +48,11 @@ pub static METHODS: &[Method] = &[
         &["image_path", "cloud_properties"],
         actions::not_built::run,
     ),
-    method("delete_stemcell", &["stemcell_cid"], actions::not_built::run),
+    method(
+        "delete_stemcell",
+        &["stemcell_cid"],
+        actions::not_built::run,
+    ),
     method(
         "create_vm",
         &[
@@ -81,15 +85,27 @@ pub static METHODS: &[Method] = &[
     ),
     method("delete_disk", &["disk_cid"], actions::not_built::run),
     method("has_disk", &["disk_cid"], actions::not_built::run),
-    method("attach_disk", &["vm_cid", "disk_cid"], actions::not_built::run),
-    method("detach_disk", &["vm_cid", "disk_cid"], actions::not_built::run),
+    method(
+        "attach_disk",
+        &["vm_cid", "disk_cid"],
+        actions::not_built::run,
+    ),
+    method(
+        "detach_disk",
+        &["vm_cid", "disk_cid"],
+        actions::not_built::run,
+    ),
     method(
         "set_disk_metadata",
         &["disk_cid", "metadata"],
         actions::not_built::run,
     ),
     method("get_disks", &["vm_cid"], actions::not_built::run),
-    method("resize_disk", &["disk_cid", "new_size"], actions::not_built::run),
+    method(
+        "resize_disk",
+        &["disk_cid", "new_size"],
+        actions::not_built::run,
+    ),
     method(
         "update_disk",
         &["disk_cid", "new_size", "cloud_properties"],
@@ -100,7 +116,11 @@ pub static METHODS: &[Method] = &[
         &["disk_cid", "metadata"],
         actions::not_built::run,
     ),
-    method("delete_snapshot", &["snapshot_cid"], actions::not_built::run),
+    method(
+        "delete_snapshot",
+        &["snapshot_cid"],
+        actions::not_built::run,
+    ),
     method(
         "create_network",
         &["network_definition"],

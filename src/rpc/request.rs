@@ -206,9 +206,18 @@ mod tests {
             (br#"{"method":5,"arguments":[]}"#, "'method'"),
             (br#"{"method":"info"}"#, "'arguments'"),
             (br#"{"method":"info","arguments":{}}"#, "'arguments'"),
-            (br#"{"method":"info","arguments":[],"context":"x"}"#, "'context'"),
-            (br#"{"method":"info","arguments":[],"api_version":"2"}"#, "'api_version'"),
-            (br#"{"method":"info","arguments":[],"context":{"request_id":7}}"#, "'request_id'"),
+            (
+                br#"{"method":"info","arguments":[],"context":"x"}"#,
+                "'context'",
+            ),
+            (
+                br#"{"method":"info","arguments":[],"api_version":"2"}"#,
+                "'api_version'",
+            ),
+            (
+                br#"{"method":"info","arguments":[],"context":{"request_id":7}}"#,
+                "'request_id'",
+            ),
         ] {
             let e = Request::parse(input).unwrap_err();
             assert_eq!(e.kind, ErrorKind::CpiError);

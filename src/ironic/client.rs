@@ -72,6 +72,12 @@ enum Mode {
     Keystone,
 }
 
+/// One exchange's outcome; a failure carries the server's `Retry-After`, if any.
+enum Attempt {
+    Answered(Answer),
+    Failed(IronicError, Option<Duration>),
+}
+
 struct Answer {
     headers: HeaderMap,
     body: String,
@@ -317,6 +323,20 @@ impl IronicClient {
         )
     }
 
+    /// Put the node into maintenance (`Some(reason)`) or take it out (`None`).
+    pub fn set_maintenance(&self, id: &str, reason: Option<&str>) -> Result<(), IronicError> {
+        let path = format!("/v1/nodes/{}/maintenance", seg(id));
+        match reason {
+            Some(r) => self.send_empty(
+                Method::PUT,
+                &path,
+                Some(&json!({ "reason": r })),
+                &node_target(id),
+            ),
+            None => self.send_empty(Method::DELETE, &path, None, &node_target(id)),
+        }
+    }
+
     /// The driver's interface-by-interface validation (`{"power": {"result": true}, ...}`).
     pub fn validate_node(&self, id: &str) -> Result<Value, IronicError> {
         self.get_json(
@@ -456,7 +476,7 @@ impl IronicClient {
             next = page
                 .get("next")
                 .and_then(Value::as_str)
-                .and_then(api_suffix);
+                .and_then(|link| next_page(path_only(&path), &params, link));
         }
         if let Some(t) = limit_total {
             out.truncate(t);
@@ -614,8 +634,8 @@ impl IronicClient {
             attempt += 1;
             let (err, retry_after) =
                 match self.send_once(method, url, path, body, mode, session, version, target) {
-                    Ok(ans) => return Ok(ans),
-                    Err(failure) => failure,
+                    Attempt::Answered(ans) => return Ok(ans),
+                    Attempt::Failed(err, retry_after) => (err, retry_after),
                 };
             let retryable = match &err {
                 // A request that may have reached Ironic is repeated only if repeating is harmless.
@@ -653,7 +673,7 @@ impl IronicClient {
         session: &Session,
         version: Option<(u32, u32)>,
         target: &Target,
-    ) -> Result<Answer, (IronicError, Option<Duration>)> {
+    ) -> Attempt {
         let mut req = self.http.request(method.clone(), url);
         if let Some(v) = version {
             req = req.header(VERSION_HEADER, fmt_version(v));
@@ -684,7 +704,7 @@ impl IronicClient {
             Ok(r) => r,
             Err(e) => {
                 debug!("{method} {path} -> transport error after {ms:.0} ms");
-                return Err((
+                return Attempt::Failed(
                     IronicError::Transport {
                         method: method.to_string(),
                         url: redact_url(url),
@@ -692,28 +712,31 @@ impl IronicClient {
                         not_sent: e.is_connect(),
                     },
                     None,
-                ));
+                );
             }
         };
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
-        let text = resp.text().map_err(|e| {
-            (
-                IronicError::Transport {
-                    method: method.to_string(),
-                    url: redact_url(url),
-                    message: format!("reading the answer: {}", error_chain(&e)),
-                    not_sent: false,
-                },
-                None,
-            )
-        })?;
+        let text = match resp.text() {
+            Ok(t) => t,
+            Err(e) => {
+                return Attempt::Failed(
+                    IronicError::Transport {
+                        method: method.to_string(),
+                        url: redact_url(url),
+                        message: format!("reading the answer: {}", error_chain(&e)),
+                        not_sent: false,
+                    },
+                    None,
+                )
+            }
+        };
         debug!(
             "{method} {path} -> {status} in {:.0} ms",
             started.elapsed().as_secs_f64() * 1000.0
         );
         if (200..300).contains(&status) {
-            return Ok(Answer {
+            return Attempt::Answered(Answer {
                 headers,
                 body: text,
             });
@@ -725,7 +748,7 @@ impl IronicClient {
             .filter(|s| s.is_finite() && *s >= 0.0)
             .map(Duration::from_secs_f64);
         let short_path = path.split('?').next().unwrap_or(path);
-        Err((
+        Attempt::Failed(
             IronicError::from_status(
                 method.as_str(),
                 short_path,
@@ -735,7 +758,7 @@ impl IronicClient {
                 target.id,
             ),
             retry_after,
-        ))
+        )
     }
 
     fn display_base(&self) -> String {
@@ -778,11 +801,31 @@ pub(crate) fn fmt_version((major, minor): (u32, u32)) -> String {
     format!("{major}.{minor}")
 }
 
-/// The `/v1/...?...` part of a `next` link. The link's host is whatever Ironic thinks it is
-/// called (it may sit behind a proxy), so only the part after the API root is kept.
-fn api_suffix(next: &str) -> Option<String> {
-    let at = next.find("/v1/")?;
-    Some(next[at..].to_string())
+fn path_only(path_and_query: &str) -> &str {
+    path_and_query.split('?').next().unwrap_or(path_and_query)
+}
+
+/// The request for the page after a `next` link.
+///
+/// Ironic 39's `next` links keep `marker`, `limit`, `fields` and the sort, but drop the filters
+/// (`provision_state`, `resource_class`, `node`, `address`, ...): followed verbatim, page two
+/// lists everything. So the link's parameters are laid over this list's own, and its host (which
+/// is whatever Ironic thinks it is called, maybe not how we reach it) is ignored.
+fn next_page(path: &str, ours: &[(&'static str, String)], link: &str) -> Option<String> {
+    let query = link.split_once('?').map(|(_, q)| q)?;
+    let theirs: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
+        .into_owned()
+        .collect();
+    if !theirs.iter().any(|(k, _)| k == "marker") {
+        return None;
+    }
+    let mut params: Vec<(&str, String)> = ours
+        .iter()
+        .filter(|(k, _)| !theirs.iter().any(|(t, _)| t == k))
+        .map(|(k, v)| (*k, v.clone()))
+        .collect();
+    params.extend(theirs.iter().map(|(k, v)| (k.as_str(), v.clone())));
+    Some(with_query(path, &params))
 }
 
 /// The URL without `user:password@`, for messages.
@@ -846,12 +889,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn next_links_keep_the_api_part() {
+    fn next_links_keep_our_filters() {
+        let ours = vec![
+            ("resource_class", "gold".to_string()),
+            ("limit", "2".to_string()),
+            ("fields", "uuid".to_string()),
+        ];
+        let link =
+            "http://other-host/v1/nodes?sort_key=id&sort_dir=asc&fields=uuid&limit=2&marker=abc";
         assert_eq!(
-            api_suffix("http://proxy/baremetal/v1/nodes?limit=2&marker=abc").as_deref(),
-            Some("/v1/nodes?limit=2&marker=abc")
+            next_page("/v1/nodes", &ours, link).as_deref(),
+            Some("/v1/nodes?resource_class=gold&sort_key=id&sort_dir=asc&fields=uuid&limit=2&marker=abc")
         );
-        assert_eq!(api_suffix("garbage"), None);
+        assert_eq!(next_page("/v1/nodes", &ours, "garbage"), None);
+        assert_eq!(
+            next_page("/v1/nodes", &ours, "http://h/v1/nodes?limit=2"),
+            None
+        );
     }
 
     #[test]

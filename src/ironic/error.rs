@@ -33,6 +33,8 @@ impl fmt::Display for ConflictKind {
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
+/// The wait variants keep `state`, `target` and `reason` as `Box<str>` so that the whole error
+/// stays small enough to return by value everywhere (clippy's `result_large_err`).
 pub enum IronicError {
     #[error("Ironic {resource} '{id}' not found: {message}")]
     NotFound {
@@ -75,17 +77,17 @@ pub enum IronicError {
     #[error("node {node} failed while waiting for {target}: it is in state '{state}' after {:.1} s ({reason}); last_error: {}", elapsed.as_secs_f64(), last_error.as_deref().unwrap_or("none"))]
     WaitFailed {
         node: String,
-        state: String,
-        target: String,
+        state: Box<str>,
+        target: Box<str>,
         last_error: Option<String>,
         elapsed: Duration,
-        reason: String,
+        reason: Box<str>,
     },
     #[error("node {node} did not reach {target} within {:.0} s: still in state '{state}' after {:.1} s; last_error: {}", waited_for.as_secs_f64(), elapsed.as_secs_f64(), last_error.as_deref().unwrap_or("none"))]
     WaitTimeout {
         node: String,
-        state: String,
-        target: String,
+        state: Box<str>,
+        target: Box<str>,
         waited_for: Duration,
         elapsed: Duration,
         last_error: Option<String>,

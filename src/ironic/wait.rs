@@ -52,7 +52,7 @@ impl IronicClient {
         let started = Instant::now();
         let deadline = started + timeout;
         let mut backoff = Backoff::for_poll(&self.config().poll);
-        let target = targets.join(" or ");
+        let target: Box<str> = targets.join(" or ").into();
         loop {
             let node = self.get_node_until(id, deadline)?;
             let state = node.state();
@@ -67,18 +67,18 @@ impl IronicClient {
             if let Some(reason) = node_failure(&node) {
                 return Err(IronicError::WaitFailed {
                     node: node.label(),
-                    state: describe_provision(&node),
-                    target,
+                    state: describe_provision(&node).into(),
+                    target: target.clone(),
                     last_error: node.last_error.clone(),
                     elapsed: started.elapsed(),
-                    reason,
+                    reason: reason.into(),
                 });
             }
             if !pause(&mut backoff, deadline) {
                 return Err(IronicError::WaitTimeout {
                     node: node.label(),
-                    state: describe_provision(&node),
-                    target,
+                    state: describe_provision(&node).into(),
+                    target: target.clone(),
                     waited_for: timeout,
                     elapsed: started.elapsed(),
                     last_error: node.last_error.clone(),
@@ -121,11 +121,11 @@ impl IronicClient {
             if let Some(reason) = reason {
                 return Err(IronicError::WaitFailed {
                     node: node.label(),
-                    state: format!("power state {power}"),
-                    target: want.to_string(),
+                    state: format!("power state {power}").into(),
+                    target: want.into(),
                     last_error: node.last_error.clone(),
                     elapsed: started.elapsed(),
-                    reason,
+                    reason: reason.into(),
                 });
             }
             if !pause(&mut backoff, deadline) {
@@ -137,8 +137,9 @@ impl IronicClient {
                             .as_deref()
                             .map(|t| format!(", target {t}"))
                             .unwrap_or_default()
-                    ),
-                    target: want.to_string(),
+                    )
+                    .into(),
+                    target: want.into(),
                     waited_for: timeout,
                     elapsed: started.elapsed(),
                     last_error: node.last_error.clone(),
@@ -167,7 +168,7 @@ impl IronicClient {
                 "error" => {
                     return Err(IronicError::WaitFailed {
                         node: label,
-                        state: a.state.clone(),
+                        state: a.state.as_str().into(),
                         target: "active".into(),
                         last_error: a.last_error.clone(),
                         elapsed: started.elapsed(),
@@ -179,7 +180,7 @@ impl IronicClient {
             if !pause(&mut backoff, deadline) {
                 return Err(IronicError::WaitTimeout {
                     node: label,
-                    state: a.state.clone(),
+                    state: a.state.as_str().into(),
                     target: "active".into(),
                     waited_for: timeout,
                     elapsed: started.elapsed(),

@@ -70,6 +70,8 @@ pub struct IronicLab {
     /// From spawning `ironic` until `GET /v1` answered.
     pub started_in: Duration,
     auth: LabAuth,
+    venv: PathBuf,
+    start_timeout: Duration,
     process: ChildProcess,
 }
 
@@ -103,39 +105,30 @@ impl IronicLab {
             &dir.join("dbsync.log"),
         )?;
 
-        let mut cmd = Command::new(venv.join("bin/ironic"));
-        cmd.arg("--config-file").arg(&config_file);
-        let started = Instant::now();
-        let mut child = ChildProcess::spawn(
-            "ironic",
-            cmd,
-            &dir.join("ironic.stdout.log"),
-            SpawnOptions {
-                grace: Duration::from_secs(8),
-                remove_dir: Some(dir.clone()),
-            },
-        )?;
         let url = format!("http://127.0.0.1:{port}");
-        process::wait_for_http(&format!("{url}/v1"), opts.start_timeout, Some(&mut child))
-            .map_err(|e| {
-                format!(
-                    "{e}\nironic.log:\n{}",
-                    process::log_tail(&dir.join("ironic.log"), 30)
-                )
-            })?;
-        let started_in = started.elapsed();
-        eprintln!(
-            "ironic started in {:.2} s at {url} (dir {})",
-            started_in.as_secs_f64(),
-            dir.display()
-        );
+        let (process, started_in) = spawn_ironic(&venv, &dir, &url, opts.start_timeout)?;
         Ok(IronicLab {
             url,
             dir,
             started_in,
             auth: opts.auth,
-            process: child,
+            venv,
+            start_timeout: opts.start_timeout,
+            process,
         })
+    }
+
+    /// Stop Ironic and start it again on the same port and database (to test riding out an API
+    /// outage). Returns how long it was unreachable.
+    pub fn restart(&mut self) -> Result<Duration, String> {
+        let down = Instant::now();
+        self.process.keep_dir();
+        self.process.stop();
+        let (process, started_in) =
+            spawn_ironic(&self.venv, &self.dir, &self.url, self.start_timeout)?;
+        self.process = process;
+        self.started_in = started_in;
+        Ok(down.elapsed())
     }
 
     /// A CPI config pointing at this lab, polling fast (fake transitions take 0.1-0.5 s).
@@ -182,6 +175,40 @@ impl IronicLab {
     pub fn stop(&mut self) {
         self.process.stop();
     }
+}
+
+/// Start `ironic` on the lab's config and wait until `GET /v1` answers.
+fn spawn_ironic(
+    venv: &Path,
+    dir: &Path,
+    url: &str,
+    timeout: Duration,
+) -> Result<(ChildProcess, Duration), String> {
+    let mut cmd = Command::new(venv.join("bin/ironic"));
+    cmd.arg("--config-file").arg(dir.join("ironic.conf"));
+    let started = Instant::now();
+    let mut child = ChildProcess::spawn(
+        "ironic",
+        cmd,
+        &dir.join("ironic.stdout.log"),
+        SpawnOptions {
+            grace: Duration::from_secs(8),
+            remove_dir: Some(dir.to_path_buf()),
+        },
+    )?;
+    process::wait_for_http(&format!("{url}/v1"), timeout, Some(&mut child)).map_err(|e| {
+        format!(
+            "{e}\nironic.log:\n{}",
+            process::log_tail(&dir.join("ironic.log"), 30)
+        )
+    })?;
+    let started_in = started.elapsed();
+    eprintln!(
+        "ironic started in {:.2} s at {url} (dir {})",
+        started_in.as_secs_f64(),
+        dir.display()
+    );
+    Ok((child, started_in))
 }
 
 /// The venv to use: installed by `scripts/lab/install-ironic` when it is the repository's own

@@ -94,10 +94,10 @@ impl ChildProcess {
         const SCRIPT: &str = r#"
 parent=$1; pgid=$2; grace=$3; dir=$4
 while kill -0 "$parent" 2>/dev/null; do sleep 0.5; done
-kill -TERM -- "-$pgid" 2>/dev/null
+kill -TERM "-$pgid" 2>/dev/null
 i=0
-while kill -0 -- "-$pgid" 2>/dev/null && [ "$i" -lt "$((grace * 10))" ]; do sleep 0.1; i=$((i + 1)); done
-kill -KILL -- "-$pgid" 2>/dev/null
+while kill -0 "-$pgid" 2>/dev/null && [ "$i" -lt "$((grace * 10))" ]; do sleep 0.1; i=$((i + 1)); done
+kill -KILL "-$pgid" 2>/dev/null
 if [ -n "$dir" ]; then rm -rf -- "$dir"; fi
 "#;
         let dir = self.removable_dir().unwrap_or_default();
@@ -123,6 +123,11 @@ if [ -n "$dir" ]; then rm -rf -- "$dir"; fi
             return None;
         }
         self.opts.remove_dir.clone()
+    }
+
+    /// Leave the directory in place when this process stops (a restart reuses it).
+    pub fn keep_dir(&mut self) {
+        self.opts.remove_dir = None;
     }
 
     pub fn pid(&self) -> u32 {
@@ -324,6 +329,69 @@ mod tests {
         drop(p);
         assert_ne!(unsafe { libc::kill(-pgid, 0) }, 0, "process group survived");
         assert!(!dir.exists());
+    }
+
+    /// Run in a child test process (see below): start a process group, then exit without any
+    /// destructor, as a test binary does with labs kept in statics.
+    #[test]
+    fn watchdog_helper() {
+        let Some(dir) = std::env::var_os("IRONIC_CPI_WATCHDOG_HELPER_DIR") else {
+            return;
+        };
+        let dir = PathBuf::from(dir);
+        let mut cmd = Command::new("/bin/sh");
+        cmd.arg("-c").arg("sleep 60 & wait");
+        let p = ChildProcess::spawn(
+            "orphan",
+            cmd,
+            &dir.join("orphan.log"),
+            SpawnOptions {
+                grace: Duration::from_secs(1),
+                remove_dir: Some(dir.clone()),
+            },
+        )
+        .unwrap();
+        println!("PGID={}", p.pid());
+        std::mem::forget(p);
+        std::process::exit(0);
+    }
+
+    #[test]
+    fn watchdog_stops_the_group_when_the_test_process_dies() {
+        let dir = tempfile::tempdir().unwrap().keep();
+        let out = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "lab::process::tests::watchdog_helper",
+                "--nocapture",
+            ])
+            .env("IRONIC_CPI_WATCHDOG_HELPER_DIR", &dir)
+            .env_remove("IRONIC_CPI_LAB_KEEP")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let pgid: libc::pid_t = text
+            .lines()
+            .find_map(|l| l.strip_prefix("PGID="))
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or_else(|| panic!("helper printed no PGID: {text}"));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while unsafe { libc::kill(-pgid, 0) } == 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_ne!(
+            unsafe { libc::kill(-pgid, 0) },
+            0,
+            "group {pgid} outlived its parent"
+        );
+        while dir.exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(
+            !dir.exists(),
+            "the watchdog should remove {}",
+            dir.display()
+        );
     }
 
     #[test]

@@ -1,0 +1,812 @@
+//! The Ironic client against the real Ironic 39.0.0 (fake-hardware, SQLite, loopback), plus a
+//! tiny scripted HTTP responder for what the real server cannot do on demand (503 with
+//! Retry-After, dropped connections, Keystone).
+//!
+//! Isolation: the tests share one lab per kind (`lab()`, `slow_lab()`, `basic_lab()`); each test
+//! uses its own node name prefix, resource class and MAC byte, and filters lists by them.
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use ironic_cpi::config::{Config, IronicAuth, IronicConfig, Secret};
+use ironic_cpi::error::ErrorKind;
+use ironic_cpi::ironic::{
+    AllocationQuery, ConflictKind, IronicClient, IronicError, NodeQuery, PatchOp, PortQuery,
+};
+use ironic_cpi::lab::ironic::{
+    enroll_node, lab_mac, EnrollTarget, IronicLab, IronicLabOptions, LabAuth, NodeSpec,
+};
+use serde_json::{json, Value};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn lab() -> &'static IronicLab {
+    static LAB: OnceLock<IronicLab> = OnceLock::new();
+    LAB.get_or_init(|| {
+        IronicLab::start(IronicLabOptions::default()).unwrap_or_else(|e| panic!("{e}"))
+    })
+}
+
+/// Power actions hold the node lock for 2 s, so a request right after one meets NodeLocked.
+fn slow_lab() -> &'static IronicLab {
+    static LAB: OnceLock<IronicLab> = OnceLock::new();
+    LAB.get_or_init(|| {
+        IronicLab::start(IronicLabOptions {
+            power_delay: 2.0,
+            ..Default::default()
+        })
+        .unwrap_or_else(|e| panic!("{e}"))
+    })
+}
+
+const BASIC_USER: &str = "bosh";
+const BASIC_PASSWORD: &str = "s3cr3t-Basic-pw";
+
+fn basic_lab() -> &'static IronicLab {
+    static LAB: OnceLock<IronicLab> = OnceLock::new();
+    LAB.get_or_init(|| {
+        IronicLab::start(IronicLabOptions {
+            auth: LabAuth::HttpBasic {
+                username: BASIC_USER.into(),
+                password: BASIC_PASSWORD.into(),
+            },
+            ..Default::default()
+        })
+        .unwrap_or_else(|e| panic!("{e}"))
+    })
+}
+
+fn client_with(lab: &IronicLab, tweak: impl FnOnce(&mut IronicConfig)) -> IronicClient {
+    let mut cfg = lab.config().ironic;
+    tweak(&mut cfg);
+    IronicClient::new(&cfg).unwrap()
+}
+
+/// A node spec in the test's own namespace: name `t-<test>-<i>`, resource class `rc-<test>`.
+fn spec(test: &str, mac_byte: u8, i: u16, target: EnrollTarget) -> NodeSpec {
+    let mut s = NodeSpec::new(format!("t-{test}-{i}"));
+    s.macs = vec![lab_mac(mac_byte, i, 0), lab_mac(mac_byte, i, 1)];
+    s.resource_class = Some(format!("rc-{test}"));
+    s.target = target;
+    s
+}
+
+#[test]
+fn microversion_is_negotiated_lazily_and_sent() {
+    let lab = lab();
+    let c = lab.client().unwrap();
+    assert_eq!(c.request_count(), 0, "new() must not touch the network");
+    assert_eq!(c.microversion().unwrap(), (1, 115));
+    assert_eq!(c.request_count(), 1);
+    assert_eq!(c.microversion().unwrap(), (1, 115));
+    assert_eq!(c.request_count(), 1, "negotiated once, then cached");
+
+    // Node names only appear in lists when the header is honoured (1.1 has none).
+    let node = enroll_node(&c, &spec("mv", 0x01, 0, EnrollTarget::Enroll)).unwrap();
+    let listed = c
+        .list_nodes(&NodeQuery {
+            resource_class: Some("rc-mv".into()),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].name.as_deref(), Some("t-mv-0"));
+    assert_eq!(listed[0].uuid, node.uuid);
+    assert_eq!(listed[0].resource_class.as_deref(), Some("rc-mv"));
+
+    let capped = client_with(lab, |c| c.microversion.max = "1.60".into());
+    assert_eq!(capped.microversion().unwrap(), (1, 60));
+
+    let too_new = client_with(lab, |c| {
+        c.microversion.min = "1.116".into();
+        c.microversion.max = "1.200".into();
+    });
+    let e = too_new.get_node(&node.uuid).unwrap_err();
+    assert!(matches!(e, IronicError::Microversion { .. }), "{e:?}");
+    assert!(e.to_string().contains("1.116"), "{e}");
+}
+
+#[test]
+fn pagination_returns_every_node_and_port_exactly_once() {
+    let lab = lab();
+    let setup = lab.client().unwrap();
+    let mut want = HashSet::new();
+    for i in 0..5 {
+        let n = enroll_node(&setup, &spec("page", 0x02, i, EnrollTarget::Enroll)).unwrap();
+        want.insert(n.uuid);
+        // Decoys between them: Ironic's `next` links drop the filters, and a client that
+        // follows them verbatim would list these too.
+        enroll_node(&setup, &spec("pagedecoy", 0x12, i, EnrollTarget::Enroll)).unwrap();
+    }
+    let c = client_with(lab, |c| c.page_size = 2);
+    let nodes = c
+        .list_nodes(&NodeQuery {
+            resource_class: Some("rc-page".into()),
+            fields: vec!["uuid".into(), "name".into()],
+            ..Default::default()
+        })
+        .unwrap();
+    let got: Vec<String> = nodes.iter().map(|n| n.uuid.clone()).collect();
+    assert_eq!(got.len(), 5, "{got:?}");
+    assert_eq!(got.iter().cloned().collect::<HashSet<_>>(), want);
+    assert!(nodes
+        .iter()
+        .all(|n| n.name.as_deref().is_some_and(|s| s.starts_with("t-page-"))));
+    // GET /v1, then pages of 2, 2 and 1 (a short page has no `next` link).
+    assert_eq!(c.request_count(), 4);
+
+    let before = c.request_count();
+    let first3 = c
+        .list_nodes(&NodeQuery {
+            resource_class: Some("rc-page".into()),
+            fields: vec!["uuid".into()],
+            limit_total: Some(3),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(first3.len(), 3);
+    assert_eq!(c.request_count() - before, 2);
+
+    // Ports of one node by node filter, and of one MAC by address (Ironic matches any case).
+    let one = nodes[0].uuid.clone();
+    let ports = c
+        .list_ports(&PortQuery {
+            node_uuid: Some(one.clone()),
+            fields: vec!["address".into(), "node_uuid".into()],
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(ports.len(), 2);
+    assert!(ports.iter().all(|p| p.node_uuid == one));
+    let mac = ports[0].address.clone();
+    let by_mac = c
+        .list_ports(&PortQuery {
+            address: Some(mac.to_uppercase()),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(by_mac.len(), 1);
+    assert_eq!(by_mac[0].node_uuid, one);
+
+    // All ports, two per page, contain our ten exactly once.
+    let all = c
+        .list_ports(&PortQuery {
+            fields: vec!["uuid".into(), "address".into(), "node_uuid".into()],
+            ..Default::default()
+        })
+        .unwrap();
+    let ours: Vec<_> = all.iter().filter(|p| want.contains(&p.node_uuid)).collect();
+    assert_eq!(ours.len(), 10);
+    let uniq: HashSet<_> = all.iter().map(|p| p.uuid.clone()).collect();
+    assert_eq!(uniq.len(), all.len(), "a port came back twice");
+}
+
+#[test]
+fn node_locked_conflict_is_retried_until_the_lock_is_released() {
+    let lab = slow_lab();
+    let c = lab.client().unwrap();
+    let node = enroll_node(&c, &spec("locked", 0x03, 0, EnrollTarget::Enroll)).unwrap();
+    // The fake power driver sleeps 2 s while the conductor holds the node's lock. (A PATCH would
+    // not do: Ironic waits patiently for the lock on updates; actions answer 409 instead.)
+    c.set_power_state(&node.uuid, "power on").unwrap();
+    // Without retries, the second action gets the transient 409 ...
+    let once = client_with(lab, |c| c.retry.max_attempts = 1);
+    let e = once.set_power_state(&node.uuid, "power off").unwrap_err();
+    assert_eq!(e.conflict_kind(), Some(ConflictKind::NodeLocked), "{e:?}");
+    assert!(e.is_transient());
+    // ... and with them, it goes through once the lock is released.
+    let before = c.request_count();
+    c.set_power_state(&node.uuid, "power off").unwrap();
+    let sent = c.request_count() - before;
+    assert!(
+        sent > 1,
+        "the second action should have met 'locked' at least once ({sent} request)"
+    );
+    let off = c
+        .wait_for_power_state(&node.uuid, "power off", WAIT)
+        .unwrap();
+    assert_eq!(off.power_state.as_deref(), Some("power off"));
+}
+
+#[test]
+fn associated_conflict_is_final_and_not_retried() {
+    let lab = lab();
+    let c = lab.client().unwrap();
+    let node = enroll_node(&c, &spec("assoc", 0x04, 0, EnrollTarget::Available)).unwrap();
+    let mine = "6f1c2f0e-0000-4000-8000-000000000001";
+    let theirs = "6f1c2f0e-0000-4000-8000-000000000002";
+    c.patch_node(&node.uuid, &[PatchOp::add("/instance_uuid", json!(theirs))])
+        .unwrap();
+    // The same value again is fine.
+    c.patch_node(&node.uuid, &[PatchOp::add("/instance_uuid", json!(theirs))])
+        .unwrap();
+    let before = c.request_count();
+    let e = c
+        .patch_node(&node.uuid, &[PatchOp::add("/instance_uuid", json!(mine))])
+        .unwrap_err();
+    assert_eq!(
+        c.request_count() - before,
+        1,
+        "a final 409 must not be retried"
+    );
+    assert!(e.is_final_conflict(), "{e:?}");
+    assert!(!e.is_transient());
+    assert_eq!(e.conflict_kind(), Some(ConflictKind::Associated));
+    assert!(e.to_string().contains(theirs), "{e}");
+    let cpi: ironic_cpi::CpiError = e.into();
+    assert_eq!(cpi.kind, ErrorKind::CloudError);
+    assert!(!cpi.ok_to_retry);
+}
+
+#[test]
+fn not_found_and_bad_request_are_not_retried() {
+    let c = lab().client().unwrap();
+    c.microversion().unwrap();
+    let before = c.request_count();
+    let e = c.get_node("no-such-node-anywhere").unwrap_err();
+    assert!(e.is_not_found(), "{e:?}");
+    assert!(e.to_string().contains("no-such-node-anywhere"), "{e}");
+    let e = c
+        .create_node(&json!({"name": "t-bad", "driver": "no-such-driver"}))
+        .unwrap_err();
+    assert!(matches!(e, IronicError::BadRequest { .. }), "{e:?}");
+    assert!(e.to_string().contains("no-such-driver"), "{e}");
+    assert_eq!(c.request_count() - before, 2);
+}
+
+#[test]
+fn waits_reach_available_and_active_and_back() {
+    let c = lab().client().unwrap();
+    // enroll_node waits for manageable and then available.
+    let node = enroll_node(&c, &spec("deploy", 0x05, 0, EnrollTarget::Available)).unwrap();
+    assert_eq!(node.provision_state.as_deref(), Some("available"));
+    assert_eq!(node.power_state.as_deref(), Some("power off"));
+
+    c.patch_node(
+        &node.uuid,
+        &[PatchOp::add(
+            "/instance_info/image_source",
+            json!("http://127.0.0.1:1/stemcell.qcow2"),
+        )],
+    )
+    .unwrap();
+    let v = c.validate_node(&node.uuid).unwrap();
+    assert_eq!(v["power"]["result"], json!(true), "{v}");
+    c.set_provision_state(
+        &node.uuid,
+        "active",
+        Some(json!({"configdrive": {"user_data": "hello"}})),
+    )
+    .unwrap();
+    let active = c
+        .wait_for_provision_state(&node.uuid, &["active"], WAIT)
+        .unwrap();
+    assert_eq!(active.provision_state.as_deref(), Some("active"));
+    assert!(active.target_provision_state.is_none());
+
+    c.set_power_state(&node.uuid, "rebooting").unwrap();
+    let on = c
+        .wait_for_power_state(&node.uuid, "rebooting", WAIT)
+        .unwrap();
+    assert_eq!(on.power_state.as_deref(), Some("power on"));
+
+    c.set_provision_state(&node.uuid, "deleted", None).unwrap();
+    let back = c
+        .wait_for_provision_state(&node.uuid, &["available"], WAIT)
+        .unwrap();
+    assert_eq!(back.provision_state.as_deref(), Some("available"));
+    c.delete_node(&node.uuid).unwrap();
+    assert!(c.get_node(&node.uuid).unwrap_err().is_not_found());
+}
+
+#[test]
+fn wait_fails_fast_on_a_failed_state() {
+    let c = lab().client().unwrap();
+    let node = enroll_node(&c, &spec("cleanfail", 0x06, 0, EnrollTarget::Manageable)).unwrap();
+    // Manual cleaning with a step the fake deploy interface does not have: Ironic accepts the
+    // request and the conductor then fails it into `clean failed`.
+    c.set_provision_state(
+        &node.uuid,
+        "clean",
+        Some(json!({"clean_steps": [{"interface": "deploy", "step": "no_such_step"}]})),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let e = c
+        .wait_for_provision_state(&node.uuid, &["manageable"], Duration::from_secs(300))
+        .unwrap_err();
+    let IronicError::WaitFailed {
+        node: label,
+        state,
+        last_error,
+        ..
+    } = &e
+    else {
+        panic!("expected WaitFailed, got {e:?}");
+    };
+    assert!(label.contains("t-cleanfail-0"), "{label}");
+    assert!(state.contains("clean failed"), "{state}");
+    assert!(
+        last_error
+            .as_deref()
+            .is_some_and(|l| l.contains("no_such_step")),
+        "{e}"
+    );
+    let msg = e.to_string();
+    assert!(
+        msg.contains("t-cleanfail-0") && msg.contains("manageable"),
+        "{msg}"
+    );
+    // Fail fast: far below the 300 s deadline (generous bound, not a timing benchmark).
+    assert!(started.elapsed() < Duration::from_secs(60), "{msg}");
+}
+
+#[test]
+fn wait_fails_fast_when_the_node_enters_maintenance() {
+    let c = lab().client().unwrap();
+    let node = enroll_node(&c, &spec("maint", 0x07, 0, EnrollTarget::Available)).unwrap();
+    let uuid = node.uuid.clone();
+    let other = lab().client().unwrap();
+    let started = Instant::now();
+    let e = std::thread::scope(|s| {
+        s.spawn(|| {
+            std::thread::sleep(Duration::from_millis(500));
+            other.set_maintenance(&uuid, Some("disk on fire")).unwrap();
+        });
+        // Nothing moves the node to active: only maintenance can end this wait early.
+        c.wait_for_provision_state(&uuid, &["active"], Duration::from_secs(300))
+            .unwrap_err()
+    });
+    assert!(matches!(e, IronicError::WaitFailed { .. }), "{e:?}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("t-maint-0") && msg.contains("maintenance"),
+        "{msg}"
+    );
+    assert!(msg.contains("disk on fire"), "{msg}");
+    assert!(started.elapsed() < Duration::from_secs(60), "{msg}");
+    c.set_maintenance(&uuid, None).unwrap();
+    assert!(!c.get_node(&uuid).unwrap().maintenance);
+}
+
+#[test]
+fn wait_timeout_names_node_state_target_and_seconds() {
+    let c = lab().client().unwrap();
+    let node = enroll_node(&c, &spec("timeout", 0x08, 0, EnrollTarget::Available)).unwrap();
+    let e = c
+        .wait_for_provision_state(&node.uuid, &["active"], Duration::from_secs(1))
+        .unwrap_err();
+    let IronicError::WaitTimeout {
+        waited_for,
+        elapsed,
+        ..
+    } = &e
+    else {
+        panic!("expected WaitTimeout, got {e:?}");
+    };
+    assert_eq!(*waited_for, Duration::from_secs(1));
+    assert!(*elapsed >= Duration::from_secs(1));
+    let msg = e.to_string();
+    for part in [&node.uuid, "t-timeout-0", "available", "active", "1 s"] {
+        assert!(msg.contains(part), "'{msg}' lacks '{part}'");
+    }
+    let cpi: ironic_cpi::CpiError = e.into();
+    assert!(
+        cpi.ok_to_retry,
+        "a timeout may succeed when the director retries"
+    );
+}
+
+#[test]
+fn allocations_pick_a_node_of_the_resource_class() {
+    let c = lab().client().unwrap();
+    let node = enroll_node(&c, &spec("alloc", 0x09, 0, EnrollTarget::Available)).unwrap();
+    let a = c
+        .create_allocation(&json!({"resource_class": "rc-alloc", "name": "t-alloc-a"}))
+        .unwrap();
+    let a = c.wait_for_allocation(&a.uuid, WAIT).unwrap();
+    assert_eq!(a.node_uuid.as_deref(), Some(node.uuid.as_str()));
+    let listed = c
+        .list_allocations(&AllocationQuery {
+            resource_class: Some("rc-alloc".into()),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(c.get_allocation("t-alloc-a").unwrap().uuid, a.uuid);
+    assert_eq!(
+        c.get_node(&node.uuid).unwrap().allocation_uuid.as_deref(),
+        Some(a.uuid.as_str())
+    );
+    // No second node: the next allocation fails, and the wait says so at once.
+    let b = c
+        .create_allocation(&json!({"resource_class": "rc-alloc"}))
+        .unwrap();
+    let e = c.wait_for_allocation(&b.uuid, WAIT).unwrap_err();
+    assert!(matches!(e, IronicError::WaitFailed { .. }), "{e:?}");
+    c.delete_allocation(&b.uuid).unwrap();
+    c.delete_allocation(&a.uuid).unwrap();
+    assert!(c.get_allocation(&a.uuid).unwrap_err().is_not_found());
+}
+
+#[test]
+fn ports_are_created_and_deleted() {
+    let c = lab().client().unwrap();
+    let node = enroll_node(&c, &spec("ports", 0x0a, 0, EnrollTarget::Enroll)).unwrap();
+    let mac = lab_mac(0x0a, 1, 9);
+    let p = c
+        .create_port(&node.uuid, &mac, Some(json!({"nic": "eth9"})))
+        .unwrap();
+    assert_eq!(p.address, mac);
+    assert_eq!(p.extra.get("nic"), Some(&json!("eth9")));
+    let dup = c.create_port(&node.uuid, &mac, None).unwrap_err();
+    assert_eq!(dup.conflict_kind(), Some(ConflictKind::Other), "{dup:?}");
+    c.delete_port(&p.uuid).unwrap();
+    let left = c
+        .list_ports(&PortQuery {
+            address: Some(mac),
+            ..Default::default()
+        })
+        .unwrap();
+    assert!(left.is_empty());
+}
+
+#[test]
+fn http_basic_auth_accepts_the_right_password_only() {
+    let lab = basic_lab();
+    let good = lab.client().unwrap();
+    let node = enroll_node(&good, &spec("basic", 0x0b, 0, EnrollTarget::Enroll)).unwrap();
+    assert_eq!(good.get_node("t-basic-0").unwrap().uuid, node.uuid);
+
+    let wrong = "wr0ng-Password-xyz";
+    let bad = client_with(lab, |c| {
+        c.auth = IronicAuth::HttpBasic {
+            username: BASIC_USER.into(),
+            password: Secret::new(wrong),
+        }
+    });
+    let e = bad.get_node(&node.uuid).unwrap_err();
+    assert!(matches!(e, IronicError::Unauthorized { .. }), "{e:?}");
+    assert_eq!(
+        bad.request_count(),
+        2,
+        "GET /v1 is public; the node GET is refused once"
+    );
+    for shown in [e.to_string(), format!("{e:?}")] {
+        assert!(
+            !shown.contains(wrong) && !shown.contains(BASIC_PASSWORD),
+            "{shown}"
+        );
+    }
+    let none = client_with(lab, |c| c.auth = IronicAuth::None);
+    assert!(matches!(
+        none.list_nodes(&NodeQuery::default()).unwrap_err(),
+        IronicError::Unauthorized { .. }
+    ));
+}
+
+#[test]
+fn waits_ride_out_an_ironic_restart() {
+    let mut own = IronicLab::start(IronicLabOptions::default()).unwrap();
+    let c = own.client().unwrap();
+    let node = enroll_node(&c, &spec("restart", 0x0c, 0, EnrollTarget::Manageable)).unwrap();
+    let uuid = node.uuid.clone();
+    let cfg = own.config().ironic;
+    let e = std::thread::scope(|s| {
+        let waiter = s.spawn(|| {
+            let w = IronicClient::new(&cfg).unwrap();
+            let r = w.wait_for_provision_state(&uuid, &["available"], Duration::from_secs(120));
+            (r, w.request_count())
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        let down = own.restart().unwrap();
+        eprintln!("ironic was down for {:.1} s", down.as_secs_f64());
+        c.set_provision_state(&uuid, "provide", None).unwrap();
+        waiter.join().unwrap()
+    });
+    let (result, requests) = e;
+    let node = result.unwrap_or_else(|e| panic!("the wait did not survive the restart: {e}"));
+    assert_eq!(node.provision_state.as_deref(), Some("available"));
+    assert!(requests > 3, "{requests}");
+}
+
+// ---- faults the real server cannot produce on demand: a scripted responder ----
+
+struct Seen {
+    line: String,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Seen {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+enum Reply {
+    Http(u16, Vec<(&'static str, String)>, String),
+    Drop,
+}
+
+/// Serves each connection with `script(request number, request)`, one request per connection.
+fn responder(
+    script: impl Fn(usize, &Seen, &str) -> Reply + Send + 'static,
+) -> (String, Arc<Mutex<Vec<Seen>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let base = url.clone();
+    std::thread::spawn(move || {
+        for (n, stream) in listener.incoming().enumerate() {
+            let Ok(mut stream) = stream else { continue };
+            let mut r = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            if r.read_line(&mut line).is_err() {
+                continue;
+            }
+            let mut headers = vec![];
+            loop {
+                let mut h = String::new();
+                if r.read_line(&mut h).is_err() || h.trim().is_empty() {
+                    break;
+                }
+                if let Some((k, v)) = h.trim().split_once(':') {
+                    headers.push((k.trim().to_string(), v.trim().to_string()));
+                }
+            }
+            let len = headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+                .and_then(|(_, v)| v.parse::<usize>().ok())
+                .unwrap_or(0);
+            let mut body = vec![0u8; len];
+            let _ = r.read_exact(&mut body);
+            let req = Seen {
+                line: line.trim().to_string(),
+                headers,
+                body: String::from_utf8_lossy(&body).into_owned(),
+            };
+            let reply = script(n, &req, &base);
+            log.lock().unwrap().push(req);
+            match reply {
+                Reply::Drop => drop(stream),
+                Reply::Http(status, extra, body) => {
+                    let mut head = format!(
+                        "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
+                        body.len()
+                    );
+                    for (k, v) in extra {
+                        head.push_str(&format!("{k}: {v}\r\n"));
+                    }
+                    let _ = stream.write_all(format!("{head}\r\n{body}").as_bytes());
+                }
+            }
+        }
+    });
+    (url, seen)
+}
+
+fn versions() -> Reply {
+    Reply::Http(
+        200,
+        vec![],
+        json!({"id": "v1", "version": {"id": "v1", "min_version": "1.1", "version": "1.80"}})
+            .to_string(),
+    )
+}
+
+fn node_json(name: &str) -> String {
+    json!({"uuid": "11111111-2222-3333-4444-555555555555", "name": name,
+           "provision_state": "available"})
+    .to_string()
+}
+
+fn fake_config(url: &str) -> IronicConfig {
+    let mut cfg = Config::from_value(json!({"ironic": {"url": url}}))
+        .unwrap()
+        .ironic;
+    cfg.retry.initial_delay = 0.01;
+    cfg.retry.max_delay = 0.05;
+    cfg
+}
+
+#[test]
+fn fake_503_and_retry_after_are_retried_with_the_version_header() {
+    let (url, seen) = responder(|n, req, _| match (n, req.line.as_str()) {
+        (_, l) if l.starts_with("GET /v1 ") => versions(),
+        (1 | 2, _) => Reply::Http(
+            503,
+            vec![("Retry-After", "0".into())],
+            r#"{"error_message": "{\"faultstring\": \"No conductor\"}"}"#.into(),
+        ),
+        _ => Reply::Http(200, vec![], node_json("n1")),
+    });
+    let c = IronicClient::new(&fake_config(&url)).unwrap();
+    let node = c.get_node("n1").unwrap();
+    assert_eq!(node.name.as_deref(), Some("n1"));
+    assert_eq!(c.request_count(), 4);
+    let seen = seen.lock().unwrap();
+    assert!(seen[0].header("X-OpenStack-Ironic-API-Version").is_none());
+    for req in &seen[1..] {
+        assert_eq!(req.header("X-OpenStack-Ironic-API-Version"), Some("1.80"));
+        assert!(req
+            .header("User-Agent")
+            .is_some_and(|u| u.starts_with("ironic_cpi/")));
+    }
+}
+
+#[test]
+fn fake_503_gives_up_after_max_attempts() {
+    let (url, _) = responder(|_, req, _| {
+        if req.line.starts_with("GET /v1 ") {
+            versions()
+        } else {
+            Reply::Http(503, vec![], "busy".into())
+        }
+    });
+    let mut cfg = fake_config(&url);
+    cfg.retry.max_attempts = 3;
+    let c = IronicClient::new(&cfg).unwrap();
+    let e = c.get_node("n1").unwrap_err();
+    assert!(matches!(e, IronicError::ServiceUnavailable { .. }), "{e:?}");
+    assert!(e.to_string().contains("busy"));
+    assert_eq!(c.request_count(), 1 + 3);
+}
+
+#[test]
+fn fake_dropped_connection_retries_get_but_not_post() {
+    let (url, seen) = responder(|n, req, _| match (n, req.line.as_str()) {
+        (_, l) if l.starts_with("GET /v1 ") => versions(),
+        (1, _) => Reply::Drop,
+        (_, l) if l.starts_with("POST") => Reply::Drop,
+        _ => Reply::Http(200, vec![], node_json("n2")),
+    });
+    let c = IronicClient::new(&fake_config(&url)).unwrap();
+    assert_eq!(c.get_node("n2").unwrap().name.as_deref(), Some("n2"));
+    assert_eq!(c.request_count(), 3);
+    let e = c.create_node(&json!({"name": "x"})).unwrap_err();
+    assert!(matches!(e, IronicError::Transport { .. }), "{e:?}");
+    assert_eq!(
+        c.request_count(),
+        4,
+        "a POST that may have arrived is not repeated"
+    );
+    let posts = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| r.line.starts_with("POST"))
+        .count();
+    assert_eq!(posts, 1);
+}
+
+#[test]
+fn connection_refused_names_the_url_without_credentials() {
+    let port = ironic_cpi::lab::process::free_port().unwrap();
+    let mut cfg = fake_config(&format!("http://admin:pw-in-url@127.0.0.1:{port}"));
+    cfg.retry.max_attempts = 2;
+    let c = IronicClient::new(&cfg).unwrap();
+    let e = c.get_node("x").unwrap_err();
+    assert!(
+        matches!(e, IronicError::Transport { not_sent: true, .. }),
+        "{e:?}"
+    );
+    let msg = e.to_string();
+    assert!(msg.contains(&format!("127.0.0.1:{port}")), "{msg}");
+    assert!(
+        !msg.contains("pw-in-url") && !format!("{e:?}").contains("pw-in-url"),
+        "{msg}"
+    );
+    assert_eq!(c.request_count(), 2);
+}
+
+/// Keystone v3: token from X-Subject-Token, Ironic endpoint from the catalog.
+fn keystone_responder(expect_method: &'static str) -> (String, Arc<Mutex<Vec<Seen>>>) {
+    responder(move |_, req, base| {
+        if req.line.starts_with("POST /identity/v3/auth/tokens") {
+            let body: Value = serde_json::from_str(&req.body).unwrap_or(Value::Null);
+            let method = body
+                .pointer("/auth/identity/methods/0")
+                .and_then(Value::as_str);
+            let ok = method == Some(expect_method)
+                && (body
+                    .pointer("/auth/identity/password/user/password")
+                    .and_then(Value::as_str)
+                    == Some("ks-pw")
+                    || body
+                        .pointer("/auth/identity/application_credential/secret")
+                        .and_then(Value::as_str)
+                        == Some("ac-secret"));
+            if !ok {
+                return Reply::Http(
+                    401,
+                    vec![],
+                    json!({"error": {"code": 401, "title": "Unauthorized",
+                                     "message": "The request you have made requires authentication."}})
+                    .to_string(),
+                );
+            }
+            let catalog = json!({"token": {"catalog": [
+                {"type": "baremetal", "endpoints": [
+                    {"interface": "internal", "region": "R1", "url": "http://192.0.2.1:6385"},
+                    {"interface": "public", "region": "R1", "url": format!("{base}/baremetal/v1")},
+                ]},
+            ]}});
+            return Reply::Http(
+                201,
+                vec![("X-Subject-Token", "tok-123".into())],
+                catalog.to_string(),
+            );
+        }
+        if req.header("X-Auth-Token") != Some("tok-123") {
+            return Reply::Http(401, vec![], "{}".into());
+        }
+        if req.line.starts_with("GET /baremetal/v1 ") {
+            versions()
+        } else if req.line.starts_with("GET /baremetal/v1/nodes/n3") {
+            Reply::Http(200, vec![], node_json("n3"))
+        } else {
+            Reply::Http(404, vec![], "{}".into())
+        }
+    })
+}
+
+#[test]
+fn keystone_password_gets_a_token_and_the_catalog_endpoint() {
+    let (url, seen) = keystone_responder("password");
+    let mut cfg = fake_config(&url);
+    cfg.url = String::new();
+    cfg.auth = IronicAuth::KeystonePassword {
+        auth_url: format!("{url}/identity/v3"),
+        username: "bosh".into(),
+        password: Secret::new("ks-pw"),
+        user_domain_name: "Default".into(),
+        project_name: "baremetal".into(),
+        project_domain_name: "Default".into(),
+        region_name: Some("R1".into()),
+    };
+    let c = IronicClient::new(&cfg).unwrap();
+    assert_eq!(c.get_node("n3").unwrap().name.as_deref(), Some("n3"));
+    assert_eq!(c.request_count(), 3);
+    let seen = seen.lock().unwrap();
+    assert!(seen[0].line.starts_with("POST /identity/v3/auth/tokens"));
+    assert_eq!(seen[2].header("X-Auth-Token"), Some("tok-123"));
+    drop(seen);
+
+    cfg.auth = IronicAuth::KeystonePassword {
+        auth_url: format!("{url}/identity/v3"),
+        username: "bosh".into(),
+        password: Secret::new("wrong-ks-pw"),
+        user_domain_name: "Default".into(),
+        project_name: "baremetal".into(),
+        project_domain_name: "Default".into(),
+        region_name: None,
+    };
+    let e = IronicClient::new(&cfg).unwrap().get_node("n3").unwrap_err();
+    assert!(matches!(e, IronicError::Auth { .. }), "{e:?}");
+    assert!(e.to_string().contains("requires authentication"), "{e}");
+    assert!(!e.to_string().contains("wrong-ks-pw") && !format!("{e:?}").contains("wrong-ks-pw"));
+}
+
+#[test]
+fn keystone_application_credential_works() {
+    let (url, _) = keystone_responder("application_credential");
+    let mut cfg = fake_config(&url);
+    cfg.url = String::new();
+    cfg.auth = IronicAuth::KeystoneApplicationCredential {
+        auth_url: format!("{url}/identity"),
+        application_credential_id: "ac-id".into(),
+        application_credential_secret: Secret::new("ac-secret"),
+        region_name: None,
+    };
+    let c = IronicClient::new(&cfg).unwrap();
+    assert_eq!(c.get_node("n3").unwrap().name.as_deref(), Some("n3"));
+}

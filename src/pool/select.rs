@@ -280,7 +280,7 @@ fn property_fits(have: Option<&Value>, want: &Value) -> bool {
         },
         Value::String(w) => match have {
             Value::String(h) => h == w,
-            other => other.to_string() == *w,
+            other => other.to_string().as_str() == w.as_str(),
         },
         _ => false,
     }

@@ -9,6 +9,7 @@ pub mod error;
 pub mod ironic;
 pub mod lab;
 pub mod logging;
+pub mod mac;
 pub mod pool;
 pub mod registry;
 pub mod repository;

@@ -7,14 +7,12 @@ use crate::call::Call;
 use crate::disks::{registry, store};
 use crate::error::{CpiError, Result};
 use crate::rpc::Args;
-use crate::vm::held_node;
 
 pub fn run(call: &Call, args: &Args) -> Result<Value> {
     let vm_cid = args.string(0)?;
     let disk_cid = args.string(1)?;
     let client = call.ironic()?;
-    let (node, _) = held_node(client, vm_cid)?;
-    let located = store::locate_existing(client, disk_cid)?;
+    let (node, located) = store::locate_for_vm(client, vm_cid, disk_cid)?;
     if located.node.uuid != node.uuid {
         return Err(CpiError::disk_not_attached(format!(
             "disk {disk_cid} lives on node {}, not on VM {vm_cid} (node {})",

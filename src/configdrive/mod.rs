@@ -19,8 +19,9 @@ use serde_json::{Map, Value};
 use crate::config::{AgentConfig, Defaults};
 use crate::error::{CpiError, Result};
 
+pub use crate::mac::normalize_mac;
 pub use iso::VOLUME_ID;
-pub use networks::{map_networks, normalize_mac, NetworkKind, NetworkMapping};
+pub use networks::{map_networks, NetworkKind, NetworkMapping};
 pub use settings::redacted;
 
 /// Paths on the drive. The agent reads only the `ec2/` pair; the `openstack/` files are for any

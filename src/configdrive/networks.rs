@@ -8,14 +8,15 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
-use std::str::FromStr;
 
 use ipnetwork::IpNetwork;
-use mac_address::MacAddress;
 use serde_json::{Map, Value};
 
 use crate::config::UnusedNicPolicy;
 use crate::error::{CpiError, Result};
+use std::str::FromStr;
+
+use crate::mac::normalize_mac;
 
 /// The result of matching the director's networks to a node's ports.
 #[derive(Debug, Clone, PartialEq)]
@@ -57,26 +58,6 @@ impl NetworkKind {
             ))),
         }
     }
-}
-
-/// The agent's canonical MAC form: lower case, colon separated.
-///
-/// `mac_address` accepts `:`/`-` separators, no separator, and either case; the extra character
-/// check refuses inputs it would let through by accident (`u8::from_str_radix` takes a sign).
-pub fn normalize_mac(input: &str) -> Option<String> {
-    let s = input.trim();
-    if !s
-        .chars()
-        .all(|c| c.is_ascii_hexdigit() || c == ':' || c == '-')
-    {
-        return None;
-    }
-    let mac = MacAddress::from_str(s).ok()?;
-    let b = mac.bytes();
-    Some(format!(
-        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-        b[0], b[1], b[2], b[3], b[4], b[5]
-    ))
 }
 
 /// First IP of the loopback placeholders, as the original Python CPI used (127.0.0.1xx).

@@ -9,7 +9,7 @@
 use std::fmt;
 
 use crate::error::{CpiError, Result};
-use crate::pool::mac::normalize_mac;
+use crate::mac::normalize_mac;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DiskCid {

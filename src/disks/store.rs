@@ -85,6 +85,17 @@ pub fn locate_existing(client: &IronicClient, cid_text: &str) -> Result<Located>
     Ok(located)
 }
 
+/// The node of VM `vm_cid` and where disk `disk_cid` lives, for attach and detach.
+pub fn locate_for_vm(
+    client: &IronicClient,
+    vm_cid: &str,
+    disk_cid: &str,
+) -> Result<(Node, Located)> {
+    let (node, _) = crate::vm::held_node(client, vm_cid)?;
+    let located = locate_existing(client, disk_cid)?;
+    Ok((node, located))
+}
+
 /// Write one record; only that key changes, so records of other disks are left as they are.
 pub fn put(
     client: &IronicClient,

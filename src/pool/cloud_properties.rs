@@ -5,7 +5,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::error::{CpiError, Result};
-use crate::pool::mac::normalize_mac;
+use crate::mac::normalize_mac;
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(default)]

@@ -5,7 +5,6 @@ pub mod claim;
 pub mod cloud_properties;
 pub mod enroll;
 pub mod inventory;
-pub mod mac;
 pub mod record;
 pub mod select;
 pub mod teardown;

@@ -10,8 +10,8 @@ use rand::Rng;
 use serde_json::Value;
 
 use crate::ironic::{Node, Port};
+use crate::mac::normalize_mac;
 use crate::pool::cloud_properties::VmCloudProperties;
-use crate::pool::mac::normalize_mac;
 
 /// Provision states a free node may be in. `manageable` nodes are `provide`d after the claim.
 pub const FREE_STATES: [&str; 2] = ["available", "manageable"];

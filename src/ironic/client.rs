@@ -72,6 +72,20 @@ enum Mode {
     Keystone,
 }
 
+/// One request as sent (and re-sent on retries).
+#[derive(Clone, Copy)]
+struct Exchange<'a> {
+    method: &'a Method,
+    url: &'a str,
+    /// For logs and errors: the path below the base URL, never the host or credentials.
+    path: &'a str,
+    body: Option<&'a Value>,
+    mode: Mode,
+    session: &'a Session,
+    version: Option<(u32, u32)>,
+    target: &'a Target<'a>,
+}
+
 /// One exchange's outcome; a failure carries the server's `Retry-After`, if any.
 enum Attempt {
     Answered(Answer),
@@ -535,9 +549,17 @@ impl IronicClient {
                 _ => None,
             };
             let url = format!("{}{}", session.base, path);
-            let result = self.send_with_retries(
-                &method, &url, path, body, mode, &session, version, target, budget,
-            );
+            let exchange = Exchange {
+                method: &method,
+                url: &url,
+                path,
+                body,
+                mode,
+                session: &session,
+                version,
+                target,
+            };
+            let result = self.send_with_retries(&exchange, budget);
             match result {
                 Err(IronicError::Unauthorized { .. })
                     if !reauthenticated && keystone::token_request(&self.cfg.auth).is_some() =>
@@ -572,18 +594,18 @@ impl IronicClient {
             base: String::new(),
             token: None,
         };
+        let exchange = Exchange {
+            method: &Method::POST,
+            url: &url,
+            path: "/v3/auth/tokens",
+            body: Some(&body),
+            mode: Mode::Keystone,
+            session: &empty,
+            version: None,
+            target: &NO_TARGET,
+        };
         let ans = self
-            .send_with_retries(
-                &Method::POST,
-                &url,
-                "/v3/auth/tokens",
-                Some(&body),
-                Mode::Keystone,
-                &empty,
-                None,
-                &NO_TARGET,
-                None,
-            )
+            .send_with_retries(&exchange, None)
             .map_err(|e| match e {
                 IronicError::Unauthorized { message, .. }
                 | IronicError::NotFound { message, .. }
@@ -613,30 +635,21 @@ impl IronicClient {
         })
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn send_with_retries(
         &self,
-        method: &Method,
-        url: &str,
-        path: &str,
-        body: Option<&Value>,
-        mode: Mode,
-        session: &Session,
-        version: Option<(u32, u32)>,
-        target: &Target,
+        x: &Exchange,
         budget: Option<RetryBudget>,
     ) -> Result<Answer, IronicError> {
         let budget = budget.unwrap_or(RetryBudget::Attempts(self.cfg.retry.max_attempts.max(1)));
         let mut backoff = Backoff::for_retry(&self.cfg.retry);
-        let idempotent = matches!(*method, Method::GET | Method::HEAD | Method::DELETE);
+        let idempotent = matches!(*x.method, Method::GET | Method::HEAD | Method::DELETE);
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            let (err, retry_after) =
-                match self.send_once(method, url, path, body, mode, session, version, target) {
-                    Attempt::Answered(ans) => return Ok(ans),
-                    Attempt::Failed(err, retry_after) => (err, retry_after),
-                };
+            let (err, retry_after) = match self.send_once(x) {
+                Attempt::Answered(ans) => return Ok(ans),
+                Attempt::Failed(err, retry_after) => (err, retry_after),
+            };
             let retryable = match &err {
                 // A request that may have reached Ironic is repeated only if repeating is harmless.
                 IronicError::Transport { not_sent, .. } => *not_sent || idempotent,
@@ -653,7 +666,9 @@ impl IronicClient {
                 return Err(err);
             }
             warn!(
-                "{method} {path}: {err}; retrying in {:.2} s (attempt {})",
+                "{} {}: {err}; retrying in {:.2} s (attempt {})",
+                x.method,
+                x.path,
                 delay.as_secs_f64(),
                 attempt + 1
             );
@@ -662,18 +677,17 @@ impl IronicClient {
     }
 
     /// One HTTP exchange. Errors come with the server's `Retry-After`, if any.
-    #[allow(clippy::too_many_arguments)]
-    fn send_once(
-        &self,
-        method: &Method,
-        url: &str,
-        path: &str,
-        body: Option<&Value>,
-        mode: Mode,
-        session: &Session,
-        version: Option<(u32, u32)>,
-        target: &Target,
-    ) -> Attempt {
+    fn send_once(&self, x: &Exchange) -> Attempt {
+        let Exchange {
+            method,
+            url,
+            path,
+            body,
+            mode,
+            session,
+            version,
+            target,
+        } = *x;
         let mut req = self.http.request(method.clone(), url);
         if let Some(v) = version {
             req = req.header(VERSION_HEADER, fmt_version(v));

@@ -644,6 +644,7 @@ impl IronicClient {
         let mut backoff = Backoff::for_retry(&self.cfg.retry);
         let idempotent = matches!(*x.method, Method::GET | Method::HEAD | Method::DELETE);
         let mut attempt = 0u32;
+        let started = Instant::now();
         loop {
             attempt += 1;
             let (err, retry_after) = match self.send_once(x) {
@@ -663,7 +664,7 @@ impl IronicClient {
                 delay = delay.max(ra.min(secs(self.cfg.retry.max_delay.max(1.0))));
             }
             if !budget.allows(attempt, delay) {
-                return Err(err);
+                return Err(gave_up(err, attempt, started.elapsed()));
             }
             warn!(
                 "{} {}: {err}; retrying in {:.2} s (attempt {})",
@@ -784,6 +785,22 @@ impl IronicClient {
             .unwrap_or_else(|| self.cfg.url.clone());
         redact_url(&base)
     }
+}
+
+/// Say how hard we tried, so that an operator can tell a blip from an outage.
+fn gave_up(mut err: IronicError, attempts: u32, elapsed: Duration) -> IronicError {
+    if attempts > 1 {
+        if let IronicError::ServiceUnavailable { message }
+        | IronicError::Conflict { message, .. }
+        | IronicError::Transport { message, .. } = &mut err
+        {
+            message.push_str(&format!(
+                " (gave up after {attempts} attempts in {:.1} s)",
+                elapsed.as_secs_f64()
+            ));
+        }
+    }
+    err
 }
 
 fn decode<T: DeserializeOwned>(method: &Method, path: &str, body: &str) -> Result<T, IronicError> {

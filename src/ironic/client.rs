@@ -939,6 +939,38 @@ mod tests {
         );
     }
 
+    fn cfg(url: &str) -> IronicConfig {
+        crate::config::Config::from_value(json!({"ironic": {"url": "http://127.0.0.1:1"}}))
+            .map(|mut c| {
+                c.ironic.url = url.to_string();
+                c.ironic
+            })
+            .unwrap()
+    }
+
+    #[test]
+    fn new_checks_its_configuration_without_network() {
+        let c = IronicClient::new(&cfg("http://127.0.0.1:1/v1/")).unwrap();
+        assert_eq!(c.request_count(), 0);
+        let e = IronicClient::new(&cfg("")).err().unwrap();
+        assert!(e.to_string().contains("ironic.url is empty"), "{e}");
+
+        let mut bad_ca = cfg("https://h:6385");
+        bad_ca.ca_cert_file = Some("/nonexistent/ca.pem".into());
+        let e = IronicClient::new(&bad_ca).err().unwrap();
+        assert!(matches!(e, IronicError::Config { .. }) && e.to_string().contains("ca.pem"));
+
+        let dir = tempfile::tempdir().unwrap();
+        let not_pem = dir.path().join("ca.pem");
+        std::fs::write(&not_pem, "hello").unwrap();
+        bad_ca.ca_cert_file = Some(not_pem.display().to_string());
+        assert!(IronicClient::new(&bad_ca).is_err());
+
+        let mut bad_version = cfg("http://h:6385");
+        bad_version.microversion.max = "latest".into();
+        assert!(IronicClient::new(&bad_version).is_err());
+    }
+
     #[test]
     fn urls_lose_userinfo() {
         assert_eq!(

@@ -658,6 +658,7 @@ fn fake_503_gives_up_after_max_attempts() {
     let e = c.get_node("n1").unwrap_err();
     assert!(matches!(e, IronicError::ServiceUnavailable { .. }), "{e:?}");
     assert!(e.to_string().contains("busy"));
+    assert!(e.to_string().contains("gave up after 3 attempts"), "{e}");
     assert_eq!(c.request_count(), 1 + 3);
 }
 
@@ -809,4 +810,47 @@ fn keystone_application_credential_works() {
     };
     let c = IronicClient::new(&cfg).unwrap();
     assert_eq!(c.get_node("n3").unwrap().name.as_deref(), Some("n3"));
+}
+
+#[test]
+fn keystone_token_refused_later_is_renewed_once() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let issued = Arc::new(AtomicUsize::new(0));
+    let count = issued.clone();
+    let (url, _) = responder(move |_, req, base| {
+        if req.line.starts_with("POST /v3/auth/tokens") {
+            let n = count.fetch_add(1, Ordering::SeqCst) + 1;
+            let catalog = json!({"token": {"catalog": [{"type": "baremetal", "endpoints": [
+                {"interface": "public", "url": base}]}]}});
+            return Reply::Http(
+                201,
+                vec![("X-Subject-Token", format!("tok-{n}"))],
+                catalog.to_string(),
+            );
+        }
+        // The first token works for GET /v1 only, as if it were revoked right after.
+        let token = req.header("X-Auth-Token").unwrap_or("");
+        let latest = format!("tok-{}", count.load(Ordering::SeqCst));
+        if token != latest || (token == "tok-1" && !req.line.starts_with("GET /v1 ")) {
+            return Reply::Http(401, vec![], "{}".into());
+        }
+        if req.line.starts_with("GET /v1 ") {
+            versions()
+        } else {
+            Reply::Http(200, vec![], node_json("n4"))
+        }
+    });
+    let mut cfg = fake_config(&url);
+    cfg.url = String::new();
+    cfg.auth = IronicAuth::KeystoneApplicationCredential {
+        auth_url: url.clone(),
+        application_credential_id: "ac-id".into(),
+        application_credential_secret: Secret::new("ac-secret"),
+        region_name: None,
+    };
+    let c = IronicClient::new(&cfg).unwrap();
+    assert_eq!(c.get_node("n4").unwrap().name.as_deref(), Some("n4"));
+    assert_eq!(issued.load(Ordering::SeqCst), 2);
+    // token, GET /v1, refused GET, token again, GET
+    assert_eq!(c.request_count(), 5);
 }

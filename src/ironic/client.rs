@@ -72,6 +72,20 @@ enum Mode {
     Keystone,
 }
 
+/// One request as sent (and re-sent on retries).
+#[derive(Clone, Copy)]
+struct Exchange<'a> {
+    method: &'a Method,
+    url: &'a str,
+    /// For logs and errors: the path below the base URL, never the host or credentials.
+    path: &'a str,
+    body: Option<&'a Value>,
+    mode: Mode,
+    session: &'a Session,
+    version: Option<(u32, u32)>,
+    target: &'a Target<'a>,
+}
+
 /// One exchange's outcome; a failure carries the server's `Retry-After`, if any.
 enum Attempt {
     Answered(Answer),
@@ -535,9 +549,17 @@ impl IronicClient {
                 _ => None,
             };
             let url = format!("{}{}", session.base, path);
-            let result = self.send_with_retries(
-                &method, &url, path, body, mode, &session, version, target, budget,
-            );
+            let exchange = Exchange {
+                method: &method,
+                url: &url,
+                path,
+                body,
+                mode,
+                session: &session,
+                version,
+                target,
+            };
+            let result = self.send_with_retries(&exchange, budget);
             match result {
                 Err(IronicError::Unauthorized { .. })
                     if !reauthenticated && keystone::token_request(&self.cfg.auth).is_some() =>
@@ -572,18 +594,18 @@ impl IronicClient {
             base: String::new(),
             token: None,
         };
+        let exchange = Exchange {
+            method: &Method::POST,
+            url: &url,
+            path: "/v3/auth/tokens",
+            body: Some(&body),
+            mode: Mode::Keystone,
+            session: &empty,
+            version: None,
+            target: &NO_TARGET,
+        };
         let ans = self
-            .send_with_retries(
-                &Method::POST,
-                &url,
-                "/v3/auth/tokens",
-                Some(&body),
-                Mode::Keystone,
-                &empty,
-                None,
-                &NO_TARGET,
-                None,
-            )
+            .send_with_retries(&exchange, None)
             .map_err(|e| match e {
                 IronicError::Unauthorized { message, .. }
                 | IronicError::NotFound { message, .. }
@@ -613,30 +635,22 @@ impl IronicClient {
         })
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn send_with_retries(
         &self,
-        method: &Method,
-        url: &str,
-        path: &str,
-        body: Option<&Value>,
-        mode: Mode,
-        session: &Session,
-        version: Option<(u32, u32)>,
-        target: &Target,
+        x: &Exchange,
         budget: Option<RetryBudget>,
     ) -> Result<Answer, IronicError> {
         let budget = budget.unwrap_or(RetryBudget::Attempts(self.cfg.retry.max_attempts.max(1)));
         let mut backoff = Backoff::for_retry(&self.cfg.retry);
-        let idempotent = matches!(*method, Method::GET | Method::HEAD | Method::DELETE);
+        let idempotent = matches!(*x.method, Method::GET | Method::HEAD | Method::DELETE);
         let mut attempt = 0u32;
+        let started = Instant::now();
         loop {
             attempt += 1;
-            let (err, retry_after) =
-                match self.send_once(method, url, path, body, mode, session, version, target) {
-                    Attempt::Answered(ans) => return Ok(ans),
-                    Attempt::Failed(err, retry_after) => (err, retry_after),
-                };
+            let (err, retry_after) = match self.send_once(x) {
+                Attempt::Answered(ans) => return Ok(ans),
+                Attempt::Failed(err, retry_after) => (err, retry_after),
+            };
             let retryable = match &err {
                 // A request that may have reached Ironic is repeated only if repeating is harmless.
                 IronicError::Transport { not_sent, .. } => *not_sent || idempotent,
@@ -650,10 +664,12 @@ impl IronicClient {
                 delay = delay.max(ra.min(secs(self.cfg.retry.max_delay.max(1.0))));
             }
             if !budget.allows(attempt, delay) {
-                return Err(err);
+                return Err(gave_up(err, attempt, started.elapsed()));
             }
             warn!(
-                "{method} {path}: {err}; retrying in {:.2} s (attempt {})",
+                "{} {}: {err}; retrying in {:.2} s (attempt {})",
+                x.method,
+                x.path,
                 delay.as_secs_f64(),
                 attempt + 1
             );
@@ -662,18 +678,17 @@ impl IronicClient {
     }
 
     /// One HTTP exchange. Errors come with the server's `Retry-After`, if any.
-    #[allow(clippy::too_many_arguments)]
-    fn send_once(
-        &self,
-        method: &Method,
-        url: &str,
-        path: &str,
-        body: Option<&Value>,
-        mode: Mode,
-        session: &Session,
-        version: Option<(u32, u32)>,
-        target: &Target,
-    ) -> Attempt {
+    fn send_once(&self, x: &Exchange) -> Attempt {
+        let Exchange {
+            method,
+            url,
+            path,
+            body,
+            mode,
+            session,
+            version,
+            target,
+        } = *x;
         let mut req = self.http.request(method.clone(), url);
         if let Some(v) = version {
             req = req.header(VERSION_HEADER, fmt_version(v));
@@ -770,6 +785,22 @@ impl IronicClient {
             .unwrap_or_else(|| self.cfg.url.clone());
         redact_url(&base)
     }
+}
+
+/// Say how hard we tried, so that an operator can tell a blip from an outage.
+fn gave_up(mut err: IronicError, attempts: u32, elapsed: Duration) -> IronicError {
+    if attempts > 1 {
+        if let IronicError::ServiceUnavailable { message }
+        | IronicError::Conflict { message, .. }
+        | IronicError::Transport { message, .. } = &mut err
+        {
+            message.push_str(&format!(
+                " (gave up after {attempts} attempts in {:.1} s)",
+                elapsed.as_secs_f64()
+            ));
+        }
+    }
+    err
 }
 
 fn decode<T: DeserializeOwned>(method: &Method, path: &str, body: &str) -> Result<T, IronicError> {
@@ -906,6 +937,38 @@ mod tests {
             next_page("/v1/nodes", &ours, "http://h/v1/nodes?limit=2"),
             None
         );
+    }
+
+    fn cfg(url: &str) -> IronicConfig {
+        crate::config::Config::from_value(json!({"ironic": {"url": "http://127.0.0.1:1"}}))
+            .map(|mut c| {
+                c.ironic.url = url.to_string();
+                c.ironic
+            })
+            .unwrap()
+    }
+
+    #[test]
+    fn new_checks_its_configuration_without_network() {
+        let c = IronicClient::new(&cfg("http://127.0.0.1:1/v1/")).unwrap();
+        assert_eq!(c.request_count(), 0);
+        let e = IronicClient::new(&cfg("")).err().unwrap();
+        assert!(e.to_string().contains("ironic.url is empty"), "{e}");
+
+        let mut bad_ca = cfg("https://h:6385");
+        bad_ca.ca_cert_file = Some("/nonexistent/ca.pem".into());
+        let e = IronicClient::new(&bad_ca).err().unwrap();
+        assert!(matches!(e, IronicError::Config { .. }) && e.to_string().contains("ca.pem"));
+
+        let dir = tempfile::tempdir().unwrap();
+        let not_pem = dir.path().join("ca.pem");
+        std::fs::write(&not_pem, "hello").unwrap();
+        bad_ca.ca_cert_file = Some(not_pem.display().to_string());
+        assert!(IronicClient::new(&bad_ca).is_err());
+
+        let mut bad_version = cfg("http://h:6385");
+        bad_version.microversion.max = "latest".into();
+        assert!(IronicClient::new(&bad_version).is_err());
     }
 
     #[test]

@@ -30,6 +30,8 @@ pub struct Node {
     pub instance_info: Map<String, Value>,
     pub driver_info: Map<String, Value>,
     pub reservation: Option<String>,
+    /// When the provision state last changed (ISO 8601, UTC), as Ironic records it.
+    pub provision_updated_at: Option<String>,
 }
 
 impl Node {

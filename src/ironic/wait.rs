@@ -10,6 +10,20 @@ use super::client::IronicClient;
 use super::error::IronicError;
 use super::types::{Allocation, Node};
 
+/// What one poll saw, for the error if the wait ends badly.
+struct Seen {
+    label: String,
+    state: String,
+    last_error: Option<String>,
+}
+
+/// One poll's verdict.
+enum Poll<T> {
+    Done(T),
+    Failed(Seen, String),
+    Pending(Seen),
+}
+
 /// Why a node can no longer reach the target by itself, if it cannot.
 fn node_failure(node: &Node) -> Option<String> {
     let state = node.state();
@@ -30,18 +44,55 @@ fn node_failure(node: &Node) -> Option<String> {
     None
 }
 
-/// Sleep for the next poll interval, or as long as the deadline leaves (the last poll happens
-/// right at the deadline, so a transition finishing then is still seen).
-fn pause(backoff: &mut Backoff, deadline: Instant) -> bool {
-    let now = Instant::now();
-    if now >= deadline {
-        return false;
-    }
-    std::thread::sleep(backoff.next_delay().min(deadline - now));
-    true
-}
-
 impl IronicClient {
+    /// The polling loop shared by the waits: `step` fetches (retrying transient errors until the
+    /// deadline) and judges; the last poll happens right at the deadline, so a transition that
+    /// finishes then is still seen.
+    fn poll_until<T>(
+        &self,
+        target: &str,
+        timeout: Duration,
+        mut step: impl FnMut(Instant) -> Result<Poll<T>, IronicError>,
+    ) -> Result<T, IronicError> {
+        let started = Instant::now();
+        let deadline = started + timeout;
+        let mut backoff = Backoff::for_poll(&self.config().poll);
+        loop {
+            let seen = match step(deadline)? {
+                Poll::Done(v) => {
+                    debug!(
+                        "reached {target} after {:.2} s",
+                        started.elapsed().as_secs_f64()
+                    );
+                    return Ok(v);
+                }
+                Poll::Failed(seen, reason) => {
+                    return Err(IronicError::WaitFailed {
+                        node: seen.label,
+                        state: seen.state.into(),
+                        target: target.into(),
+                        last_error: seen.last_error,
+                        elapsed: started.elapsed(),
+                        reason: reason.into(),
+                    })
+                }
+                Poll::Pending(seen) => seen,
+            };
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(IronicError::WaitTimeout {
+                    node: seen.label,
+                    state: seen.state.into(),
+                    target: target.into(),
+                    waited_for: timeout,
+                    elapsed: started.elapsed(),
+                    last_error: seen.last_error,
+                });
+            }
+            std::thread::sleep(backoff.next_delay().min(deadline - now));
+        }
+    }
+
     /// Poll until the node's provision state is one of `targets` with no transition pending.
     pub fn wait_for_provision_state(
         &self,
@@ -49,42 +100,24 @@ impl IronicClient {
         targets: &[&str],
         timeout: Duration,
     ) -> Result<Node, IronicError> {
-        let started = Instant::now();
-        let deadline = started + timeout;
-        let mut backoff = Backoff::for_poll(&self.config().poll);
-        let target: Box<str> = targets.join(" or ").into();
-        loop {
+        self.poll_until(&targets.join(" or "), timeout, |deadline| {
             let node = self.get_node_until(id, deadline)?;
-            let state = node.state();
-            if targets.contains(&state) && node.target_provision_state.is_none() {
-                debug!(
-                    "node {}: '{state}' after {:.2} s",
-                    node.label(),
-                    started.elapsed().as_secs_f64()
-                );
-                return Ok(node);
+            if targets.contains(&node.state()) && node.target_provision_state.is_none() {
+                return Ok(Poll::Done(node));
             }
-            if let Some(reason) = node_failure(&node) {
-                return Err(IronicError::WaitFailed {
-                    node: node.label(),
-                    state: describe_provision(&node).into(),
-                    target: target.clone(),
-                    last_error: node.last_error.clone(),
-                    elapsed: started.elapsed(),
-                    reason: reason.into(),
-                });
-            }
-            if !pause(&mut backoff, deadline) {
-                return Err(IronicError::WaitTimeout {
-                    node: node.label(),
-                    state: describe_provision(&node).into(),
-                    target: target.clone(),
-                    waited_for: timeout,
-                    elapsed: started.elapsed(),
-                    last_error: node.last_error.clone(),
-                });
-            }
-        }
+            let seen = Seen {
+                label: node.label(),
+                state: match &node.target_provision_state {
+                    Some(t) => format!("{} (target {t})", node.state()),
+                    None => node.state().to_string(),
+                },
+                last_error: node.last_error.clone(),
+            };
+            Ok(match node_failure(&node) {
+                Some(reason) => Poll::Failed(seen, reason),
+                None => Poll::Pending(seen),
+            })
+        })
     }
 
     /// Poll until the node's power state is `target` (`rebooting` waits for `power on`).
@@ -102,15 +135,12 @@ impl IronicClient {
         } else {
             target
         };
-        let started = Instant::now();
-        let deadline = started + timeout;
-        let mut backoff = Backoff::for_poll(&self.config().poll);
         let mut first_error: Option<Option<String>> = None;
-        loop {
+        self.poll_until(want, timeout, |deadline| {
             let node = self.get_node_until(id, deadline)?;
-            let power = node.power_state.as_deref().unwrap_or("unknown");
+            let power = node.power_state.as_deref().unwrap_or("unknown").to_string();
             if power == want && node.target_power_state.is_none() {
-                return Ok(node);
+                return Ok(Poll::Done(node));
             }
             let initial = first_error.get_or_insert_with(|| node.last_error.clone());
             let new_error = node.last_error.is_some() && node.last_error != *initial;
@@ -118,34 +148,19 @@ impl IronicClient {
                 (node.target_power_state.is_none() && new_error)
                     .then(|| "the power action failed".to_string())
             });
-            if let Some(reason) = reason {
-                return Err(IronicError::WaitFailed {
-                    node: node.label(),
-                    state: format!("power state {power}").into(),
-                    target: want.into(),
-                    last_error: node.last_error.clone(),
-                    elapsed: started.elapsed(),
-                    reason: reason.into(),
-                });
-            }
-            if !pause(&mut backoff, deadline) {
-                return Err(IronicError::WaitTimeout {
-                    node: node.label(),
-                    state: format!(
-                        "power state {power}{}",
-                        node.target_power_state
-                            .as_deref()
-                            .map(|t| format!(", target {t}"))
-                            .unwrap_or_default()
-                    )
-                    .into(),
-                    target: want.into(),
-                    waited_for: timeout,
-                    elapsed: started.elapsed(),
-                    last_error: node.last_error.clone(),
-                });
-            }
-        }
+            let seen = Seen {
+                label: node.label(),
+                state: match &node.target_power_state {
+                    Some(t) => format!("power state {power}, target {t}"),
+                    None => format!("power state {power}"),
+                },
+                last_error: node.last_error.clone(),
+            };
+            Ok(match reason {
+                Some(reason) => Poll::Failed(seen, reason),
+                None => Poll::Pending(seen),
+            })
+        })
     }
 
     /// Poll a new allocation until Ironic has picked a node (`active`) or given up (`error`).
@@ -154,48 +169,22 @@ impl IronicClient {
         id: &str,
         timeout: Duration,
     ) -> Result<Allocation, IronicError> {
-        let started = Instant::now();
-        let deadline = started + timeout;
-        let mut backoff = Backoff::for_poll(&self.config().poll);
-        loop {
+        self.poll_until("active", timeout, |deadline| {
             let a = self.get_allocation_until(id, deadline)?;
-            let label = match &a.name {
-                Some(n) if !n.is_empty() => format!("allocation {n} ({})", a.uuid),
-                _ => format!("allocation {}", a.uuid),
+            let seen = Seen {
+                label: match &a.name {
+                    Some(n) if !n.is_empty() => format!("allocation {n} ({})", a.uuid),
+                    _ => format!("allocation {}", a.uuid),
+                },
+                state: a.state.clone(),
+                last_error: a.last_error.clone(),
             };
-            match a.state.as_str() {
-                "active" => return Ok(a),
-                "error" => {
-                    return Err(IronicError::WaitFailed {
-                        node: label,
-                        state: a.state.as_str().into(),
-                        target: "active".into(),
-                        last_error: a.last_error.clone(),
-                        elapsed: started.elapsed(),
-                        reason: "Ironic found no suitable node".into(),
-                    })
-                }
-                _ => {}
-            }
-            if !pause(&mut backoff, deadline) {
-                return Err(IronicError::WaitTimeout {
-                    node: label,
-                    state: a.state.as_str().into(),
-                    target: "active".into(),
-                    waited_for: timeout,
-                    elapsed: started.elapsed(),
-                    last_error: a.last_error.clone(),
-                });
-            }
-        }
-    }
-}
-
-/// `deploying (target active)`, or just the state.
-fn describe_provision(node: &Node) -> String {
-    match &node.target_provision_state {
-        Some(t) => format!("{} (target {t})", node.state()),
-        None => node.state().to_string(),
+            Ok(match a.state.as_str() {
+                "active" => Poll::Done(a),
+                "error" => Poll::Failed(seen, "Ironic found no suitable node".into()),
+                _ => Poll::Pending(seen),
+            })
+        })
     }
 }
 

@@ -63,7 +63,9 @@ pub struct Config {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IronicConfig {
-    /// Base URL of the Ironic API, without `/v1` (e.g. `http://10.0.0.5:6385`).
+    /// Base URL of the Ironic API, without `/v1` (e.g. `http://10.0.0.5:6385`). May be empty
+    /// with Keystone auth: the `baremetal` endpoint is then taken from the service catalog.
+    #[serde(default)]
     pub url: String,
     #[serde(default)]
     pub auth: IronicAuth,
@@ -472,10 +474,25 @@ impl Config {
     fn validate(&self) -> Result<()> {
         let bad = |key: &str, why: &str| Err(CpiError::cpi(format!("key '{key}': {why}")));
         let url = self.ironic.url.trim();
-        if url.is_empty() {
-            return bad("ironic.url", "must not be empty");
+        let keystone_auth_url = match &self.ironic.auth {
+            IronicAuth::KeystonePassword { auth_url, .. }
+            | IronicAuth::KeystoneApplicationCredential { auth_url, .. } => Some(auth_url),
+            _ => None,
+        };
+        if let Some(auth_url) = keystone_auth_url {
+            check_url("ironic.auth.auth_url", auth_url)?;
         }
-        check_url("ironic.url", url)?;
+        if url.is_empty() {
+            // With Keystone the baremetal endpoint can come from the service catalog.
+            if keystone_auth_url.is_none() {
+                return bad(
+                    "ironic.url",
+                    "must not be empty (only Keystone auth can find Ironic in its catalog)",
+                );
+            }
+        } else {
+            check_url("ironic.url", url)?;
+        }
         for (key, v) in [
             ("ironic.connect_timeout", self.ironic.connect_timeout),
             ("ironic.request_timeout", self.ironic.request_timeout),
@@ -647,6 +664,12 @@ mod tests {
 
         let e = Config::from_value(json!({})).unwrap_err();
         assert!(e.message.contains("ironic"), "{}", e.message);
+
+        let e = Config::from_value(json!({"ironic": {"url": ""}})).unwrap_err();
+        assert!(e.message.contains("ironic.url"), "{}", e.message);
+        Config::from_value(json!({"ironic": {"url": "", "auth": {"type": "keystone_password",
+            "auth_url": "http://k:5000/v3", "username": "u", "password": "p", "project_name": "bm"}}}))
+        .expect("Keystone finds the endpoint in its catalog");
 
         let mut v = minimal();
         v["ironic"]["url"] = json!("ftp://x");

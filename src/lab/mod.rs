@@ -1,1 +1,4 @@
-//! (module root; filled in by its issue)
+//! Real processes for integration tests and benchmarks.
+
+pub mod nginx;
+pub mod server;

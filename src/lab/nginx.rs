@@ -1,0 +1,150 @@
+//! Start Debian's nginx as a WebDAV server (the setup most Ironic installations use), as the
+//! current user, with its own temp prefix for config, pid, logs and body temp files.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use super::server::{spawn_logged, watchdog};
+
+pub const NGINX: &str = "/usr/sbin/nginx";
+pub const DAV_EXT_MODULE: &str = "/usr/lib/nginx/modules/ngx_http_dav_ext_module.so";
+
+pub struct NginxLab {
+    /// `http://127.0.0.1:PORT`, serving `root` at `/`.
+    pub url: String,
+    pub root: PathBuf,
+    pub prefix: PathBuf,
+    child: Child,
+    watchdog: Option<Child>,
+    _dir: tempfile::TempDir,
+}
+
+/// The nginx configuration: WebDAV on `root`, one process (`master_process off`) so that killing
+/// the child leaves no workers behind.
+pub fn config(prefix: &Path, root: &Path, port: u16, workers: u32, master: bool) -> String {
+    let p = prefix.display();
+    let master = if master { "on" } else { "off" };
+    format!(
+        r#"load_module {DAV_EXT_MODULE};
+daemon off;
+master_process {master};
+worker_processes {workers};
+pid {p}/nginx.pid;
+error_log {p}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log {p}/access.log;
+    client_body_temp_path {p}/client_body;
+    proxy_temp_path {p}/proxy;
+    fastcgi_temp_path {p}/fastcgi;
+    uwsgi_temp_path {p}/uwsgi;
+    scgi_temp_path {p}/scgi;
+    client_max_body_size 0;
+    sendfile on;
+    tcp_nopush on;
+    default_type application/octet-stream;
+    server {{
+        listen 127.0.0.1:{port};
+        root {root};
+        location / {{
+            dav_methods PUT DELETE MKCOL COPY MOVE;
+            dav_ext_methods PROPFIND OPTIONS;
+            create_full_put_path on;
+            dav_access user:rw group:r all:r;
+            autoindex on;
+        }}
+    }}
+}}
+"#,
+        root = root.display()
+    )
+}
+
+impl NginxLab {
+    pub fn start(root: &Path) -> Result<NginxLab, String> {
+        std::fs::create_dir_all(root)
+            .map_err(|e| format!("cannot create {}: {e}", root.display()))?;
+        let root = root
+            .canonicalize()
+            .map_err(|e| format!("{}: {e}", root.display()))?;
+        let mut last = String::new();
+        // The port is picked by binding port 0 and releasing it; another process may take it in
+        // between, so try a few times.
+        for _ in 0..5 {
+            match Self::try_start(&root) {
+                Ok(lab) => return Ok(lab),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    fn try_start(root: &Path) -> Result<NginxLab, String> {
+        let dir = tempfile::Builder::new()
+            .prefix("ironic-cpi-nginx-lab.")
+            .tempdir()
+            .map_err(|e| format!("cannot create a temp dir: {e}"))?;
+        let prefix = dir.path().to_path_buf();
+        let port = free_port()?;
+        let conf = prefix.join("nginx.conf");
+        std::fs::write(&conf, config(&prefix, root, port, 1, false))
+            .map_err(|e| format!("cannot write {}: {e}", conf.display()))?;
+        let mut cmd = Command::new(NGINX);
+        cmd.arg("-p")
+            .arg(&prefix)
+            .arg("-e")
+            .arg(prefix.join("error.log"))
+            .arg("-c")
+            .arg(&conf);
+        let mut child = spawn_logged(cmd, &prefix.join("stderr.log"))?;
+        let wd = watchdog(child.id());
+        let start = Instant::now();
+        loop {
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            let failed = matches!(child.try_wait(), Ok(Some(_)));
+            if failed || start.elapsed() > Duration::from_secs(10) {
+                let _ = child.kill();
+                let _ = child.wait();
+                let log = std::fs::read_to_string(prefix.join("error.log")).unwrap_or_default();
+                let err = std::fs::read_to_string(prefix.join("stderr.log")).unwrap_or_default();
+                return Err(format!("nginx did not start on port {port}:\n{err}{log}"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(NginxLab {
+            url: format!("http://127.0.0.1:{port}"),
+            root: root.to_path_buf(),
+            prefix,
+            child,
+            watchdog: wd,
+            _dir: dir,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for NginxLab {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(w) = &mut self.watchdog {
+            let _ = w.kill();
+            let _ = w.wait();
+        }
+    }
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> Result<u16, String> {
+    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("cannot bind: {e}"))?;
+    l.local_addr()
+        .map(|a| a.port())
+        .map_err(|e| format!("cannot read the port: {e}"))
+}

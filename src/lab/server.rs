@@ -1,0 +1,251 @@
+//! Start the real companion server (`ironic_cpi_server`) for tests and benchmarks.
+//!
+//! The server runs on a free loopback port (it binds port 0 and logs the address), with its storage
+//! root, config and log in a temp directory. It is killed when the `ServerLab` is dropped, and a
+//! watchdog kills it when the test process dies without dropping it (a `OnceLock` static is never
+//! dropped).
+
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::server::Role;
+
+/// Users every lab server has (plain passwords: it is a test setup).
+pub const WRITE_USER: (&str, &str) = ("writer", "writer-pw");
+pub const READ_USER: (&str, &str) = ("reader", "reader-pw");
+
+pub struct ServerOpts {
+    /// Storage root; a fresh temp directory when `None`. Give the root of a previous lab to
+    /// restart "the same" server.
+    pub root: Option<PathBuf>,
+    /// `anonymous_read` for every mount and the registry.
+    pub anonymous_read: bool,
+    /// Keys laid over the generated config (top level, replaced whole).
+    pub extra: Value,
+    /// The server binary; found next to the test binary when `None`.
+    pub binary: Option<PathBuf>,
+}
+
+impl Default for ServerOpts {
+    fn default() -> Self {
+        ServerOpts {
+            root: None,
+            anonymous_read: false,
+            extra: json!({}),
+            binary: None,
+        }
+    }
+}
+
+pub struct ServerLab {
+    /// `http(s)://127.0.0.1:PORT`, no trailing slash.
+    pub url: String,
+    /// Storage root directory.
+    pub root: PathBuf,
+    pub config_path: PathBuf,
+    pub log_path: PathBuf,
+    child: Child,
+    watchdog: Option<Child>,
+    _dir: tempfile::TempDir,
+}
+
+impl ServerLab {
+    pub fn start(opts: ServerOpts) -> Result<ServerLab, String> {
+        let dir = tempfile::Builder::new()
+            .prefix("ironic-cpi-server-lab.")
+            .tempdir()
+            .map_err(|e| format!("cannot create a temp dir: {e}"))?;
+        let root = opts.root.clone().unwrap_or_else(|| dir.path().join("root"));
+        let users = [(WRITE_USER, Role::Write), (READ_USER, Role::Read)]
+            .iter()
+            .map(|((u, p), role)| json!({"username": u, "password": p, "role": role}))
+            .collect::<Vec<_>>();
+        let mount = |prefix: &str, d: &str| json!({"prefix": prefix, "dir": d, "anonymous_read": opts.anonymous_read});
+        let mut config = json!({
+            "listen": "127.0.0.1:0",
+            "root": root,
+            "users": users,
+            "mounts": [mount("/images", "images"), mount("/metadata", "metadata")],
+            "registry": {"anonymous_read": opts.anonymous_read},
+            "shutdown_grace_seconds": 10,
+            "worker_threads": 2,
+        });
+        if let (Some(base), Some(extra)) = (config.as_object_mut(), opts.extra.as_object()) {
+            for (k, v) in extra {
+                base.insert(k.clone(), v.clone());
+            }
+        }
+        let config_path = dir.path().join("server.json");
+        std::fs::write(&config_path, config.to_string())
+            .map_err(|e| format!("cannot write {}: {e}", config_path.display()))?;
+        let binary = match opts.binary {
+            Some(b) => b,
+            None => server_binary()?,
+        };
+        let log_path = dir.path().join("server.log");
+        let mut cmd = Command::new(&binary);
+        cmd.arg("-c").arg(&config_path);
+        let child = spawn_logged(cmd, &log_path)?;
+        let watchdog = watchdog(child.id());
+        let mut lab = ServerLab {
+            url: String::new(),
+            root,
+            config_path,
+            log_path,
+            child,
+            watchdog,
+            _dir: dir,
+        };
+        lab.url = lab.wait_listening(Duration::from_secs(30))?;
+        Ok(lab)
+    }
+
+    fn wait_listening(&mut self, limit: Duration) -> Result<String, String> {
+        let start = Instant::now();
+        loop {
+            let log = self.log();
+            if let Some(i) = log.find("listening on ") {
+                let rest = &log[i + "listening on ".len()..];
+                let url = rest.split_whitespace().next().unwrap_or("").to_string();
+                return Ok(url);
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(format!(
+                    "ironic_cpi_server exited ({status}) before listening; log:\n{log}"
+                ));
+            }
+            if start.elapsed() > limit {
+                return Err(format!(
+                    "ironic_cpi_server did not listen within {limit:?}; log:\n{log}"
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Everything the server wrote to stderr so far.
+    pub fn log(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = File::open(&self.log_path) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+
+    /// Peak resident memory (VmHWM) in KiB, from /proc.
+    pub fn peak_rss_kib(&self) -> Option<u64> {
+        peak_rss_kib(self.pid())
+    }
+
+    /// Send a signal by name (`TERM`, `INT`, `KILL`).
+    pub fn signal(&self, name: &str) -> Result<(), String> {
+        send_signal(self.pid(), name)
+    }
+
+    /// Wait for the server to exit, up to `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// Join `path` (relative, `/`-separated) to the URL.
+    pub fn at(&self, path: &str) -> String {
+        format!("{}/{}", self.url, path.trim_start_matches('/'))
+    }
+}
+
+impl Drop for ServerLab {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(w) = &mut self.watchdog {
+            let _ = w.kill();
+            let _ = w.wait();
+        }
+    }
+}
+
+/// The server binary: `$IRONIC_CPI_SERVER_BIN`, or next to the running test binary
+/// (`target/<profile>/deps/test-…` → `target/<profile>/ironic_cpi_server`).
+pub fn server_binary() -> Result<PathBuf, String> {
+    if let Ok(p) = std::env::var("IRONIC_CPI_SERVER_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find the test binary: {e}"))?;
+    for dir in exe.ancestors().skip(1).take(3) {
+        let candidate = dir.join("ironic_cpi_server");
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    Err(format!(
+        "ironic_cpi_server not found near {} (run `cargo build` or set IRONIC_CPI_SERVER_BIN)",
+        exe.display()
+    ))
+}
+
+/// Spawn `cmd` with stdout and stderr appended to `log` and no stdin.
+pub(crate) fn spawn_logged(mut cmd: Command, log: &Path) -> Result<Child, String> {
+    let out = File::create(log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
+    let err = out
+        .try_clone()
+        .map_err(|e| format!("cannot reopen {}: {e}", log.display()))?;
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::from(out))
+        .stderr(Stdio::from(err))
+        .spawn()
+        .map_err(|e| format!("cannot start {:?}: {e}", cmd.get_program()))
+}
+
+/// A small shell process that kills `child` once this process is gone (tests that keep a server
+/// in a static never run its Drop).
+pub(crate) fn watchdog(child: u32) -> Option<Child> {
+    let parent = std::process::id();
+    let script = format!(
+        "while kill -0 {parent} 2>/dev/null && kill -0 {child} 2>/dev/null; do sleep 0.5; done; \
+         kill -TERM {child} 2>/dev/null; sleep 2; kill -KILL {child} 2>/dev/null"
+    );
+    Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()
+}
+
+pub fn send_signal(pid: u32, name: &str) -> Result<(), String> {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .map_err(|e| format!("cannot run kill: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("kill -{name} {pid} failed ({status})"))
+    }
+}
+
+/// VmHWM of a process, in KiB.
+pub fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}

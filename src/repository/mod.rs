@@ -207,21 +207,45 @@ impl Repository {
             if known {
                 continue;
             }
-            let url = self.url(&coll);
-            let doing = "creating the parent collection";
-            let method = Method::from_bytes(b"MKCOL").map_err(|e| CpiError::cpi(e.to_string()))?;
-            let resp = http::send("MKCOL", &url, doing, true, || {
-                self.request(method.clone(), &url)
-            })?;
-            // 405: it exists already (RFC 4918 9.3.1), on nginx and dav-server alike.
-            if !(resp.status().is_success() || resp.status() == StatusCode::METHOD_NOT_ALLOWED) {
-                return Err(http::status_error("MKCOL", &url, doing, resp));
+            let first = !coll[..coll.len() - 1].contains('/');
+            let made = self.mkcol(&self.url(&coll))?;
+            if !made && first {
+                // 409: the configured collection itself is missing (a fresh nginx root):
+                // create it, then its child.
+                if !self.mkcol(&format!("{}/", self.base))? || !self.mkcol(&self.url(&coll))? {
+                    let url = self.url(&coll);
+                    return Err(CpiError::cloud(format!(
+                        "MKCOL {url} answered HTTP 409 Conflict while creating the parent collection, \
+                         also after creating {}/",
+                        self.base
+                    )));
+                }
+            } else if !made {
+                let url = self.url(&coll);
+                return Err(CpiError::cloud(format!(
+                    "MKCOL {url} answered HTTP 409 Conflict while creating the parent collection"
+                )));
             }
             if let Ok(mut g) = self.collections.lock() {
                 g.insert(coll.clone());
             }
         }
         Ok(())
+    }
+
+    /// MKCOL `url`: `true` if it exists now, `false` on 409 (its parent is missing).
+    fn mkcol(&self, url: &str) -> Result<bool> {
+        let doing = "creating the parent collection";
+        let method = Method::from_bytes(b"MKCOL").map_err(|e| CpiError::cpi(e.to_string()))?;
+        let resp = http::send("MKCOL", url, doing, true, || {
+            self.request(method.clone(), url)
+        })?;
+        match resp.status() {
+            // 405: it exists already (RFC 4918 9.3.1), on nginx and dav-server alike.
+            s if s.is_success() || s == StatusCode::METHOD_NOT_ALLOWED => Ok(true),
+            StatusCode::CONFLICT => Ok(false),
+            _ => Err(http::status_error("MKCOL", url, doing, resp)),
+        }
     }
 }
 

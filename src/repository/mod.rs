@@ -78,6 +78,8 @@ impl Repository {
         self.ensure_parents(path)?;
         let url = self.url(path);
         let doing = format!("uploading {} bytes", bytes.len());
+        // Bytes: each attempt shares the buffer instead of copying it.
+        let bytes = bytes::Bytes::from(bytes);
         let resp = http::send("PUT", &url, &doing, true, || {
             self.request(Method::PUT, &url).body(bytes.clone())
         })?;

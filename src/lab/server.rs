@@ -49,8 +49,7 @@ pub struct ServerLab {
     pub root: PathBuf,
     pub config_path: PathBuf,
     pub log_path: PathBuf,
-    child: Child,
-    watchdog: Option<Child>,
+    child: Supervised,
     _dir: tempfile::TempDir,
 }
 
@@ -90,15 +89,13 @@ impl ServerLab {
         let log_path = dir.path().join("server.log");
         let mut cmd = Command::new(&binary);
         cmd.arg("-c").arg(&config_path);
-        let child = spawn_logged(cmd, &log_path)?;
-        let watchdog = watchdog(child.id());
+        let child = Supervised::start(cmd, &log_path)?;
         let mut lab = ServerLab {
             url: String::new(),
             root,
             config_path,
             log_path,
             child,
-            watchdog,
             _dir: dir,
         };
         lab.url = lab.wait_listening(Duration::from_secs(30))?;
@@ -114,7 +111,7 @@ impl ServerLab {
                 let url = rest.split_whitespace().next().unwrap_or("").to_string();
                 return Ok(url);
             }
-            if let Ok(Some(status)) = self.child.try_wait() {
+            if let Ok(Some(status)) = self.child.child.try_wait() {
                 return Err(format!(
                     "ironic_cpi_server exited ({status}) before listening; log:\n{log}"
                 ));
@@ -129,7 +126,7 @@ impl ServerLab {
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.child.child.id()
     }
 
     /// Everything the server wrote to stderr so far.
@@ -155,7 +152,7 @@ impl ServerLab {
     pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
         let start = Instant::now();
         while start.elapsed() < limit {
-            if let Ok(Some(s)) = self.child.try_wait() {
+            if let Ok(Some(s)) = self.child.child.try_wait() {
                 return Some(s);
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -166,17 +163,6 @@ impl ServerLab {
     /// Join `path` (relative, `/`-separated) to the URL.
     pub fn at(&self, path: &str) -> String {
         format!("{}/{}", self.url, path.trim_start_matches('/'))
-    }
-}
-
-impl Drop for ServerLab {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if let Some(w) = &mut self.watchdog {
-            let _ = w.kill();
-            let _ = w.wait();
-        }
     }
 }
 
@@ -199,8 +185,35 @@ pub fn server_binary() -> Result<PathBuf, String> {
     ))
 }
 
+/// A child process that dies with its owner: killed on drop, and by a watchdog when this process
+/// dies without dropping it (tests keep labs in statics, which are never dropped).
+pub(crate) struct Supervised {
+    pub child: Child,
+    watchdog: Option<Child>,
+}
+
+impl Supervised {
+    /// Start `cmd` with stdout and stderr into `log`.
+    pub fn start(cmd: Command, log: &Path) -> Result<Supervised, String> {
+        let child = spawn_logged(cmd, log)?;
+        let watchdog = watchdog(child.id());
+        Ok(Supervised { child, watchdog })
+    }
+}
+
+impl Drop for Supervised {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(w) = &mut self.watchdog {
+            let _ = w.kill();
+            let _ = w.wait();
+        }
+    }
+}
+
 /// Spawn `cmd` with stdout and stderr appended to `log` and no stdin.
-pub(crate) fn spawn_logged(mut cmd: Command, log: &Path) -> Result<Child, String> {
+fn spawn_logged(mut cmd: Command, log: &Path) -> Result<Child, String> {
     let out = File::create(log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
     let err = out
         .try_clone()
@@ -214,7 +227,7 @@ pub(crate) fn spawn_logged(mut cmd: Command, log: &Path) -> Result<Child, String
 
 /// A small shell process that kills `child` once this process is gone (tests that keep a server
 /// in a static never run its Drop).
-pub(crate) fn watchdog(child: u32) -> Option<Child> {
+fn watchdog(child: u32) -> Option<Child> {
     let parent = std::process::id();
     let script = format!(
         "while kill -0 {parent} 2>/dev/null && kill -0 {child} 2>/dev/null; do sleep 0.5; done; \

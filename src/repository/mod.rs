@@ -137,31 +137,26 @@ impl Repository {
     }
 
     pub fn exists(&self, path: &str) -> Result<bool> {
-        check_path(path)?;
-        let url = self.url(path);
-        let doing = "checking whether it exists";
-        let resp = http::send("HEAD", &url, doing, true, || {
-            self.request(Method::HEAD, &url)
-        })?;
-        match resp.status() {
-            s if s.is_success() => Ok(true),
-            StatusCode::NOT_FOUND => Ok(false),
-            _ => Err(http::status_error("HEAD", &url, doing, resp)),
-        }
+        self.found(Method::HEAD, path, "checking whether it exists")
     }
 
     /// Delete; `false` if there was nothing to delete.
     pub fn delete(&self, path: &str) -> Result<bool> {
+        self.found(Method::DELETE, path, "deleting")
+    }
+
+    /// An idempotent request whose answer is 2xx (`true`) or 404 (`false`).
+    fn found(&self, method: Method, path: &str, doing: &str) -> Result<bool> {
         check_path(path)?;
         let url = self.url(path);
-        let doing = "deleting";
-        let resp = http::send("DELETE", &url, doing, true, || {
-            self.request(Method::DELETE, &url)
+        let name = method.as_str().to_string();
+        let resp = http::send(&name, &url, doing, true, || {
+            self.request(method.clone(), &url)
         })?;
         match resp.status() {
             s if s.is_success() => Ok(true),
             StatusCode::NOT_FOUND => Ok(false),
-            _ => Err(http::status_error("DELETE", &url, doing, resp)),
+            _ => Err(http::status_error(&name, &url, doing, resp)),
         }
     }
 

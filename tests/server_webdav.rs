@@ -543,6 +543,13 @@ fn check_config_names_the_bad_key() {
     let err = String::from_utf8_lossy(&bad.stderr);
     assert!(err.contains("users[0].password_bcrypt"), "{err}");
     assert!(!err.contains("notahash-s3cr3t"), "{err}");
+    // The TLS files are loaded, not only looked for.
+    let junk = dir.path().join("junk.pem");
+    std::fs::write(&junk, "not a certificate").unwrap();
+    let bad = run(json!({"root": "/x", "tls": {"cert_file": junk, "key_file": junk}}));
+    assert_eq!(bad.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("tls.cert_file"), "{err}");
     let bad =
         run(json!({"root": "/x", "mounts": [{"prefix": "/a", "dir": "a", "anonymous": true}]}));
     let err = String::from_utf8_lossy(&bad.stderr);

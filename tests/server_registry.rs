@@ -309,11 +309,13 @@ fn cpi_registry_client_errors_name_url_and_status_not_password() {
 
 #[test]
 fn documents_edited_through_webdav_are_served_at_once() {
-    let mut opts = ServerOpts::default();
-    opts.extra = json!({"mounts": [
-        {"prefix": "/images", "dir": "images"},
-        {"prefix": "/registry-files", "dir": "registry"}
-    ]});
+    let opts = ServerOpts {
+        extra: json!({"mounts": [
+            {"prefix": "/images", "dir": "images"},
+            {"prefix": "/registry-files", "dir": "registry"}
+        ]}),
+        ..Default::default()
+    };
     let lab = ServerLab::start(opts).unwrap();
     let c = Client::new();
     let url = settings_url(&lab, "vm-dav");

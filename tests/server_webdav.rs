@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use ironic_cpi::lab::server::{
-    raw_http, server_binary, ServerLab, ServerOpts, READ_USER, WRITE_USER,
+    raw_http, self_signed_cert, server_binary, ServerLab, ServerOpts, READ_USER, WRITE_USER,
 };
 use reqwest::blocking::{Body, Client};
 use serde_json::json;
@@ -471,27 +471,7 @@ fn sigterm_finishes_uploads_in_flight_then_exits() {
 #[test]
 fn tls_serves_with_the_configured_certificate() {
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    let ok = Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
-        ])
-        .arg("/CN=localhost")
-        .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
-        // A self-signed end-entity certificate (webpki refuses a CA certificate as a server's).
-        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
-        .args(["-addext", "extendedKeyUsage=serverAuth"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .unwrap();
-    assert!(
-        ok.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ok.stderr)
-    );
+    let (cert, key) = self_signed_cert(dir.path()).unwrap();
     let lab = ServerLab::start(ServerOpts {
         extra: json!({"tls": {"cert_file": cert, "key_file": key}}),
         ..Default::default()

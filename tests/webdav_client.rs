@@ -5,7 +5,7 @@ use std::io::Read;
 
 use ironic_cpi::config::{RepositoryConfig, Secret};
 use ironic_cpi::lab::nginx::NginxLab;
-use ironic_cpi::lab::server::{ServerLab, ServerOpts, WRITE_USER};
+use ironic_cpi::lab::server::{self_signed_cert, ServerLab, ServerOpts, WRITE_USER};
 use ironic_cpi::repository::Repository;
 use ironic_cpi::ErrorKind;
 
@@ -185,4 +185,39 @@ fn unreachable_server_is_a_cloud_error_naming_the_url() {
         e.message
     );
     assert!(e.message.contains("cannot connect"), "{}", e.message);
+}
+
+#[test]
+fn https_with_the_configured_ca_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed_cert(dir.path()).unwrap();
+    let lab = ServerLab::start(ServerOpts {
+        extra: serde_json::json!({"tls": {"cert_file": cert, "key_file": key}}),
+        ..Default::default()
+    })
+    .unwrap();
+    let mut cfg = config(lab.at("metadata"), Some(WRITE_USER));
+    cfg.ca_cert_file = Some(cert.to_string_lossy().to_string());
+    let repo = Repository::new(&cfg).unwrap();
+    repo.put_bytes("node-1/configdrive.gz", b"drive".to_vec())
+        .unwrap();
+    assert_eq!(
+        repo.get_bytes("node-1/configdrive.gz").unwrap().as_deref(),
+        Some(&b"drive"[..])
+    );
+    assert!(repo.url("x").starts_with("https://"));
+
+    // Without the CA, the server is not trusted: a cloud error naming the URL.
+    cfg.ca_cert_file = None;
+    let e = Repository::new(&cfg)
+        .unwrap()
+        .exists("node-1/configdrive.gz")
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::CloudError);
+    assert!(
+        e.message
+            .contains(&lab.at("metadata/node-1/configdrive.gz")),
+        "{}",
+        e.message
+    );
 }

@@ -304,3 +304,31 @@ pub fn raw_http(url: &str, request: &[u8]) -> Result<RawResponse, String> {
         body: buf[split + 4..].to_vec(),
     })
 }
+
+/// A self-signed server certificate for 127.0.0.1 and localhost (`cert.pem`, `key.pem` in `dir`),
+/// made with the openssl command. It is an end-entity certificate: webpki refuses a CA
+/// certificate as a server's, so it doubles as its own trust anchor for clients.
+pub fn self_signed_cert(dir: &Path) -> Result<(PathBuf, PathBuf), String> {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let out = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
+        .args(["-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .args(["-addext", "extendedKeyUsage=serverAuth"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .map_err(|e| format!("cannot run openssl: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "openssl req failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok((cert, key))
+}

@@ -66,7 +66,10 @@ fn parse(out: &str) -> (BTreeMap<String, Summary>, BTreeMap<String, Vec<String>>
 #[test]
 fn litmus_suites() {
     let lab = ServerLab::start(ServerOpts::default()).expect("server starts");
+    // litmus writes debug.log and child.log into its working directory.
+    let scratch = tempfile::tempdir().unwrap();
     let out = Command::new("timeout")
+        .current_dir(scratch.path())
         .arg("600")
         .arg("litmus")
         .arg("-k")

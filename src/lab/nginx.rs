@@ -97,7 +97,7 @@ impl NginxLab {
             .arg(prefix.join("error.log"))
             .arg("-c")
             .arg(&conf);
-        let mut child = Supervised::start(cmd, &prefix.join("stderr.log"))?;
+        let mut child = Supervised::start(cmd, &prefix.join("stderr.log"), &prefix)?;
         let start = Instant::now();
         loop {
             if TcpStream::connect(("127.0.0.1", port)).is_ok() {

@@ -89,7 +89,7 @@ impl ServerLab {
         let log_path = dir.path().join("server.log");
         let mut cmd = Command::new(&binary);
         cmd.arg("-c").arg(&config_path);
-        let child = Supervised::start(cmd, &log_path)?;
+        let child = Supervised::start(cmd, &log_path, dir.path())?;
         let mut lab = ServerLab {
             url: String::new(),
             root,
@@ -193,10 +193,11 @@ pub(crate) struct Supervised {
 }
 
 impl Supervised {
-    /// Start `cmd` with stdout and stderr into `log`.
-    pub fn start(cmd: Command, log: &Path) -> Result<Supervised, String> {
+    /// Start `cmd` with stdout and stderr into `log`. `scratch` is removed by the watchdog after
+    /// the child is gone (a temp dir's own Drop never runs for a lab kept in a static).
+    pub fn start(cmd: Command, log: &Path, scratch: &Path) -> Result<Supervised, String> {
         let child = spawn_logged(cmd, log)?;
-        let watchdog = watchdog(child.id());
+        let watchdog = watchdog(child.id(), scratch);
         Ok(Supervised { child, watchdog })
     }
 }
@@ -227,15 +228,19 @@ fn spawn_logged(mut cmd: Command, log: &Path) -> Result<Child, String> {
 
 /// A small shell process that kills `child` once this process is gone (tests that keep a server
 /// in a static never run its Drop).
-fn watchdog(child: u32) -> Option<Child> {
+fn watchdog(child: u32, scratch: &Path) -> Option<Child> {
     let parent = std::process::id();
+    // The loop ends when the test process is gone (or the child exited on its own); the scratch
+    // directory is removed only then, never while the test may still use it.
     let script = format!(
         "while kill -0 {parent} 2>/dev/null && kill -0 {child} 2>/dev/null; do sleep 0.5; done; \
-         kill -TERM {child} 2>/dev/null; sleep 2; kill -KILL {child} 2>/dev/null"
+         kill -0 {parent} 2>/dev/null && exit 0; \
+         kill -TERM {child} 2>/dev/null; sleep 2; kill -KILL {child} 2>/dev/null; rm -rf -- \"$0\""
     );
     Command::new("sh")
         .arg("-c")
         .arg(script)
+        .arg(scratch)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())

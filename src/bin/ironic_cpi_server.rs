@@ -29,6 +29,10 @@ fn main() -> ExitCode {
         }
     };
     if args.check_config {
+        if let Err(e) = ironic_cpi::server::check(&cfg) {
+            log::error!("{e}");
+            return ExitCode::from(2);
+        }
         log::info!("config {} is valid", args.config.display());
         return ExitCode::SUCCESS;
     }

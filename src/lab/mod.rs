@@ -1,5 +1,5 @@
-//! Real processes for integration tests and benchmarks: Ironic (and, from other modules, the
-//! companion server and nginx), each in its own directory, stopped when the test process exits.
+//! Real processes for integration tests, benchmarks and the lab: Ironic, the companion server and
+//! nginx, each in its own directory, stopped when the process that started them exits.
 
 pub mod cpi;
 pub mod ironic;

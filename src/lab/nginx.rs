@@ -3,10 +3,10 @@
 
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use super::server::{spawn_logged, watchdog};
+use super::server::Supervised;
 
 pub const NGINX: &str = "/usr/sbin/nginx";
 pub const DAV_EXT_MODULE: &str = "/usr/lib/nginx/modules/ngx_http_dav_ext_module.so";
@@ -16,8 +16,7 @@ pub struct NginxLab {
     pub url: String,
     pub root: PathBuf,
     pub prefix: PathBuf,
-    child: Child,
-    watchdog: Option<Child>,
+    child: Supervised,
     _dir: tempfile::TempDir,
 }
 
@@ -98,17 +97,15 @@ impl NginxLab {
             .arg(prefix.join("error.log"))
             .arg("-c")
             .arg(&conf);
-        let mut child = spawn_logged(cmd, &prefix.join("stderr.log"))?;
-        let wd = watchdog(child.id());
+        let mut child = Supervised::start(cmd, &prefix.join("stderr.log"), &prefix)?;
         let start = Instant::now();
         loop {
             if TcpStream::connect(("127.0.0.1", port)).is_ok() {
                 break;
             }
-            let failed = matches!(child.try_wait(), Ok(Some(_)));
+            let failed = matches!(child.child.try_wait(), Ok(Some(_)));
             if failed || start.elapsed() > Duration::from_secs(10) {
-                let _ = child.kill();
-                let _ = child.wait();
+                drop(child);
                 let log = std::fs::read_to_string(prefix.join("error.log")).unwrap_or_default();
                 let err = std::fs::read_to_string(prefix.join("stderr.log")).unwrap_or_default();
                 return Err(format!("nginx did not start on port {port}:\n{err}{log}"));
@@ -120,24 +117,12 @@ impl NginxLab {
             root: root.to_path_buf(),
             prefix,
             child,
-            watchdog: wd,
             _dir: dir,
         })
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for NginxLab {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if let Some(w) = &mut self.watchdog {
-            let _ = w.kill();
-            let _ = w.wait();
-        }
+        self.child.child.id()
     }
 }
 

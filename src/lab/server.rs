@@ -49,8 +49,7 @@ pub struct ServerLab {
     pub root: PathBuf,
     pub config_path: PathBuf,
     pub log_path: PathBuf,
-    child: Child,
-    watchdog: Option<Child>,
+    child: Supervised,
     _dir: tempfile::TempDir,
 }
 
@@ -90,15 +89,13 @@ impl ServerLab {
         let log_path = dir.path().join("server.log");
         let mut cmd = Command::new(&binary);
         cmd.arg("-c").arg(&config_path);
-        let child = spawn_logged(cmd, &log_path)?;
-        let watchdog = watchdog(child.id());
+        let child = Supervised::start(cmd, &log_path, dir.path())?;
         let mut lab = ServerLab {
             url: String::new(),
             root,
             config_path,
             log_path,
             child,
-            watchdog,
             _dir: dir,
         };
         lab.url = lab.wait_listening(Duration::from_secs(30))?;
@@ -114,7 +111,7 @@ impl ServerLab {
                 let url = rest.split_whitespace().next().unwrap_or("").to_string();
                 return Ok(url);
             }
-            if let Ok(Some(status)) = self.child.try_wait() {
+            if let Ok(Some(status)) = self.child.child.try_wait() {
                 return Err(format!(
                     "ironic_cpi_server exited ({status}) before listening; log:\n{log}"
                 ));
@@ -129,7 +126,7 @@ impl ServerLab {
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.child.child.id()
     }
 
     /// Everything the server wrote to stderr so far.
@@ -155,7 +152,7 @@ impl ServerLab {
     pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
         let start = Instant::now();
         while start.elapsed() < limit {
-            if let Ok(Some(s)) = self.child.try_wait() {
+            if let Ok(Some(s)) = self.child.child.try_wait() {
                 return Some(s);
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -166,17 +163,6 @@ impl ServerLab {
     /// Join `path` (relative, `/`-separated) to the URL.
     pub fn at(&self, path: &str) -> String {
         format!("{}/{}", self.url, path.trim_start_matches('/'))
-    }
-}
-
-impl Drop for ServerLab {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if let Some(w) = &mut self.watchdog {
-            let _ = w.kill();
-            let _ = w.wait();
-        }
     }
 }
 
@@ -199,8 +185,36 @@ pub fn server_binary() -> Result<PathBuf, String> {
     ))
 }
 
+/// A child process that dies with its owner: killed on drop, and by a watchdog when this process
+/// dies without dropping it (tests keep labs in statics, which are never dropped).
+pub(crate) struct Supervised {
+    pub child: Child,
+    watchdog: Option<Child>,
+}
+
+impl Supervised {
+    /// Start `cmd` with stdout and stderr into `log`. `scratch` is removed by the watchdog after
+    /// the child is gone (a temp dir's own Drop never runs for a lab kept in a static).
+    pub fn start(cmd: Command, log: &Path, scratch: &Path) -> Result<Supervised, String> {
+        let child = spawn_logged(cmd, log)?;
+        let watchdog = watchdog(child.id(), scratch);
+        Ok(Supervised { child, watchdog })
+    }
+}
+
+impl Drop for Supervised {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(w) = &mut self.watchdog {
+            let _ = w.kill();
+            let _ = w.wait();
+        }
+    }
+}
+
 /// Spawn `cmd` with stdout and stderr appended to `log` and no stdin.
-pub(crate) fn spawn_logged(mut cmd: Command, log: &Path) -> Result<Child, String> {
+fn spawn_logged(mut cmd: Command, log: &Path) -> Result<Child, String> {
     let out = File::create(log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
     let err = out
         .try_clone()
@@ -214,15 +228,19 @@ pub(crate) fn spawn_logged(mut cmd: Command, log: &Path) -> Result<Child, String
 
 /// A small shell process that kills `child` once this process is gone (tests that keep a server
 /// in a static never run its Drop).
-pub(crate) fn watchdog(child: u32) -> Option<Child> {
+fn watchdog(child: u32, scratch: &Path) -> Option<Child> {
     let parent = std::process::id();
+    // The loop ends when the test process is gone (or the child exited on its own); the scratch
+    // directory is removed only then, never while the test may still use it.
     let script = format!(
         "while kill -0 {parent} 2>/dev/null && kill -0 {child} 2>/dev/null; do sleep 0.5; done; \
-         kill -TERM {child} 2>/dev/null; sleep 2; kill -KILL {child} 2>/dev/null"
+         kill -0 {parent} 2>/dev/null && exit 0; \
+         kill -TERM {child} 2>/dev/null; sleep 2; kill -KILL {child} 2>/dev/null; rm -rf -- \"$0\""
     );
     Command::new("sh")
         .arg("-c")
         .arg(script)
+        .arg(scratch)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -248,4 +266,74 @@ pub fn peak_rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// A response read off a raw socket.
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    pub head: String,
+    pub body: Vec<u8>,
+}
+
+/// Send `request` as-is over a new TCP connection to the `http://host:port` of `url` and read the
+/// answer until the server closes (send `Connection: close`). For requests that HTTP clients
+/// would "fix" (dot segments, encoded slashes, odd targets).
+pub fn raw_http(url: &str, request: &[u8]) -> Result<RawResponse, String> {
+    use std::io::Write;
+    let addr = url
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap_or("")
+        .to_string();
+    let mut s = std::net::TcpStream::connect(&addr).map_err(|e| format!("connect {addr}: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .map_err(|e| e.to_string())?;
+    s.write_all(request).map_err(|e| format!("send: {e}"))?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).map_err(|e| format!("read: {e}"))?;
+    let split = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| format!("no HTTP head in {:?}", String::from_utf8_lossy(&buf)))?;
+    let head = String::from_utf8_lossy(&buf[..split]).to_string();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("no status in {head:?}"))?;
+    Ok(RawResponse {
+        status,
+        head,
+        body: buf[split + 4..].to_vec(),
+    })
+}
+
+/// A self-signed server certificate for 127.0.0.1 and localhost (`cert.pem`, `key.pem` in `dir`),
+/// made with the openssl command. It is an end-entity certificate: webpki refuses a CA
+/// certificate as a server's, so it doubles as its own trust anchor for clients.
+pub fn self_signed_cert(dir: &Path) -> Result<(PathBuf, PathBuf), String> {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let out = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
+        .args(["-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .args(["-addext", "extendedKeyUsage=serverAuth"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .map_err(|e| format!("cannot run openssl: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "openssl req failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok((cert, key))
 }

@@ -1,282 +1,314 @@
-//! The CPI's WebDAV client for the stemcell and metadata repositories: the companion server or
-//! nginx's dav module, which many Ironic installations already run for images.
+//! The CPI's WebDAV client: stemcell images and config drives on the companion server or nginx.
+//!
+//! Paths are relative to the configured collection URL (`stemcells/<uuid>/image`), `/`-separated;
+//! each segment is percent-encoded, and `.`/`..` segments are refused. Parent collections are
+//! created with MKCOL before uploads and moves (dav-server answers 409 for a missing parent; nginx
+//! creates them only with `create_full_put_path`), and remembered so that each is made once.
+//!
+//! Credentials go in an `Authorization` header only: URLs in messages and in `url()` never carry
+//! them. A `user:password@` in the configured URL is taken out and used as basic auth.
 
+pub(crate) mod http;
+
+use std::collections::HashSet;
 use std::io::Read;
-use std::time::Duration;
+use std::sync::Mutex;
 
-use reqwest::blocking::{Body, Client, RequestBuilder, Response};
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use reqwest::blocking::{Body, Client, RequestBuilder};
 use reqwest::{Method, StatusCode};
 
-use crate::config::{RepositoryConfig, Secret};
+use crate::config::{secs, RepositoryConfig, Secret};
 use crate::error::{CpiError, Result};
 
+/// Characters left alone in a path segment (RFC 3986 unreserved).
+pub(crate) const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
 pub struct Repository {
-    http: Client,
-    base: url::Url,
+    base: String,
     public_base: String,
     auth: Option<(String, Secret)>,
+    client: Client,
+    /// Collections known to exist (relative paths with a trailing `/`).
+    collections: Mutex<HashSet<String>>,
 }
 
 impl Repository {
     pub fn new(cfg: &RepositoryConfig) -> Result<Repository> {
-        let base = collection_url(&cfg.url, "url")?;
-        let public_base = collection_url(cfg.public_base(), "public_url")?.to_string();
-        let mut builder = Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs_f64(cfg.timeout.max(1.0)))
-            .user_agent(concat!("ironic_cpi/", env!("CARGO_PKG_VERSION")));
-        if let Some(path) = &cfg.ca_cert_file {
-            let pem = std::fs::read(path).map_err(|e| {
-                CpiError::cpi(format!(
-                    "repository ca_cert_file {path}: cannot read it: {e}"
-                ))
-            })?;
-            for cert in reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                CpiError::cpi(format!(
-                    "repository ca_cert_file {path}: not a PEM bundle: {e}"
-                ))
-            })? {
-                builder = builder.add_root_certificate(cert);
-            }
-        }
-        let http = builder
-            .build()
-            .map_err(|e| CpiError::cpi(format!("repository HTTP client: {e}")))?;
-        let auth = cfg
-            .username
-            .clone()
-            .map(|u| (u, cfg.password.clone().unwrap_or_default()));
+        let (base, embedded) = http::split_userinfo(cfg.url.trim());
+        let auth = match (&cfg.username, &cfg.password, embedded) {
+            (Some(u), p, _) => Some((u.clone(), p.clone().unwrap_or_default())),
+            (None, _, Some((u, p))) => Some((u, Secret::new(p))),
+            (None, _, None) => None,
+        };
+        let public_base = match &cfg.public_url {
+            Some(p) => p.trim().to_string(),
+            None => base.clone(),
+        };
+        let client = http::client(
+            &format!("repository {base}"),
+            cfg.ca_cert_file.as_deref(),
+            secs(cfg.timeout),
+        )?;
         Ok(Repository {
-            http,
-            base,
-            public_base,
+            base: base.trim_end_matches('/').to_string(),
+            public_base: public_base.trim_end_matches('/').to_string(),
             auth,
+            client,
+            collections: Mutex::new(HashSet::new()),
         })
     }
 
-    /// URL the CPI uses; never carries credentials.
+    /// The URL the CPI uses for `path` (no credentials in it).
     pub fn url(&self, path: &str) -> String {
-        join(self.base.as_str(), path)
+        join(&self.base, path)
     }
 
-    /// URL Ironic's conductors download from.
+    /// The URL Ironic downloads `path` from: `public_url` if configured, else `url`.
     pub fn public_url(&self, path: &str) -> String {
         join(&self.public_base, path)
     }
 
     pub fn put_bytes(&self, path: &str, bytes: Vec<u8>) -> Result<()> {
-        // Most PUTs land in an existing folder: try first, create parents only when refused.
-        let resp = self.send(
-            self.request(Method::PUT, path).body(bytes.clone()),
-            "PUT",
-            path,
-        )?;
-        if resp.status() == StatusCode::CONFLICT || resp.status() == StatusCode::NOT_FOUND {
-            self.make_parents(path)?;
-            let resp = self.send(self.request(Method::PUT, path).body(bytes), "PUT", path)?;
-            return self.expect_success(resp, "PUT", path);
+        check_path(path)?;
+        self.ensure_parents(path)?;
+        let url = self.url(path);
+        let doing = format!("uploading {} bytes", bytes.len());
+        // Bytes: each attempt shares the buffer instead of copying it.
+        let bytes = bytes::Bytes::from(bytes);
+        let resp = http::send("PUT", &url, &doing, true, || {
+            self.request(Method::PUT, &url).body(bytes.clone())
+        })?;
+        if resp.status().is_success() {
+            Ok(())
+        } else {
+            Err(http::status_error("PUT", &url, &doing, resp))
         }
-        self.expect_success(resp, "PUT", path)
     }
 
-    /// Stream a body of known or unknown length; memory stays flat whatever its size.
+    /// Upload from a reader in constant memory (the body streams; it cannot be retried).
     pub fn put_reader(
         &self,
         path: &str,
         body: Box<dyn Read + Send>,
         len: Option<u64>,
     ) -> Result<()> {
-        self.make_parents(path)?;
+        check_path(path)?;
+        self.ensure_parents(path)?;
+        let url = self.url(path);
+        let doing = match len {
+            Some(n) => format!("uploading {n} bytes"),
+            None => "uploading a stream".to_string(),
+        };
         let body = match len {
-            Some(len) => Body::sized(body, len),
+            Some(n) => Body::sized(body, n),
             None => Body::new(body),
         };
-        // Large images take longer than one request timeout; the connect timeout still applies.
-        let req = self
-            .request(Method::PUT, path)
-            .body(body)
-            .timeout(Duration::from_secs(24 * 3600));
-        let resp = self.send(req, "PUT", path)?;
-        self.expect_success(resp, "PUT", path)
+        let req = self.request(Method::PUT, &url).body(body);
+        let resp = http::send_once("PUT", &url, &doing, req)?;
+        if resp.status().is_success() {
+            Ok(())
+        } else {
+            Err(http::status_error("PUT", &url, &doing, resp))
+        }
     }
 
+    /// The object, or `None` if it does not exist.
     pub fn get_bytes(&self, path: &str) -> Result<Option<Vec<u8>>> {
-        let resp = self.send(self.request(Method::GET, path), "GET", path)?;
-        if resp.status() == StatusCode::NOT_FOUND {
-            return Ok(None);
+        check_path(path)?;
+        let url = self.url(path);
+        let doing = "downloading";
+        let resp = http::send("GET", &url, doing, true, || self.request(Method::GET, &url))?;
+        match resp.status() {
+            s if s.is_success() => resp.bytes().map(|b| Some(b.to_vec())).map_err(|e| {
+                CpiError::cloud(format!(
+                    "GET {url} failed while reading the body: {}",
+                    e.without_url()
+                ))
+                .retryable(true)
+            }),
+            StatusCode::NOT_FOUND => Ok(None),
+            _ => Err(http::status_error("GET", &url, doing, resp)),
         }
-        let resp = self.check(resp, "GET", path)?;
-        resp.bytes().map(|b| Some(b.to_vec())).map_err(|e| {
-            CpiError::cloud(format!(
-                "WebDAV GET {}: reading the body: {e}",
-                self.url(path)
-            ))
-        })
     }
 
     pub fn exists(&self, path: &str) -> Result<bool> {
-        let resp = self.send(self.request(Method::HEAD, path), "HEAD", path)?;
-        if resp.status() == StatusCode::NOT_FOUND {
-            return Ok(false);
-        }
-        self.check(resp, "HEAD", path).map(|_| true)
+        self.found(Method::HEAD, path, "checking whether it exists")
     }
 
-    /// Delete a file, or a collection when `path` ends in `/`; false when it was not there.
+    /// Delete; `false` if there was nothing to delete.
     pub fn delete(&self, path: &str) -> Result<bool> {
-        let resp = self.send(self.request(Method::DELETE, path), "DELETE", path)?;
-        if resp.status() == StatusCode::NOT_FOUND {
-            return Ok(false);
+        self.found(Method::DELETE, path, "deleting")
+    }
+
+    /// An idempotent request whose answer is 2xx (`true`) or 404 (`false`).
+    fn found(&self, method: Method, path: &str, doing: &str) -> Result<bool> {
+        check_path(path)?;
+        let url = self.url(path);
+        let name = method.as_str().to_string();
+        let resp = http::send(&name, &url, doing, true, || {
+            self.request(method.clone(), &url)
+        })?;
+        match resp.status() {
+            s if s.is_success() => Ok(true),
+            StatusCode::NOT_FOUND => Ok(false),
+            _ => Err(http::status_error(&name, &url, doing, resp)),
         }
-        self.check(resp, "DELETE", path).map(|_| true)
     }
 
+    /// MOVE `from` to `to`, replacing `to` (upload under a temporary name, then publish).
     pub fn move_to(&self, from: &str, to: &str) -> Result<()> {
-        self.make_parents(to)?;
-        let req = self
-            .request(Method::from_bytes(b"MOVE").expect("MOVE is a method"), from)
-            .header("Destination", self.url(to))
-            .header("Overwrite", "T");
-        let resp = self.send(req, "MOVE", from)?;
-        self.expect_success(resp, "MOVE", from)
+        check_path(from)?;
+        check_path(to)?;
+        self.ensure_parents(to)?;
+        let url = self.url(from);
+        let dest = self.url(to);
+        let doing = format!("moving it to {dest}");
+        let method = Method::from_bytes(b"MOVE").map_err(|e| CpiError::cpi(e.to_string()))?;
+        let resp = http::send("MOVE", &url, &doing, false, || {
+            self.request(method.clone(), &url)
+                .header("Destination", dest.as_str())
+                .header("Overwrite", "T")
+        })?;
+        if resp.status().is_success() {
+            Ok(())
+        } else {
+            Err(http::status_error("MOVE", &url, &doing, resp))
+        }
     }
 
-    /// MKCOL each missing ancestor, top down. Existing ones answer 405 (or 301 on nginx).
-    fn make_parents(&self, path: &str) -> Result<()> {
-        let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-        let mut prefix = String::new();
-        for dir in &parts[..parts.len().saturating_sub(1)] {
-            if dir.is_empty() {
+    fn request(&self, method: Method, url: &str) -> RequestBuilder {
+        let r = self.client.request(method, url);
+        match &self.auth {
+            Some((u, p)) => r.basic_auth(u, Some(p.expose())),
+            None => r,
+        }
+    }
+
+    /// MKCOL each missing ancestor of `path`, top down.
+    fn ensure_parents(&self, path: &str) -> Result<()> {
+        let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        let mut coll = String::new();
+        for seg in &segs[..segs.len().saturating_sub(1)] {
+            coll.push_str(seg);
+            coll.push('/');
+            let known = self
+                .collections
+                .lock()
+                .map(|g| g.contains(&coll))
+                .unwrap_or(false);
+            if known {
                 continue;
             }
-            prefix.push_str(dir);
-            prefix.push('/');
-            let mkcol = Method::from_bytes(b"MKCOL").expect("MKCOL is a method");
-            let resp = self.send(self.request(mkcol, &prefix), "MKCOL", &prefix)?;
-            let s = resp.status();
-            if !(s.is_success() || s == StatusCode::METHOD_NOT_ALLOWED || s.is_redirection()) {
-                self.check(resp, "MKCOL", &prefix)?;
+            let first = !coll[..coll.len() - 1].contains('/');
+            let made = self.mkcol(&self.url(&coll))?;
+            if !made && first {
+                // 409: the configured collection itself is missing (a fresh nginx root):
+                // create it, then its child.
+                if !self.mkcol(&format!("{}/", self.base))? || !self.mkcol(&self.url(&coll))? {
+                    let url = self.url(&coll);
+                    return Err(CpiError::cloud(format!(
+                        "MKCOL {url} answered HTTP 409 Conflict while creating the parent collection, \
+                         also after creating {}/",
+                        self.base
+                    )));
+                }
+            } else if !made {
+                let url = self.url(&coll);
+                return Err(CpiError::cloud(format!(
+                    "MKCOL {url} answered HTTP 409 Conflict while creating the parent collection"
+                )));
+            }
+            if let Ok(mut g) = self.collections.lock() {
+                g.insert(coll.clone());
             }
         }
         Ok(())
     }
 
-    fn request(&self, method: Method, path: &str) -> RequestBuilder {
-        let req = self.http.request(method, self.url(path));
-        match &self.auth {
-            Some((user, password)) => req.basic_auth(user, Some(password.expose())),
-            None => req,
+    /// MKCOL `url`: `true` if it exists now, `false` on 409 (its parent is missing).
+    fn mkcol(&self, url: &str) -> Result<bool> {
+        let doing = "creating the parent collection";
+        let method = Method::from_bytes(b"MKCOL").map_err(|e| CpiError::cpi(e.to_string()))?;
+        let resp = http::send("MKCOL", url, doing, true, || {
+            self.request(method.clone(), url)
+        })?;
+        match resp.status() {
+            // 405: it exists already (RFC 4918 9.3.1), on nginx and dav-server alike.
+            s if s.is_success() || s == StatusCode::METHOD_NOT_ALLOWED => Ok(true),
+            StatusCode::CONFLICT => Ok(false),
+            _ => Err(http::status_error("MKCOL", url, doing, resp)),
         }
-    }
-
-    fn send(&self, req: RequestBuilder, method: &str, path: &str) -> Result<Response> {
-        req.send().map_err(|e| {
-            CpiError::cloud(format!(
-                "WebDAV {method} {}: {}",
-                self.url(path),
-                error_chain(&e)
-            ))
-        })
-    }
-
-    fn check(&self, resp: Response, method: &str, path: &str) -> Result<Response> {
-        if resp.status().is_success() {
-            return Ok(resp);
-        }
-        let status = resp.status();
-        let body: String = resp.text().unwrap_or_default().chars().take(300).collect();
-        Err(CpiError::cloud(format!(
-            "WebDAV {method} {} answered {status}{}",
-            self.url(path),
-            if body.trim().is_empty() {
-                String::new()
-            } else {
-                format!(": {}", body.trim())
-            }
-        )))
-    }
-
-    fn expect_success(&self, resp: Response, method: &str, path: &str) -> Result<()> {
-        self.check(resp, method, path).map(drop)
     }
 }
 
-fn collection_url(s: &str, key: &str) -> Result<url::Url> {
-    let mut url =
-        url::Url::parse(s).map_err(|e| CpiError::cpi(format!("repository {key} '{s}': {e}")))?;
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(CpiError::cpi(format!(
-            "repository {key}: put credentials in username/password, not in the URL"
-        )));
-    }
-    if !url.path().ends_with('/') {
-        let path = format!("{}/", url.path());
-        url.set_path(&path);
-    }
-    Ok(url)
-}
-
-/// Append a relative path, percent-encoding each segment (keeps a trailing `/`).
 fn join(base: &str, path: &str) -> String {
-    let encoded: Vec<String> = path
-        .trim_start_matches('/')
-        .split('/')
-        .map(|seg| {
-            percent_encoding::utf8_percent_encode(seg, percent_encoding::NON_ALPHANUMERIC)
-                .to_string()
-                .replace("%2E", ".")
-                .replace("%2D", "-")
-                .replace("%5F", "_")
-                .replace("%7E", "~")
-        })
-        .collect();
-    format!("{base}{}", encoded.join("/"))
+    let mut out = String::with_capacity(base.len() + path.len() + 8);
+    out.push_str(base);
+    for seg in path.split('/').filter(|s| !s.is_empty()) {
+        out.push('/');
+        out.extend(utf8_percent_encode(seg, SEGMENT));
+    }
+    if path.ends_with('/') && !path.trim_matches('/').is_empty() {
+        out.push('/');
+    }
+    out
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(inner) = source {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        source = inner.source();
+fn check_path(path: &str) -> Result<()> {
+    let bad = path.split('/').any(|s| s == "." || s == "..")
+        || path.trim_matches('/').is_empty()
+        || path.contains(['\0', '\\']);
+    if bad {
+        Err(CpiError::cpi(format!(
+            "repository path '{path}' is not a plain relative path"
+        )))
+    } else {
+        Ok(())
     }
-    s
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn urls_are_joined_and_encoded() {
-        assert_eq!(
-            join("http://h/images/", "a b/root.img"),
-            "http://h/images/a%20b/root.img"
-        );
-        assert_eq!(
-            join("http://h/images/", "x-1.2_3/"),
-            "http://h/images/x-1.2_3/"
-        );
-        let cfg = RepositoryConfig {
-            url: "http://h:1/images".into(),
-            public_url: Some("http://10.0.0.1:1/images".into()),
+    fn cfg(url: &str) -> RepositoryConfig {
+        RepositoryConfig {
+            url: url.into(),
+            public_url: None,
             username: None,
             password: None,
             ca_cert_file: None,
             timeout: 5.0,
-        };
-        let r = Repository::new(&cfg).unwrap();
-        assert_eq!(r.url("s/root.img"), "http://h:1/images/s/root.img");
-        assert_eq!(
-            r.public_url("s/root.img"),
-            "http://10.0.0.1:1/images/s/root.img"
-        );
-        let bad = RepositoryConfig {
-            url: "http://u:p@h/images".into(),
-            ..cfg
-        };
-        let e = Repository::new(&bad).err().unwrap();
-        assert!(!e.message.contains(":p@"), "{}", e.message);
+        }
+    }
+
+    #[test]
+    fn urls_are_encoded_and_carry_no_credentials() {
+        let r = Repository::new(&cfg("http://u:secret@h:1/images/")).unwrap();
+        assert_eq!(r.url("a b/c#d.img"), "http://h:1/images/a%20b/c%23d.img");
+        assert_eq!(r.url("/x/y/"), "http://h:1/images/x/y/");
+        assert_eq!(r.public_url("x"), "http://h:1/images/x");
+        assert_eq!(r.auth.as_ref().map(|a| a.0.as_str()), Some("u"));
+        let mut c = cfg("http://h:1/images");
+        c.public_url = Some("http://10.0.0.1/images".into());
+        let r = Repository::new(&c).unwrap();
+        assert_eq!(r.public_url("x"), "http://10.0.0.1/images/x");
+        assert!(check_path("../x").is_err());
+        assert!(check_path("a/./b").is_err());
+        assert!(check_path("").is_err());
+        assert!(check_path("a/b").is_ok());
+    }
+
+    #[test]
+    fn missing_ca_file_is_a_config_error() {
+        let mut c = cfg("https://h/images");
+        c.ca_cert_file = Some("/nonexistent/ca.pem".into());
+        let e = Repository::new(&c).err().unwrap();
+        assert!(e.message.contains("ca_cert_file"), "{}", e.message);
     }
 }

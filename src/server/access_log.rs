@@ -1,65 +1,106 @@
-//! One stderr line per request, written by a thread of its own.
+//! One stderr line per request, written in batches by a thread of its own.
 //!
-//! Lines are handed over a channel and written in batches, so a request never waits for a write(2)
-//! on stderr. The line holds the method, path (no query), status, body bytes, duration, remote
-//! address and user name; never an `Authorization` header or a password.
+//! Requests append their line to a shared buffer; the writer thread empties it every
+//! `FLUSH_EVERY` (sooner when it grows large). A request never waits for a write(2) on stderr, and
+//! under load there is no wake-up per request. The line holds the method, path (no query), status,
+//! body bytes, duration, remote address and user name; never an `Authorization` header or a
+//! password.
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::sync::mpsc::{channel, Receiver, Sender};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
+
+const FLUSH_EVERY: Duration = Duration::from_millis(50);
+/// Buffered bytes that make the writer flush before its timer.
+const FLUSH_SIZE: usize = 64 * 1024;
+
+struct Shared {
+    buf: Mutex<(Vec<u8>, bool)>,
+    wake: Condvar,
+}
 
 pub struct AccessLog {
-    tx: Mutex<Option<Sender<String>>>,
+    shared: Arc<Shared>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl AccessLog {
     pub fn start() -> Arc<AccessLog> {
-        let (tx, rx) = channel::<String>();
+        let shared = Arc::new(Shared {
+            buf: Mutex::new((Vec::with_capacity(FLUSH_SIZE), false)),
+            wake: Condvar::new(),
+        });
+        let s = shared.clone();
         let thread = std::thread::Builder::new()
             .name("access-log".into())
-            .spawn(move || writer(rx))
+            .spawn(move || writer(&s))
             .ok();
         Arc::new(AccessLog {
-            tx: Mutex::new(Some(tx)),
+            shared,
             thread: Mutex::new(thread),
         })
     }
 
-    pub fn sender(&self) -> Option<Sender<String>> {
-        self.tx.lock().ok().and_then(|g| g.clone())
+    pub fn sender(&self) -> Option<Sender> {
+        Some(Sender(self.shared.clone()))
     }
 
     /// Write out what is queued and stop the thread (at shutdown).
     pub fn finish(&self) {
-        if let Ok(mut g) = self.tx.lock() {
-            g.take();
+        if let Ok(mut g) = self.shared.buf.lock() {
+            g.1 = true;
         }
+        self.shared.wake.notify_one();
         if let Some(t) = self.thread.lock().ok().and_then(|mut g| g.take()) {
             let _ = t.join();
         }
     }
 }
 
-fn writer(rx: Receiver<String>) {
-    let stderr = std::io::stderr();
-    while let Ok(line) = rx.recv() {
-        let mut out = stderr.lock();
-        let _ = out.write_all(line.as_bytes());
-        while let Ok(more) = rx.try_recv() {
-            let _ = out.write_all(more.as_bytes());
+/// A handle to queue lines.
+#[derive(Clone)]
+pub struct Sender(Arc<Shared>);
+
+impl Sender {
+    pub fn send(&self, line: &str) {
+        if let Ok(mut g) = self.0.buf.lock() {
+            g.0.extend_from_slice(line.as_bytes());
+            if g.0.len() >= FLUSH_SIZE {
+                self.0.wake.notify_one();
+            }
         }
-        let _ = out.flush();
+    }
+}
+
+fn writer(shared: &Shared) {
+    let mut out = Vec::with_capacity(FLUSH_SIZE);
+    loop {
+        let stop = {
+            let Ok(g) = shared.buf.lock() else { return };
+            let Ok((mut g, _)) = shared.wake.wait_timeout(g, FLUSH_EVERY) else {
+                return;
+            };
+            std::mem::swap(&mut g.0, &mut out);
+            g.1
+        };
+        if !out.is_empty() {
+            let mut err = std::io::stderr().lock();
+            let _ = err.write_all(&out);
+            let _ = err.flush();
+            out.clear();
+        }
+        if stop {
+            return;
+        }
     }
 }
 
 /// What the line needs, gathered while the request is handled; the line is written when the
 /// response body is finished or dropped (so a cut download shows the bytes really sent).
 pub struct Record {
-    pub tx: Sender<String>,
+    pub tx: Sender,
     pub start: Instant,
     pub remote: SocketAddr,
     pub user: Option<Arc<str>>,
@@ -82,7 +123,7 @@ impl Record {
             printable(&self.path),
             self.status,
         );
-        let _ = self.tx.send(line);
+        self.tx.send(&line);
     }
 }
 
@@ -108,9 +149,12 @@ mod tests {
     #[test]
     fn lines_stay_one_line() {
         assert_eq!(printable("/a b\"\n"), "/a%20b%22%0A");
-        let (tx, rx) = channel();
+        let shared = Arc::new(Shared {
+            buf: Mutex::new((Vec::new(), false)),
+            wake: Condvar::new(),
+        });
         Record {
-            tx,
+            tx: Sender(shared.clone()),
             start: Instant::now(),
             remote: "127.0.0.1:5".parse().unwrap(),
             user: Some(Arc::from("director")),
@@ -119,7 +163,7 @@ mod tests {
             status: 200,
         }
         .emit(12, true);
-        let line = rx.recv().unwrap();
+        let line = String::from_utf8(shared.buf.lock().unwrap().0.clone()).unwrap();
         assert!(
             line.contains(" access 127.0.0.1:5 director \"GET /images/x\" 200 12 "),
             "{line}"

@@ -77,12 +77,33 @@ impl SafeFs {
         path: &DavPath,
         options: OpenOptions,
     ) -> FsResult<Box<dyn DavFile>> {
-        if options.append || !options.truncate {
+        if options.append {
             // Partial writes cannot be atomic without copying the object; the router answers 501
             // to Content-Range PUTs before they get here, as nginx does.
             return Err(FsError::NotImplemented);
         }
         let target = self.checked(path).await?;
+        if !options.truncate {
+            // LOCK of an unmapped URL: it only creates an empty resource, and writes nothing.
+            return blocking(move || {
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&target)
+                    .map_err(FsError::from)?;
+                Ok(Box::new(AtomicFile {
+                    file: None,
+                    temp: target.clone(),
+                    target,
+                    buf: Vec::new(),
+                    written: 0,
+                    expected: Some(0),
+                    no_clobber: true,
+                    committed: true,
+                }) as Box<dyn DavFile>)
+            })
+            .await;
+        }
         let base = self.base.clone();
         blocking(move || {
             match std::fs::metadata(&target) {

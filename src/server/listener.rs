@@ -45,6 +45,14 @@ pub fn run(cfg: ServerConfig) -> Result<(), String> {
     result
 }
 
+/// What `--check-config` checks beyond the file's shape: that the TLS files load.
+pub fn check(cfg: &ServerConfig) -> Result<(), String> {
+    if let Some(t) = &cfg.tls {
+        tls_acceptor(t)?;
+    }
+    Ok(())
+}
+
 async fn serve(cfg: ServerConfig, log: Option<Arc<AccessLog>>) -> Result<(), String> {
     let addr = cfg.listen_addr().map_err(|e| e.0)?;
     let tls = match &cfg.tls {
@@ -52,6 +60,11 @@ async fn serve(cfg: ServerConfig, log: Option<Arc<AccessLog>>) -> Result<(), Str
         None => None,
     };
     let app = Arc::new(App::new(&cfg, log)?);
+    if cfg.users.is_empty() {
+        log::warn!(
+            "no users configured: only anonymous access (per mount and registry) is possible"
+        );
+    }
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|e| format!("key 'listen': cannot listen on {addr}: {e}"))?;

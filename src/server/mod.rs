@@ -20,4 +20,4 @@ pub use atomic::TEMP_PREFIX;
 pub use config::{
     ConfigError, MountConfig, RegistryServerConfig, Role, ServerConfig, TlsConfig, UserConfig,
 };
-pub use listener::run;
+pub use listener::{check, run};

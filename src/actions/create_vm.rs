@@ -24,6 +24,12 @@ use crate::pool::{enroll, inventory};
 use crate::rpc::Args;
 use crate::stemcell::{self, StemcellMeta};
 
+/// The stemcell as Ironic downloads it.
+struct Image {
+    url: String,
+    meta: StemcellMeta,
+}
+
 struct Input<'a> {
     agent_id: &'a str,
     stemcell_cid: &'a str,
@@ -42,7 +48,12 @@ pub fn run(call: &Call, args: &Args) -> Result<Value> {
         disk_cids: args.string_list(4)?,
         env: Value::Object(args.object(5)?),
     };
-    let stemcell = stemcell::lookup(&call.stemcell_repository()?, input.stemcell_cid)?;
+    let stemcells = call.stemcell_repository()?;
+    let stemcell = stemcell::lookup(&stemcells, input.stemcell_cid)?;
+    let image = Image {
+        url: stemcells.public_url(&stemcell::image_path(&stemcell.cid)),
+        meta: stemcell,
+    };
     let client = call.ironic()?;
 
     let mut pool = inventory::load(client).map_err(|e| failed(e, "listing the node pool"))?;
@@ -102,7 +113,7 @@ pub fn run(call: &Call, args: &Args) -> Result<Value> {
         claimed.record.origin_state
     ));
 
-    match deploy(call, client, &pool, &claimed, &input, &stemcell) {
+    match deploy(call, client, &pool, &claimed, &input, &image) {
         Ok(result) => Ok(result),
         Err(e) => Err(rollback(call, client, &claimed, e)),
     }
@@ -114,8 +125,9 @@ fn deploy(
     pool: &PoolSnapshot,
     claimed: &Claimed,
     input: &Input,
-    stemcell: &StemcellMeta,
+    image: &Image,
 ) -> Result<Value> {
+    let stemcell = &image.meta;
     let cfg = call.config()?;
     let node = &claimed.node;
     let uuid = node.uuid.as_str();
@@ -171,12 +183,7 @@ fn deploy(
     let configdrive = configdrive_param(call, uuid, &drive)?;
 
     let mut ops = vec![
-        PatchOp::add(
-            "/instance_info/image_source",
-            json!(call
-                .stemcell_repository()?
-                .public_url(&stemcell::image_path(&stemcell.cid))),
-        ),
+        PatchOp::add("/instance_info/image_source", json!(image.url)),
         PatchOp::add("/instance_info/image_os_hash_algo", json!("sha256")),
         PatchOp::add("/instance_info/image_os_hash_value", json!(stemcell.sha256)),
         PatchOp::add(

@@ -10,6 +10,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use ironic_cpi::config::Config;
+use ironic_cpi::pool::cloud_properties::VmCloudProperties;
 use ironic_cpi::server::ServerConfig;
 use serde_json::{json, Value};
 use tempfile::TempDir;
@@ -459,6 +460,16 @@ fn request(method: &str, arguments: Value) -> Value {
            "api_version": 2})
 }
 
+/// `has_vm` through bin/cpi, which must fail (no Ironic is reachable): the error message.
+fn has_vm_error(root: &Path, job: &Path) -> String {
+    let out = run_bin_cpi(root, job, &request("has_vm", json!(["node-1"])), true);
+    let answer = response(&out);
+    let message = answer["error"]["message"].as_str();
+    message
+        .unwrap_or_else(|| panic!("has_vm must fail here: {answer}"))
+        .to_string()
+}
+
 #[test]
 fn bin_cpi_answers_info_with_the_directors_environment() {
     let root = TempDir::new().expect("tempdir");
@@ -520,14 +531,7 @@ fn bin_cpi_exports_the_proxies_and_the_cpi_uses_them() {
         );
         String::from_utf8_lossy(&buf[..n]).into_owned()
     });
-    let out = run_bin_cpi(
-        root.path(),
-        &job,
-        &request("has_vm", json!(["node-1"])),
-        true,
-    );
-    let answer = response(&out);
-    assert_ne!(answer["error"], Value::Null, "{answer}");
+    has_vm_error(root.path(), &job);
     let head = seen.join().expect("proxy thread");
     assert!(
         head.starts_with("GET http://ironic.invalid:6385/"),
@@ -564,29 +568,12 @@ fn ca_files_are_written_and_referenced_only_when_given() {
 
     // The CPI finds the file through bin/cpi (relative to the config directory): the call gets
     // as far as connecting (nothing listens on port 9).
-    let out = run_bin_cpi(
-        root.path(),
-        &job,
-        &request("has_vm", json!(["node-1"])),
-        true,
-    );
-    let answer = response(&out);
-    let message = answer["error"]["message"]
-        .as_str()
-        .expect("an error")
-        .to_string();
+    let message = has_vm_error(root.path(), &job);
     assert!(!message.contains("ca_cert_file"), "{message}");
 
     // Control: a CA file that is not PEM is reported, so the file above was really read.
     std::fs::write(job.join("config/cacert.pem"), "not a certificate\n").expect("write");
-    let out = run_bin_cpi(
-        root.path(),
-        &job,
-        &request("has_vm", json!(["node-1"])),
-        true,
-    );
-    let answer = response(&out);
-    let message = answer["error"]["message"].as_str().expect("an error");
+    let message = has_vm_error(root.path(), &job);
     assert!(message.contains("ca_cert_file"), "{message}");
 
     // An empty CA property is "not given".
@@ -826,53 +813,44 @@ fn ops_file_properties_render_valid_configs() {
 }
 
 #[test]
-fn cloud_config_uses_only_keys_the_cpi_knows() {
+fn cloud_config_vm_types_parse_as_the_cpi_parses_them() {
     let cloud = yaml("manifests/cloud-config.yml");
-    let known = [
-        "macs",
-        "ironic_properties",
-        "resource_class",
-        "traits",
-        "availability_zone",
-        "ironic_params",
-        "root_device",
-        "capabilities",
-        "system_disk",
-        "ephemeral_disk",
-        "clean_on_delete",
-    ];
-    for vm_type in cloud["vm_types"].as_array().expect("vm_types") {
-        for key in vm_type["cloud_properties"]
-            .as_object()
-            .expect("cloud_properties")
-            .keys()
-        {
-            assert!(
-                known.contains(&key.as_str()),
-                "vm_type {}: {key}",
-                vm_type["name"]
-            );
-        }
-    }
-    for az in cloud["azs"].as_array().expect("azs") {
+    let azs = cloud["azs"].as_array().expect("azs");
+    for az in azs {
         assert!(
             az["cloud_properties"]["availability_zone"].is_string(),
             "{az}"
         );
     }
-    for disk in cloud["disk_types"].as_array().expect("disk_types") {
-        assert!(disk["cloud_properties"]["device"]
-            .as_str()
-            .is_some_and(|d| d.starts_with("/dev/")));
+    let mut enrolling = 0;
+    for vm_type in cloud["vm_types"].as_array().expect("vm_types") {
+        // The director merges the AZ's cloud_properties into the vm_type's.
+        let mut merged = vm_type["cloud_properties"].clone();
+        let az = azs[0]["cloud_properties"]
+            .as_object()
+            .expect("az cloud_properties");
+        ironic_cpi::config::overlay(&mut merged, az);
+        let props = VmCloudProperties::parse(merged.as_object().expect("object"))
+            .unwrap_or_else(|e| panic!("vm_type {}: {}", vm_type["name"], e.message));
+        assert_eq!(props.availability_zone.as_deref(), Some("rack-a"));
+        if props.ironic_params.is_some() {
+            enrolling += 1;
+        }
     }
-    let enroll = cloud["vm_types"]
+    assert!(
+        enrolling > 0,
+        "an example vm_type enrolls a machine with ironic_params"
+    );
+    for disk in cloud["disk_types"].as_array().expect("disk_types") {
+        let device = disk["cloud_properties"]["device"].as_str();
+        assert!(device.is_some_and(|d| d.starts_with("/dev/")), "{disk}");
+    }
+    let storage = cloud["networks"]
         .as_array()
-        .expect("vm_types")
+        .expect("networks")
         .iter()
-        .find(|t| t["cloud_properties"].get("ironic_params").is_some())
-        .expect("an enrolling vm_type");
-    assert!(enroll["cloud_properties"]["macs"]
-        .as_array()
-        .is_some_and(|m| !m.is_empty()));
-    assert!(enroll["cloud_properties"]["ironic_params"]["driver"].is_string());
+        .flat_map(|n| n["subnets"].as_array().expect("subnets"))
+        .filter(|s| s["cloud_properties"].get("macs").is_some())
+        .count();
+    assert!(storage > 0, "an example subnet lists cloud_properties.macs");
 }

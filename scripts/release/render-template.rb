@@ -134,9 +134,9 @@ class RenderContext
 end
 
 def render(job_dir, job_spec, template_name, manifest_properties, spec_overrides)
-  # A fresh context per template, as bosh-template does: methods a template defines stay its own.
-  context_class = Class.new(RenderContext)
-  context = context_class.new(job_spec, manifest_properties, spec_overrides)
+  # A fresh context per template, as bosh-template makes one. (Methods a template defines with
+  # `def` land on the context class, in bosh-template as here; the templates do not rely on that.)
+  context = RenderContext.new(job_spec, manifest_properties, spec_overrides)
   path = File.join(job_dir, 'templates', template_name)
   template = ERB.new(File.read(path), trim_mode: '-')
   template.filename = path

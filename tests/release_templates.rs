@@ -35,7 +35,20 @@ fn output_text(out: &Output) -> String {
 
 /// Run the renderer with `props` (the job's manifest properties) on stdin.
 fn ruby_render(args: &[&str], props: &Value) -> Result<String, String> {
-    let mut child = Command::new("ruby")
+    ruby_render_traced(args, props, None)
+}
+
+/// `ruby_render`, appending the names of the properties the templates ask for to `trace`.
+fn ruby_render_traced(
+    args: &[&str],
+    props: &Value,
+    trace: Option<&Path>,
+) -> Result<String, String> {
+    let mut cmd = Command::new("ruby");
+    if let Some(trace) = trace {
+        cmd.env("RENDER_TRACE", trace);
+    }
+    let mut child = cmd
         .arg(repo().join("scripts/release/render-template.rb"))
         .args(args)
         .current_dir(repo())
@@ -853,4 +866,77 @@ fn cloud_config_vm_types_parse_as_the_cpi_parses_them() {
         .filter(|s| s["cloud_properties"].get("macs").is_some())
         .count();
     assert!(storage > 0, "an example subnet lists cloud_properties.macs");
+}
+
+/// Every property a job spec documents is read by some template: a spec entry that nothing
+/// renders would be a setting that silently does nothing.
+#[test]
+fn every_spec_property_is_read_by_a_template() {
+    let (cert, key) = self_signed();
+    let keystone = "https://keystone.example.com:5000/v3";
+    let repo_props = |name: &str| {
+        json!({"url": format!("http://127.0.0.1:25780/{name}"), "public_url": "http://10.0.0.6:25780/x",
+               "username": "u", "password": "p", "ca_cert": cert, "timeout": 30})
+    };
+    let cpi_cases = [
+        json!({"ironic": {"url": "https://ironic:6385", "ca_cert": cert,
+                          "auth": {"type": "http_basic", "username": "u", "password": "p"}},
+               "stemcell_repository": repo_props("images"),
+               "metadata_repository": repo_props("metadata"),
+               "registry": {"endpoint": "http://r/registry", "agent_endpoint": "http://a/registry",
+                            "username": "r", "password": "p", "ca_cert": cert},
+               "nats": {"address": "10.0.0.6", "user": "n", "password": "p"},
+               "agent": {"nats": {"address": "10.0.0.7"}, "blobstore": {"address": "10.0.0.7"}},
+               "blobstore": {"provider": "dav", "address": "10.0.0.6",
+                             "agent": {"user": "a", "password": "p"}, "tls": {"cert": {"ca": "CA"}}},
+               "defaults": {"ephemeral_disk": "/dev/sdb"},
+               "env": {"http_proxy": "http://p:3128", "https_proxy": "http://p:3128",
+                       "no_proxy": "localhost"}}),
+        json!({"ironic": {"url": "http://ironic:6385",
+                          "auth": {"type": "keystone_password", "auth_url": keystone, "username": "u",
+                                   "password": "p", "project_name": "bm", "region_name": "R"}},
+               "agent": {"mbus": "nats://10.0.0.6:4222"},
+               "blobstore": {"provider": "local", "path": "/var/vcap/micro_bosh/data/cache"}}),
+        json!({"ironic": {"url": "http://ironic:6385",
+                          "auth": {"type": "keystone_application_credential", "auth_url": keystone,
+                                   "application_credential_id": "i",
+                                   "application_credential_secret": "s"}},
+               "blobstore": {"provider": "s3", "bucket_name": "b", "access_key_id": "k",
+                             "secret_access_key": "s", "host": "s3", "s3_region": "r",
+                             "s3_port": 443, "use_ssl": true, "ssl_verify_peer": true,
+                             "s3_force_path_style": true, "s3_signature_version": "4"}}),
+        json!({"ironic": {"url": "http://ironic:6385", "auth": {"type": "token", "token": "t"}}}),
+    ];
+    let server_cases =
+        [json!({"ironic_cpi_server": {"tls": {"certificate": cert, "private_key": key}}})];
+    for (job, cases) in [
+        ("ironic_cpi", &cpi_cases[..]),
+        ("ironic_cpi_server", &server_cases[..]),
+    ] {
+        let work = TempDir::new().expect("tempdir");
+        let trace = work.path().join("trace");
+        for (i, props) in cases.iter().enumerate() {
+            let out = work.path().join(i.to_string());
+            let dir = format!("jobs/{job}");
+            ruby_render_traced(
+                &["--job", &dir, "-", out.to_str().expect("utf-8")],
+                props,
+                Some(&trace),
+            )
+            .unwrap_or_else(|e| panic!("{job} case {i}: {e}"));
+        }
+        let read = std::fs::read_to_string(&trace).expect("trace");
+        let read: std::collections::BTreeSet<&str> = read.lines().collect();
+        let spec = yaml(&format!("jobs/{job}/spec"));
+        let unread: Vec<&String> = spec["properties"]
+            .as_object()
+            .expect("properties")
+            .keys()
+            .filter(|name| !read.contains(name.as_str()))
+            .collect();
+        assert!(
+            unread.is_empty(),
+            "{job}: spec properties no template reads: {unread:?}"
+        );
+    }
 }

@@ -19,6 +19,7 @@
 # .else and .else_if_p, spec, and the rule that only properties declared in the job spec are
 # visible, with their spec defaults filled in. Links are not supported (the jobs use none).
 # Errors (unknown property, a raise in the template) go to stderr with exit status 1.
+# RENDER_TRACE=FILE appends the name of every property the templates ask for to FILE.
 
 require 'erb'
 require 'fileutils'
@@ -62,6 +63,7 @@ class RenderContext
 
   def p(*args)
     names = Array(args[0])
+    trace(names)
     names.each do |name|
       value = lookup_property(@raw_properties, name)
       return value unless value.nil?
@@ -72,6 +74,7 @@ class RenderContext
   end
 
   def if_p(*names)
+    trace(names)
     values = names.map { |name| lookup_property(@raw_properties, name) }
     return ActiveElseBlock.new(self) if values.any?(&:nil?)
 
@@ -88,6 +91,13 @@ class RenderContext
   end
 
   private
+
+  # With RENDER_TRACE=FILE, every property name a template asks for is appended to FILE, so that
+  # tests can find spec properties no template reads.
+  def trace(names)
+    path = ENV.fetch('RENDER_TRACE', '')
+    File.open(path, 'a') { |f| names.each { |name| f.puts(name) } } unless path.empty?
+  end
 
   def lookup_property(collection, name)
     name.split('.').reduce(collection) do |node, key|

@@ -450,7 +450,34 @@ impl Config {
             ))
         })?;
         overlay(&mut value, context_overrides);
-        Config::from_value(value).map_err(|e| e.context(format!("CPI config {}", path.display())))
+        let mut config = Config::from_value(value)
+            .map_err(|e| e.context(format!("CPI config {}", path.display())))?;
+        if let Some(dir) = path.parent() {
+            config.resolve_paths(dir);
+        }
+        Ok(config)
+    }
+
+    /// CA files given relative to the config file are found next to it, wherever the CPI runs
+    /// from (the director's working directory is not the job's).
+    fn resolve_paths(&mut self, dir: &Path) {
+        let resolve = |p: &mut Option<String>| {
+            if let Some(file) = p {
+                if Path::new(file.as_str()).is_relative() {
+                    *file = dir.join(file.as_str()).to_string_lossy().into_owned();
+                }
+            }
+        };
+        resolve(&mut self.ironic.ca_cert_file);
+        for repo in [&mut self.stemcell_repository, &mut self.metadata_repository]
+            .into_iter()
+            .flatten()
+        {
+            resolve(&mut repo.ca_cert_file);
+        }
+        if let Some(registry) = &mut self.registry {
+            resolve(&mut registry.ca_cert_file);
+        }
     }
 
     /// Parse and validate a config document; errors name the offending key.
@@ -705,6 +732,25 @@ mod tests {
         assert!(
             !shown.contains("hunter2") && !shown.contains("regpw"),
             "{shown}"
+        );
+    }
+
+    #[test]
+    fn relative_ca_files_are_next_to_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cpi.json");
+        let doc = json!({"ironic": {"url": "http://127.0.0.1:6385", "ca_cert_file": "cacert.pem"},
+            "registry": {"endpoint": "http://r:1", "username": "u", "password": "p",
+                         "ca_cert_file": "/etc/ssl/reg.pem"}});
+        std::fs::write(&path, doc.to_string()).unwrap();
+        let c = Config::load(&path, &Map::new()).unwrap();
+        assert_eq!(
+            c.ironic.ca_cert_file.as_deref(),
+            Some(dir.path().join("cacert.pem").to_str().unwrap())
+        );
+        assert_eq!(
+            c.registry.unwrap().ca_cert_file.as_deref(),
+            Some("/etc/ssl/reg.pem")
         );
     }
 

@@ -542,17 +542,10 @@ impl IronicClient {
         budget: Option<RetryBudget>,
     ) -> Result<Answer, IronicError> {
         let mut reauthenticated = false;
-        let mut negotiated = false;
         loop {
             let session = self.session()?;
-            // Optimistic: the configured maximum first. Ironic serves it or answers 406, and only
-            // then is `GET /v1` worth a request (one saved on every CPI call).
-            let known = *self.version.lock().unwrap_or_else(|p| p.into_inner());
             let version = match mode {
-                Mode::Api => Some(match known {
-                    Some(v) => v,
-                    None => parse_microversion(&self.cfg.microversion.max).unwrap_or((1, 1)),
-                }),
+                Mode::Api => Some(self.microversion()?),
                 _ => None,
             };
             let url = format!("{}{}", session.base, path);
@@ -567,20 +560,6 @@ impl IronicClient {
                 target,
             };
             let result = self.send_with_retries(&exchange, budget);
-            if mode == Mode::Api && known.is_none() {
-                match &result {
-                    Err(IronicError::NotAcceptable { .. }) if !negotiated => {
-                        negotiated = true;
-                        self.microversion()?;
-                        continue;
-                    }
-                    Ok(_) => {
-                        let mut guard = self.version.lock().unwrap_or_else(|p| p.into_inner());
-                        guard.get_or_insert(version.unwrap_or((1, 1)));
-                    }
-                    Err(_) => {}
-                }
-            }
             match result {
                 Err(IronicError::Unauthorized { .. })
                     if !reauthenticated && keystone::token_request(&self.cfg.auth).is_some() =>

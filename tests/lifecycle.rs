@@ -749,3 +749,49 @@ fn calculate_vm_cloud_properties_selects_big_enough_nodes() {
         &json!({"ironic_properties": {"cpus": 2, "memory_mb": 4096, "local_gb": 11}})
     );
 }
+
+#[test]
+fn delete_vm_with_manual_cleaning_returns_the_node_to_its_origin() {
+    let rc = "lc-clean";
+    let (node, _) = enroll(rc, 0x19, 0, 1, |_| {});
+    let before = pool_state(rc);
+    let out = create_vm(
+        json!({"resource_class": rc}),
+        json!({"default": manual_network("10.0.16.90", None)}),
+        json!([]),
+        2,
+    );
+    assert_eq!(vm_cid(&out), node);
+    // cpi-config properties in the context override the file. First a clean step this node
+    // lacks: cleaning fails, the error says why, and the node stays held for a retry.
+    let delete = |step: Value| {
+        shared().lab.call_raw(&json!({"method": "delete_vm", "arguments": [node], "api_version": 2,
+            "context": {"director_uuid": "d", "ironic": {"clean_on_delete": true, "clean_steps": [step]}}}))
+    };
+    let failed = delete(json!({"interface": "raid", "step": "delete_configuration"}));
+    assert_eq!(
+        failed.error_type(),
+        Some("Bosh::Clouds::CloudError"),
+        "{}",
+        failed.stdout
+    );
+    let msg = failed.response["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("clean failed") && msg.contains("does not support this clean step"),
+        "{msg}"
+    );
+    assert_eq!(
+        client().get_node(&node).unwrap().provision_state.as_deref(),
+        Some("clean failed")
+    );
+    // The retry with a step fake-hardware has recovers the node and finishes the job.
+    let out = delete(json!({"interface": "bios", "step": "factory_reset"}));
+    out.ok();
+    let log = out.response["log"].as_str().unwrap();
+    assert!(log.contains("cleaned node"), "{log}");
+    assert_eq!(
+        pool_state(rc),
+        before,
+        "cleaned, then back to available and released"
+    );
+}

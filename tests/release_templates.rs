@@ -436,7 +436,9 @@ fn run_bin_cpi(root: &Path, job: &Path, request: &Value, bosh_dirs: bool) -> Out
     std::fs::create_dir_all(&packages).expect("packages dir");
     let binary = packages.join("ironic_cpi");
     if !binary.exists() {
-        std::fs::copy(CPI, &binary).expect("copy the CPI binary");
+        // A symlink, not a copy: a copy's write descriptor can leak into a child that another test
+        // thread forks meanwhile, and exec then fails with ETXTBSY ("Text file busy").
+        std::os::unix::fs::symlink(CPI, &binary).expect("link the CPI binary");
     }
     let home = root.join("home");
     std::fs::create_dir_all(&home).expect("home");

@@ -191,7 +191,9 @@ impl Teardown<'_> {
     }
 
     fn manual_clean(&self, mut node: Node) -> Result<Node> {
-        if node.state() == "available" {
+        // Manual cleaning starts from manageable; `manage` also recovers a node whose earlier
+        // cleaning failed, so a retried delete_vm can clean again.
+        if node.state() != "manageable" {
             self.action(&node, "manage", None)?;
             node = self.wait(&node, "manageable", secs(self.ironic.timeouts.manage))?;
         }

@@ -1,12 +1,12 @@
 //! Start Debian's nginx as a WebDAV server (the setup most Ironic installations use), as the
 //! current user, with its own temp prefix for config, pid, logs and body temp files.
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use super::server::Supervised;
+use super::process::{free_port, ChildProcess, SpawnOptions};
 
 pub const NGINX: &str = "/usr/sbin/nginx";
 pub const DAV_EXT_MODULE: &str = "/usr/lib/nginx/modules/ngx_http_dav_ext_module.so";
@@ -16,7 +16,7 @@ pub struct NginxLab {
     pub url: String,
     pub root: PathBuf,
     pub prefix: PathBuf,
-    child: Supervised,
+    child: ChildProcess,
     _dir: tempfile::TempDir,
 }
 
@@ -97,13 +97,21 @@ impl NginxLab {
             .arg(prefix.join("error.log"))
             .arg("-c")
             .arg(&conf);
-        let mut child = Supervised::start(cmd, &prefix.join("stderr.log"), &prefix)?;
+        let mut child = ChildProcess::spawn(
+            "nginx",
+            cmd,
+            &prefix.join("stderr.log"),
+            SpawnOptions {
+                grace: Duration::from_secs(5),
+                remove_dir: Some(prefix.clone()),
+            },
+        )?;
         let start = Instant::now();
         loop {
             if TcpStream::connect(("127.0.0.1", port)).is_ok() {
                 break;
             }
-            let failed = matches!(child.child.try_wait(), Ok(Some(_)));
+            let failed = child.try_wait().is_some();
             if failed || start.elapsed() > Duration::from_secs(10) {
                 drop(child);
                 let log = std::fs::read_to_string(prefix.join("error.log")).unwrap_or_default();
@@ -122,14 +130,6 @@ impl NginxLab {
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.child.id()
+        self.child.pid()
     }
-}
-
-/// A loopback port that was free a moment ago.
-pub fn free_port() -> Result<u16, String> {
-    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("cannot bind: {e}"))?;
-    l.local_addr()
-        .map(|a| a.port())
-        .map_err(|e| format!("cannot read the port: {e}"))
 }

@@ -125,6 +125,11 @@ if [ -n "$dir" ]; then rm -rf -- "$dir"; fi
         self.opts.remove_dir.clone()
     }
 
+    /// The exit status, if the process has exited.
+    pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
     /// Leave the directory in place when this process stops (a restart reuses it).
     pub fn keep_dir(&mut self) {
         self.opts.remove_dir = None;

@@ -8,11 +8,12 @@
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use crate::lab::process::{ChildProcess, SpawnOptions};
 use crate::server::Role;
 
 /// Users every lab server has (plain passwords: it is a test setup).
@@ -49,7 +50,7 @@ pub struct ServerLab {
     pub root: PathBuf,
     pub config_path: PathBuf,
     pub log_path: PathBuf,
-    child: Supervised,
+    child: ChildProcess,
     _dir: tempfile::TempDir,
 }
 
@@ -89,7 +90,15 @@ impl ServerLab {
         let log_path = dir.path().join("server.log");
         let mut cmd = Command::new(&binary);
         cmd.arg("-c").arg(&config_path);
-        let child = Supervised::start(cmd, &log_path, dir.path())?;
+        let child = ChildProcess::spawn(
+            "ironic_cpi_server",
+            cmd,
+            &log_path,
+            SpawnOptions {
+                grace: Duration::from_secs(5),
+                remove_dir: Some(dir.path().to_path_buf()),
+            },
+        )?;
         let mut lab = ServerLab {
             url: String::new(),
             root,
@@ -111,7 +120,7 @@ impl ServerLab {
                 let url = rest.split_whitespace().next().unwrap_or("").to_string();
                 return Ok(url);
             }
-            if let Ok(Some(status)) = self.child.child.try_wait() {
+            if let Some(status) = self.child.try_wait() {
                 return Err(format!(
                     "ironic_cpi_server exited ({status}) before listening; log:\n{log}"
                 ));
@@ -126,7 +135,7 @@ impl ServerLab {
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.child.id()
+        self.child.pid()
     }
 
     /// Everything the server wrote to stderr so far.
@@ -152,7 +161,7 @@ impl ServerLab {
     pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
         let start = Instant::now();
         while start.elapsed() < limit {
-            if let Ok(Some(s)) = self.child.child.try_wait() {
+            if let Some(s) = self.child.try_wait() {
                 return Some(s);
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -185,69 +194,7 @@ pub fn server_binary() -> Result<PathBuf, String> {
     ))
 }
 
-/// A child process that dies with its owner: killed on drop, and by a watchdog when this process
-/// dies without dropping it (tests keep labs in statics, which are never dropped).
-pub(crate) struct Supervised {
-    pub child: Child,
-    watchdog: Option<Child>,
-}
-
-impl Supervised {
-    /// Start `cmd` with stdout and stderr into `log`. `scratch` is removed by the watchdog after
-    /// the child is gone (a temp dir's own Drop never runs for a lab kept in a static).
-    pub fn start(cmd: Command, log: &Path, scratch: &Path) -> Result<Supervised, String> {
-        let child = spawn_logged(cmd, log)?;
-        let watchdog = watchdog(child.id(), scratch);
-        Ok(Supervised { child, watchdog })
-    }
-}
-
-impl Drop for Supervised {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if let Some(w) = &mut self.watchdog {
-            let _ = w.kill();
-            let _ = w.wait();
-        }
-    }
-}
-
-/// Spawn `cmd` with stdout and stderr appended to `log` and no stdin.
-fn spawn_logged(mut cmd: Command, log: &Path) -> Result<Child, String> {
-    let out = File::create(log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
-    let err = out
-        .try_clone()
-        .map_err(|e| format!("cannot reopen {}: {e}", log.display()))?;
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::from(out))
-        .stderr(Stdio::from(err))
-        .spawn()
-        .map_err(|e| format!("cannot start {:?}: {e}", cmd.get_program()))
-}
-
-/// A small shell process that kills `child` once this process is gone (tests that keep a server
-/// in a static never run its Drop).
-fn watchdog(child: u32, scratch: &Path) -> Option<Child> {
-    let parent = std::process::id();
-    // The loop ends when the test process is gone (or the child exited on its own); the scratch
-    // directory is removed only then, never while the test may still use it.
-    let script = format!(
-        "while kill -0 {parent} 2>/dev/null && kill -0 {child} 2>/dev/null; do sleep 0.5; done; \
-         kill -0 {parent} 2>/dev/null && exit 0; \
-         kill -TERM {child} 2>/dev/null; sleep 2; kill -KILL {child} 2>/dev/null; rm -rf -- \"$0\""
-    );
-    Command::new("sh")
-        .arg("-c")
-        .arg(script)
-        .arg(scratch)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .ok()
-}
-
+/// Send a signal by name (`TERM`, `KILL`, `STOP`, ...) to one process.
 pub fn send_signal(pid: u32, name: &str) -> Result<(), String> {
     let status = Command::new("kill")
         .arg(format!("-{name}"))

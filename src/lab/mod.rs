@@ -2,6 +2,7 @@
 //! companion server and nginx), each in its own directory, stopped when the test process exits.
 
 pub mod cpi;
+pub mod faultproxy;
 pub mod ironic;
 pub mod nginx;
 pub mod process;

@@ -139,7 +139,7 @@ fn transient_503_409_and_dropped_reads_are_retried_within_bounds() {
         Some("PUT"),
         &format!("{node}/states/provision"),
         Fault::Unavailable {
-            retry_after: Some(1),
+            retry_after: Some("1"),
         },
         1,
     );
@@ -466,4 +466,43 @@ fn server_killed_during_a_stemcell_upload() {
             assert_eq!(status, 404, "{url} is visible after the crash");
         }
     }
+}
+
+/// A server's `Retry-After` is capped by the retry policy, whatever it says: a huge or odd value
+/// must neither crash the CPI nor make it sleep for ages.
+#[test]
+fn absurd_retry_after_values_are_capped() {
+    let s = shared();
+    let client = s.lab.client().unwrap();
+    let nodes = enroll(&client, "f-retryafter", 0x55, 1);
+    let proxy = FaultProxy::start(&s.lab.ironic.url).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = through_proxy(&s.lab, dir.path(), &proxy, 6);
+    for value in [
+        "1e300",
+        "18446744073709551616",
+        "-5",
+        "soon",
+        "Wed, 21 Oct 2015 07:28:00 GMT",
+    ] {
+        proxy.inject(
+            Some("GET"),
+            &format!("/v1/nodes/{}", nodes[0]),
+            Fault::Unavailable {
+                retry_after: Some(value),
+            },
+            1,
+        );
+        let started = Instant::now();
+        let out = s
+            .lab
+            .call_with_config(&config, "has_vm", json!([nodes[0]]), 2, Some(3));
+        assert_eq!(out.ok(), &json!(false), "Retry-After: {value}");
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "Retry-After: {value} took {:?}",
+            started.elapsed()
+        );
+    }
+    assert_eq!(proxy.injected(), 5);
 }

@@ -126,3 +126,43 @@ fn config_documents_never_panic() {
         Ok(true)
     });
 }
+
+/// Durations that are finite but larger than `Duration` or `Instant` can hold are refused with
+/// the key's name, not accepted and then a panic when the client or a wait uses them.
+#[test]
+fn huge_durations_are_refused_naming_the_key() {
+    let keys: [&[&str]; 13] = [
+        &["ironic", "connect_timeout"],
+        &["ironic", "request_timeout"],
+        &["ironic", "retry", "initial_delay"],
+        &["ironic", "retry", "max_delay"],
+        &["ironic", "poll", "initial_interval"],
+        &["ironic", "poll", "max_interval"],
+        &["ironic", "timeouts", "deploy"],
+        &["ironic", "timeouts", "provide"],
+        &["ironic", "timeouts", "undeploy"],
+        &["ironic", "timeouts", "clean"],
+        &["ironic", "timeouts", "manage"],
+        &["ironic", "timeouts", "power"],
+        &["stemcell_repository", "timeout"],
+    ];
+    for key in keys {
+        for huge in [1e300, 2e19, 1e12] {
+            let mut doc = json!({"ironic": {"url": "http://127.0.0.1:6385"},
+                "stemcell_repository": {"url": "http://127.0.0.1:25250/images"}});
+            let mut at = &mut doc;
+            for k in &key[..key.len() - 1] {
+                if at.get(*k).is_none() {
+                    at[*k] = json!({});
+                }
+                at = &mut at[*k];
+            }
+            at[key[key.len() - 1]] = json!(huge);
+            let name = key.join(".");
+            match Config::from_value(doc) {
+                Err(e) => assert!(e.message.contains(&name), "{name}: {}", e.message),
+                Ok(_) => panic!("{name} = {huge} was accepted"),
+            }
+        }
+    }
+}

@@ -19,8 +19,9 @@ use serde_json::Value;
 /// What the proxy does instead of (or to) a matching request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
-    /// `503 Service Unavailable`, with `Retry-After` seconds when given.
-    Unavailable { retry_after: Option<u32> },
+    /// `503 Service Unavailable`, with this `Retry-After` value when given (any text, so that
+    /// absurd values can be sent too).
+    Unavailable { retry_after: Option<&'static str> },
     /// `409` with Ironic's NodeLocked message (transient: "please retry").
     NodeLocked,
     /// Read the request, then close the connection without an answer.
@@ -527,7 +528,7 @@ mod tests {
             Some("GET"),
             "/v1/nodes",
             Fault::Unavailable {
-                retry_after: Some(1),
+                retry_after: Some("1"),
             },
             2,
         );

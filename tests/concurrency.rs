@@ -6,13 +6,14 @@
 //! A round is one wave of 32 and one of 40 calls; CI runs `IRONIC_CPI_CONCURRENCY_ROUNDS` rounds
 //! (default 1, about 2 minutes on 2 cores); `bench/soak` runs more.
 
-use std::collections::{BTreeMap, BTreeSet};
+mod common;
+
+use std::collections::BTreeSet;
 use std::sync::OnceLock;
 
 use serde_json::{json, Value};
 
-use ironic_cpi::ironic::NodeQuery;
-use ironic_cpi::lab::cpi::{make_stemcell_image, CallOutcome, CpiLab, CpiLabOptions};
+use ironic_cpi::lab::cpi::{CallOutcome, CpiLab};
 use ironic_cpi::lab::ironic::{enroll_node, lab_mac, IronicLabOptions, NodeSpec};
 
 const POOL: usize = 32;
@@ -26,27 +27,8 @@ struct Shared {
 fn shared() -> &'static Shared {
     static LAB: OnceLock<Shared> = OnceLock::new();
     LAB.get_or_init(|| {
-        let lab = CpiLab::start(CpiLabOptions {
-            ironic: IronicLabOptions::default(),
-            registry: false,
-            publish_configdrive: false,
-            cpi_binary: env!("CARGO_BIN_EXE_ironic_cpi").into(),
-            server_binary: Some(env!("CARGO_BIN_EXE_ironic_cpi_server").into()),
-        })
-        .unwrap_or_else(|e| panic!("lab: {e}"));
-        let dir = tempfile::tempdir().unwrap();
-        let image = make_stemcell_image(dir.path(), 64 * 1024, true).unwrap();
-        let stemcell = lab
-            .call(
-                "create_stemcell",
-                json!([image.to_str().unwrap(), {"name": "s", "version": "1", "disk_format": "qcow2"}]),
-                2,
-                None,
-            )
-            .ok()
-            .as_str()
-            .unwrap()
-            .to_string();
+        let lab = common::start_lab(IronicLabOptions::default(), false, false);
+        let stemcell = common::upload_stemcell(&lab, None, 64 * 1024);
         enroll_pool(&lab);
         Shared { lab, stemcell }
     })
@@ -69,25 +51,8 @@ fn enroll_pool(lab: &CpiLab) {
     });
 }
 
-/// Per node (by uuid): everything a VM's coming and going could leave behind.
-fn pool_state() -> BTreeMap<String, Value> {
-    shared()
-        .lab
-        .client()
-        .unwrap()
-        .list_nodes(&NodeQuery {
-            resource_class: Some(RC.into()),
-            ..Default::default()
-        })
-        .unwrap()
-        .into_iter()
-        .map(|n| {
-            let state = json!({"name": n.name, "provision_state": n.provision_state,
-                "target": n.target_provision_state, "instance_uuid": n.instance_uuid,
-                "maintenance": n.maintenance, "extra": n.extra, "instance_info": n.instance_info});
-            (n.uuid, state)
-        })
-        .collect()
+fn pool_state() -> Vec<Value> {
+    common::pool_state(&shared().lab.client().unwrap(), RC)
 }
 
 fn create_vm(agent_id: &str) -> CallOutcome {
@@ -129,7 +94,7 @@ fn delete_all(vms: &[String]) {
 }
 
 /// One wave of `n` concurrent create_vm calls on the 32-node pool, checked, then deleted.
-fn wave(n: usize, before: &BTreeMap<String, Value>) {
+fn wave(n: usize, before: &[Value]) {
     let outcomes = create_many(n);
     let mut vms = Vec::new();
     let mut failures = Vec::new();
@@ -154,13 +119,7 @@ fn wave(n: usize, before: &BTreeMap<String, Value>) {
             .join("\n")
     );
     for out in &failures {
-        assert_eq!(
-            out.error_type(),
-            Some("Bosh::Clouds::VMCreationFailed"),
-            "{}",
-            out.stdout
-        );
-        assert_eq!(out.response["error"]["ok_to_retry"], json!(true));
+        common::assert_retryable_creation_failure(out);
     }
     // Each node carries the agent that was told it got it.
     let client = shared().lab.client().unwrap();
@@ -172,12 +131,15 @@ fn wave(n: usize, before: &BTreeMap<String, Value>) {
             json!(agent),
             "node {vm}"
         );
-        assert!(before.contains_key(vm), "{vm} is not a pool node");
+        assert!(
+            before.iter().any(|b| b["uuid"] == json!(vm)),
+            "{vm} is not a pool node"
+        );
     }
     let vm_ids: Vec<String> = vms.into_iter().map(|(_, vm)| vm).collect();
     delete_all(&vm_ids);
     assert_eq!(
-        &pool_state(),
+        pool_state(),
         before,
         "the pool differs after {n} creates and deletes"
     );

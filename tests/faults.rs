@@ -6,14 +6,16 @@
 //! Each test enrolls nodes of its own resource class and checks that the pool is exactly as it
 //! was once the fault is over; each proxy test has its own proxy and CPI config.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use ironic_cpi::ironic::{IronicClient, NodeQuery};
-use ironic_cpi::lab::cpi::{make_stemcell_image, CallOutcome, CpiLab, CpiLabOptions};
+use ironic_cpi::ironic::IronicClient;
+use ironic_cpi::lab::cpi::{make_stemcell_image, CallOutcome, CpiLab};
 use ironic_cpi::lab::faultproxy::{Fault, FaultProxy};
 use ironic_cpi::lab::ironic::{enroll_node, lab_mac, IronicLabOptions, NodeSpec};
 use ironic_cpi::lab::server::{ServerLab, ServerOpts};
@@ -24,27 +26,8 @@ struct Shared {
 }
 
 fn start_lab(ironic: IronicLabOptions) -> (CpiLab, String) {
-    let lab = CpiLab::start(CpiLabOptions {
-        ironic,
-        registry: false,
-        publish_configdrive: false,
-        cpi_binary: env!("CARGO_BIN_EXE_ironic_cpi").into(),
-        server_binary: Some(env!("CARGO_BIN_EXE_ironic_cpi_server").into()),
-    })
-    .unwrap_or_else(|e| panic!("lab: {e}"));
-    let dir = tempfile::tempdir().unwrap();
-    let image = make_stemcell_image(dir.path(), 64 * 1024, true).unwrap();
-    let stemcell = lab
-        .call(
-            "create_stemcell",
-            json!([image.to_str().unwrap(), {"name": "s", "version": "1", "disk_format": "qcow2"}]),
-            2,
-            None,
-        )
-        .ok()
-        .as_str()
-        .unwrap()
-        .to_string();
+    let lab = common::start_lab(ironic, false, false);
+    let stemcell = common::upload_stemcell(&lab, None, 64 * 1024);
     (lab, stemcell)
 }
 
@@ -67,33 +50,11 @@ fn enroll(client: &IronicClient, rc: &str, byte: u8, count: u16) -> Vec<String> 
         .collect()
 }
 
-fn pool_state(client: &IronicClient, rc: &str) -> Vec<Value> {
-    let mut nodes = client
-        .list_nodes(&NodeQuery {
-            resource_class: Some(rc.into()),
-            ..Default::default()
-        })
-        .unwrap();
-    nodes.sort_by(|a, b| a.uuid.cmp(&b.uuid));
-    nodes
-        .into_iter()
-        .map(|n| {
-            json!({"uuid": n.uuid, "name": n.name, "state": n.provision_state,
-                   "target": n.target_provision_state, "instance_uuid": n.instance_uuid,
-                   "maintenance": n.maintenance, "extra": n.extra,
-                   "instance_info": n.instance_info})
-        })
-        .collect()
-}
+use common::{assert_retryable_creation_failure, pool_state};
 
 /// The lab's CPI config with `edit` applied, in `dir`.
 fn config_variant(lab: &CpiLab, dir: &Path, edit: impl FnOnce(&mut Value)) -> PathBuf {
-    let mut config: Value =
-        serde_json::from_slice(&std::fs::read(&lab.config_path).unwrap()).unwrap();
-    edit(&mut config);
-    let path = dir.join("cpi.json");
-    std::fs::write(&path, config.to_string()).unwrap();
-    path
+    common::config_variant(&lab.config_path, dir, "cpi.json", edit)
 }
 
 /// The lab's config with Ironic reached through `proxy`, retrying up to `attempts` times, fast.
@@ -108,6 +69,47 @@ fn through_proxy(lab: &CpiLab, dir: &Path, proxy: &FaultProxy, attempts: u32) ->
 fn create_vm_args(stemcell: &str, rc: &str) -> Value {
     json!([uuid::Uuid::new_v4().to_string(), stemcell, {"resource_class": rc},
            {"default": {"type": "dynamic", "cloud_properties": {}}}, [], {"bosh": {}}])
+}
+
+/// One proxy test's setup: its nodes, the pool as it was, a proxy in front of the shared lab's
+/// Ironic, and a CPI config that goes through it.
+struct Proxied {
+    client: IronicClient,
+    nodes: Vec<String>,
+    before: Vec<Value>,
+    proxy: FaultProxy,
+    config: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+fn proxied(rc: &str, byte: u8, attempts: u32) -> Proxied {
+    let s = shared();
+    let client = s.lab.client().unwrap();
+    let nodes = enroll(&client, rc, byte, 1);
+    let before = pool_state(&client, rc);
+    let proxy = FaultProxy::start(&s.lab.ironic.url).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = through_proxy(&s.lab, dir.path(), &proxy, attempts);
+    Proxied {
+        client,
+        nodes,
+        before,
+        proxy,
+        config,
+        _dir: dir,
+    }
+}
+
+/// create_vm on the nodes of `rc`, with the CPI config `config`.
+fn create_vm_with(config: &Path, rc: &str) -> CallOutcome {
+    let s = shared();
+    s.lab.call_with_config(
+        config,
+        "create_vm",
+        create_vm_args(&s.stemcell, rc),
+        2,
+        Some(3),
+    )
 }
 
 fn vm_cid(out: &CallOutcome) -> String {
@@ -149,13 +151,7 @@ fn transient_503_409_and_dropped_reads_are_retried_within_bounds() {
         Fault::NodeLocked,
         2,
     );
-    let out = s.lab.call_with_config(
-        &config,
-        "create_vm",
-        create_vm_args(&s.stemcell, rc),
-        2,
-        Some(3),
-    );
+    let out = create_vm_with(&config, rc);
     assert_eq!(vm_cid(&out), *node);
     assert_eq!(proxy.injected(), 10, "every injected fault was met");
     // Bounds: each faulted request was repeated exactly as often as it failed, plus once.
@@ -187,14 +183,16 @@ fn transient_503_409_and_dropped_reads_are_retried_within_bounds() {
 #[test]
 fn persistent_503_ends_in_a_typed_error_within_the_retry_budget() {
     let s = shared();
-    let client = s.lab.client().unwrap();
     let rc = "f-persistent";
-    let nodes = enroll(&client, rc, 0x52, 1);
-    let before = pool_state(&client, rc);
-    let proxy = FaultProxy::start(&s.lab.ironic.url).unwrap();
-    let dir = tempfile::tempdir().unwrap();
     let attempts = 4;
-    let config = through_proxy(&s.lab, dir.path(), &proxy, attempts);
+    let Proxied {
+        client,
+        nodes,
+        before,
+        proxy,
+        config,
+        _dir: _config_dir,
+    } = proxied(rc, 0x52, attempts);
 
     // Every request: the first one (API version negotiation) exhausts the budget.
     proxy.inject(None, "/", Fault::Unavailable { retry_after: None }, 1000);
@@ -223,20 +221,8 @@ fn persistent_503_ends_in_a_typed_error_within_the_retry_budget() {
         Fault::Unavailable { retry_after: None },
         1000,
     );
-    let out = s.lab.call_with_config(
-        &config,
-        "create_vm",
-        create_vm_args(&s.stemcell, rc),
-        2,
-        Some(3),
-    );
-    assert_eq!(
-        out.error_type(),
-        Some("Bosh::Clouds::VMCreationFailed"),
-        "{}",
-        out.stdout
-    );
-    assert_eq!(out.response["error"]["ok_to_retry"], json!(true));
+    let out = create_vm_with(&config, rc);
+    assert_retryable_creation_failure(&out);
     assert_eq!(proxy.count("PATCH", &nodes[0]), attempts as usize);
     proxy.clear_faults();
     assert_eq!(pool_state(&client, rc), before);
@@ -244,14 +230,15 @@ fn persistent_503_ends_in_a_typed_error_within_the_retry_budget() {
 
 #[test]
 fn a_failed_deploy_is_rolled_back() {
-    let s = shared();
-    let client = s.lab.client().unwrap();
     let rc = "f-deployfail";
-    let nodes = enroll(&client, rc, 0x53, 1);
-    let before = pool_state(&client, rc);
-    let proxy = FaultProxy::start(&s.lab.ironic.url).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let config = through_proxy(&s.lab, dir.path(), &proxy, 6);
+    let Proxied {
+        client,
+        nodes,
+        before,
+        proxy,
+        config,
+        _dir: _config_dir,
+    } = proxied(rc, 0x53, 6);
     // The first read of the node after the deploy started reports `deploy failed`.
     proxy.inject(
         Some("GET"),
@@ -259,21 +246,8 @@ fn a_failed_deploy_is_rolled_back() {
         Fault::FailDeploy,
         1,
     );
-    let out = s.lab.call_with_config(
-        &config,
-        "create_vm",
-        create_vm_args(&s.stemcell, rc),
-        2,
-        Some(3),
-    );
-    assert_eq!(
-        out.error_type(),
-        Some("Bosh::Clouds::VMCreationFailed"),
-        "{}",
-        out.stdout
-    );
-    assert_eq!(out.response["error"]["ok_to_retry"], json!(true));
-    let message = out.response["error"]["message"].as_str().unwrap();
+    let out = create_vm_with(&config, rc);
+    let message = assert_retryable_creation_failure(&out);
     assert!(message.contains("deploy failed"), "{message}");
     assert!(
         message.contains("injected by the fault proxy"),
@@ -365,12 +339,7 @@ fn stop_during_deploy(
         lab.call_with_config(config, "delete_vm", json!([node]), 2, Some(3))
             .ok();
     } else {
-        assert_eq!(
-            out.error_type(),
-            Some("Bosh::Clouds::VMCreationFailed"),
-            "{}",
-            out.stdout
-        );
+        assert_retryable_creation_failure(&out);
     }
 }
 

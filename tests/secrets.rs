@@ -9,6 +9,8 @@
 //! (`user-data`): env and mbus. The registry password appears in no drive (no
 //! `embed_credentials_for_agent`), and nothing of the CPI's own credentials ever does.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -17,7 +19,7 @@ use std::sync::Mutex;
 use base64::Engine;
 use serde_json::{json, Value};
 
-use ironic_cpi::lab::cpi::{make_stemcell_image, CallOutcome, CpiLab, CpiLabOptions};
+use ironic_cpi::lab::cpi::{make_stemcell_image, CallOutcome, CpiLab};
 use ironic_cpi::lab::ironic::{enroll_node, lab_mac, IronicLabOptions, LabAuth, NodeSpec};
 use ironic_cpi::lab::server::{ServerLab, ServerOpts};
 use ironic_cpi::rpc::dispatch::METHODS;
@@ -84,20 +86,17 @@ struct Lab {
 
 impl Lab {
     fn start() -> Lab {
-        let lab = CpiLab::start(CpiLabOptions {
-            ironic: IronicLabOptions {
+        let lab = common::start_lab(
+            IronicLabOptions {
                 auth: LabAuth::HttpBasic {
                     username: "cpi".into(),
                     password: IRONIC_PW.into(),
                 },
                 ..Default::default()
             },
-            registry: true,
-            publish_configdrive: true,
-            cpi_binary: env!("CARGO_BIN_EXE_ironic_cpi").into(),
-            server_binary: Some(env!("CARGO_BIN_EXE_ironic_cpi_server").into()),
-        })
-        .unwrap_or_else(|e| panic!("lab: {e}"));
+            true,
+            true,
+        );
         let server = ServerLab::start(ServerOpts {
             anonymous_read: true,
             binary: Some(env!("CARGO_BIN_EXE_ironic_cpi_server").into()),
@@ -151,14 +150,7 @@ impl Lab {
     }
 }
 
-/// `base` with `edit` applied, as `dir/name`.
-fn write_config(base: &Path, dir: &Path, name: &str, edit: impl FnOnce(&mut Value)) -> PathBuf {
-    let mut config: Value = serde_json::from_slice(&std::fs::read(base).unwrap()).unwrap();
-    edit(&mut config);
-    let path = dir.join(name);
-    std::fs::write(&path, config.to_string()).unwrap();
-    path
-}
+use common::config_variant as write_config;
 
 /// Every file of the config drive published for `node`: path -> bytes.
 fn drive_files(server: &ServerLab, node: &str) -> Vec<(String, Vec<u8>)> {
@@ -335,26 +327,27 @@ fn no_method_and_no_failure_path_leaks_a_secret() {
     l.call("delete_vm", json!([old_vm])).ok();
 
     // Failure paths, each with a secret of its own.
-    let wrong = write_config(&l.config, l.dir.path(), "wrong-ironic.json", |c| {
-        c["ironic"]["auth"]["password"] = json!(WRONG_IRONIC_PW);
-    });
-    let out = l.call_with(&wrong, "has_vm", json!([vm]), 3);
-    assert!(
-        out.error_type().is_some(),
-        "wrong Ironic password: {}",
-        out.stdout
-    );
-    let userinfo = write_config(&l.config, l.dir.path(), "userinfo.json", |c| {
-        c["ironic"]["url"] = json!(format!("http://cpi:{URL_USERINFO_PW}@127.0.0.1:9"));
-        c["ironic"]["connect_timeout"] = json!(1);
-        c["ironic"]["retry"] = json!({"max_attempts": 2, "initial_delay": 0.05, "max_delay": 0.1});
-    });
-    let out = l.call_with(&userinfo, "has_vm", json!([vm]), 3);
-    assert!(
-        out.error_type().is_some(),
-        "credentials in the Ironic URL: {}",
-        out.stdout
-    );
+    // Wrong Ironic password; credentials in the Ironic URL (unreachable, so they get reported).
+    let ironic_failures: [(&str, Box<dyn FnOnce(&mut Value)>); 2] = [
+        (
+            "wrong-ironic.json",
+            Box::new(|c| c["ironic"]["auth"]["password"] = json!(WRONG_IRONIC_PW)),
+        ),
+        (
+            "userinfo.json",
+            Box::new(|c| {
+                c["ironic"]["url"] = json!(format!("http://cpi:{URL_USERINFO_PW}@127.0.0.1:9"));
+                c["ironic"]["connect_timeout"] = json!(1);
+                c["ironic"]["retry"] =
+                    json!({"max_attempts": 2, "initial_delay": 0.05, "max_delay": 0.1});
+            }),
+        ),
+    ];
+    for (name, edit) in ironic_failures {
+        let config = write_config(&l.config, l.dir.path(), name, edit);
+        let out = l.call_with(&config, "has_vm", json!([vm]), 3);
+        assert!(out.error_type().is_some(), "{name}: {}", out.stdout);
+    }
     let no_registry = write_config(&l.config, l.dir.path(), "no-registry.json", |c| {
         c["registry"] = json!({"endpoint": "http://127.0.0.1:9/registry",
                                "username": "r", "password": UNREACHABLE_REGISTRY_PW});
@@ -407,16 +400,7 @@ fn no_method_and_no_failure_path_leaks_a_secret() {
     assert_clean("lab companion server log", &l.lab.server.log());
     let ironic_log = std::fs::read_to_string(l.lab.ironic.log_path()).unwrap_or_default();
     assert!(!ironic_log.is_empty());
-    for s in [
-        IRONIC_PW,
-        WRONG_IRONIC_PW,
-        WEBDAV_PW,
-        REGISTRY_PW,
-        MBUS_PW,
-        ENV_PW,
-        MBUS_KEY,
-        BLOBSTORE_PW,
-    ] {
+    for s in all_secrets() {
         assert!(!ironic_log.contains(s), "Ironic's log shows {s}");
     }
 }

@@ -328,7 +328,8 @@ fn no_method_and_no_failure_path_leaks_a_secret() {
 
     // Failure paths, each with a secret of its own.
     // Wrong Ironic password; credentials in the Ironic URL (unreachable, so they get reported).
-    let ironic_failures: [(&str, Box<dyn FnOnce(&mut Value)>); 2] = [
+    type Edit = Box<dyn FnOnce(&mut Value)>;
+    let ironic_failures: [(&str, Edit); 2] = [
         (
             "wrong-ironic.json",
             Box::new(|c| c["ironic"]["auth"]["password"] = json!(WRONG_IRONIC_PW)),

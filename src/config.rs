@@ -429,6 +429,9 @@ fn default_az_field() -> String {
     "conductor_group".into()
 }
 
+/// The longest duration a config may give, in seconds.
+const MAX_SECONDS: f64 = 1e9;
+
 /// Seconds from the config as a `Duration`; negative or non-finite values were refused by `validate`.
 pub fn secs(s: f64) -> Duration {
     Duration::from_secs_f64(s.max(0.0))
@@ -543,6 +546,10 @@ impl Config {
             if !(v.is_finite() && v > 0.0) {
                 return bad(key, "must be a positive number of seconds");
             }
+            // Larger values overflow Duration and Instant arithmetic (a panic, not an error).
+            if v > MAX_SECONDS {
+                return bad(key, "must be at most 1e9 seconds (about 31 years)");
+            }
         }
         if !(self.ironic.poll.factor.is_finite() && self.ironic.poll.factor >= 1.0) {
             return bad("ironic.poll.factor", "must be a number >= 1");
@@ -578,6 +585,13 @@ impl Config {
         ] {
             if let Some(repo) = repo {
                 check_url(&format!("{key}.url"), &repo.url)?;
+                if !(repo.timeout.is_finite() && repo.timeout > 0.0 && repo.timeout <= MAX_SECONDS)
+                {
+                    return bad(
+                        &format!("{key}.timeout"),
+                        "must be a positive number of seconds, at most 1e9",
+                    );
+                }
                 if let Some(public) = &repo.public_url {
                     check_url(&format!("{key}.public_url"), public)?;
                 }

@@ -760,8 +760,10 @@ impl IronicClient {
             .get("Retry-After")
             .and_then(|v| v.to_str().ok())
             .and_then(|s| s.trim().parse::<f64>().ok())
-            .filter(|s| s.is_finite() && *s >= 0.0)
-            .map(Duration::from_secs_f64);
+            // The server's number may be anything; too large for a Duration means "a long
+            // time", which the retry policy caps anyway.
+            .filter(|s| *s >= 0.0)
+            .map(|s| Duration::try_from_secs_f64(s).unwrap_or(Duration::MAX));
         let short_path = path.split('?').next().unwrap_or(path);
         Attempt::Failed(
             IronicError::from_status(

@@ -137,23 +137,52 @@ impl CpiLab {
         api_version: u32,
         stemcell_api_version: Option<u32>,
     ) -> CallOutcome {
+        self.call_with_config(
+            &self.config_path,
+            method,
+            arguments,
+            api_version,
+            stemcell_api_version,
+        )
+    }
+
+    /// [`CpiLab::call`] with another config file (e.g. one whose Ironic URL is a fault proxy).
+    pub fn call_with_config(
+        &self,
+        config_path: &std::path::Path,
+        method: &str,
+        arguments: Value,
+        api_version: u32,
+        stemcell_api_version: Option<u32>,
+    ) -> CallOutcome {
         let mut context = json!({"director_uuid": "lab-director", "request_id": "cpi-lab"});
         if let Some(v) = stemcell_api_version {
             context["vm"] = json!({"stemcell": {"api_version": v}});
         }
-        self.call_raw(&json!({
-            "method": method,
-            "arguments": arguments,
-            "context": context,
-            "api_version": api_version,
-        }))
+        self.call_raw_with_config(
+            config_path,
+            &json!({
+                "method": method,
+                "arguments": arguments,
+                "context": context,
+                "api_version": api_version,
+            }),
+        )
     }
 
     pub fn call_raw(&self, request: &Value) -> CallOutcome {
+        self.call_raw_with_config(&self.config_path, request)
+    }
+
+    pub fn call_raw_with_config(
+        &self,
+        config_path: &std::path::Path,
+        request: &Value,
+    ) -> CallOutcome {
         let started = Instant::now();
         let mut child = Command::new(&self.cpi_binary)
             .arg("-c")
-            .arg(&self.config_path)
+            .arg(config_path)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -2,6 +2,7 @@
 //! nginx, each in its own directory, stopped when the process that started them exits.
 
 pub mod cpi;
+pub mod faultproxy;
 pub mod ironic;
 pub mod nginx;
 pub mod process;

@@ -1,0 +1,135 @@
+//! Bad input for a vm_type's cloud_properties: `VmCloudProperties::parse` never panics, and
+//! whatever it accepts can be summarised and used to select from a pool without a panic.
+
+mod fuzz_support;
+
+use proptest::prelude::*;
+use serde_json::{json, Map, Value};
+
+use fuzz_support::{arb_json, damaged, fuzz};
+use ironic_cpi::ironic::{Node, Port};
+use ironic_cpi::pool::cloud_properties::VmCloudProperties;
+use ironic_cpi::pool::select::{select, Criteria, PoolSnapshot};
+
+const KEYS: &[&str] = &[
+    "macs",
+    "ironic_properties",
+    "resource_class",
+    "traits",
+    "availability_zone",
+    "ironic_params",
+    "root_device",
+    "capabilities",
+    "system_disk",
+    "ephemeral_disk",
+    "clean_on_delete",
+    "cpus",
+    "memory_mb",
+    "local_gb",
+    "cpu_arch",
+    "driver",
+    "driver_info",
+    "size",
+    "boot_mode",
+];
+
+fn valid() -> Vec<Value> {
+    vec![
+        json!({"macs": ["52:54:00:aa:bb:01", "52:54:00:AA:BB:02"], "resource_class": "baremetal"}),
+        json!({"ironic_properties": {"cpus": 8, "memory_mb": 16384, "local_gb": 100, "cpu_arch": "x86_64"},
+               "traits": ["CUSTOM_GPU"], "availability_zone": "z1",
+               "root_device": {"size": ">= 100"}, "capabilities": {"boot_mode": "uefi"},
+               "system_disk": "/dev/sda", "ephemeral_disk": "/dev/sdb", "clean_on_delete": true}),
+        json!({"macs": ["52:54:00:aa:bb:03"], "ironic_params": {"driver": "ipmi",
+               "driver_info": {"ipmi_address": "10.0.0.9", "ipmi_password": "x"},
+               "properties": {"cpus": 4}}}),
+        json!({}),
+    ]
+}
+
+/// A small pool whose nodes have odd property values too.
+fn pool() -> PoolSnapshot {
+    let node = |uuid: &str, props: Value, rc: Option<&str>, state: &str| -> Node {
+        serde_json::from_value(json!({"uuid": uuid, "name": uuid, "provision_state": state,
+            "resource_class": rc, "properties": props, "traits": ["CUSTOM_GPU"],
+            "extra": {"az": "z1"}}))
+        .unwrap()
+    };
+    let nodes = vec![
+        node(
+            "n1",
+            json!({"cpus": 8, "memory_mb": 16384, "local_gb": 100, "cpu_arch": "x86_64"}),
+            Some("baremetal"),
+            "available",
+        ),
+        node(
+            "n2",
+            json!({"cpus": "8", "memory_mb": null, "local_gb": -1}),
+            None,
+            "manageable",
+        ),
+        node(
+            "n3",
+            json!({"cpus": 1e300, "capabilities": "boot_mode:uefi"}),
+            Some("baremetal"),
+            "available",
+        ),
+        node("n4", json!({}), Some(""), "active"),
+    ];
+    let ports = vec![
+        Port {
+            address: "52:54:00:aa:bb:01".into(),
+            node_uuid: "n1".into(),
+            ..Default::default()
+        },
+        Port {
+            address: "52:54:00:aa:bb:02".into(),
+            node_uuid: "n2".into(),
+            ..Default::default()
+        },
+        Port {
+            address: "not a mac".into(),
+            node_uuid: "n3".into(),
+            ..Default::default()
+        },
+    ];
+    PoolSnapshot::new(nodes, ports)
+}
+
+fn inputs() -> impl Strategy<Value = Map<String, Value>> {
+    let seeds = proptest::sample::select(valid()).prop_flat_map(|v| damaged(v, KEYS));
+    prop_oneof![1 => arb_json(KEYS), 4 => seeds].prop_map(|v| match v {
+        Value::Object(m) => m,
+        other => {
+            let mut m = Map::new();
+            m.insert("macs".into(), other);
+            m
+        }
+    })
+}
+
+#[test]
+fn cloud_properties_never_panic() {
+    let pool = pool();
+    fuzz("cloud_properties", inputs(), |raw| {
+        let Ok(props) = VmCloudProperties::parse(&raw) else {
+            return Ok(false);
+        };
+        let _ = props.selector_summary();
+        for az_field in ["extra/az", "conductor_group", "properties/nope", ""] {
+            let criteria = Criteria {
+                props: &props,
+                az_field,
+                pinned_node: Some("n1"),
+            };
+            let selection = select(&pool, &criteria, &mut rand::rng());
+            let _ = selection.explain();
+            let criteria = Criteria {
+                pinned_node: None,
+                ..criteria
+            };
+            let _ = select(&pool, &criteria, &mut rand::rng()).explain();
+        }
+        Ok(true)
+    });
+}

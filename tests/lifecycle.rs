@@ -13,9 +13,11 @@ use base64::Engine;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use ironic_cpi::ironic::{IronicClient, NodeQuery};
-use ironic_cpi::lab::cpi::{make_stemcell_image, CpiLab, CpiLabOptions};
+use ironic_cpi::ironic::IronicClient;
+use ironic_cpi::lab::cpi::{make_stemcell_image, CpiLab};
 use ironic_cpi::lab::ironic::{enroll_node, lab_mac, EnrollTarget, IronicLabOptions, NodeSpec};
+
+mod common;
 
 struct Shared {
     lab: CpiLab,
@@ -27,14 +29,7 @@ fn shared() -> &'static Shared {
     static LAB: OnceLock<Shared> = OnceLock::new();
     LAB.get_or_init(|| {
         let _ = env_logger::builder().is_test(true).try_init();
-        let lab = CpiLab::start(CpiLabOptions {
-            ironic: IronicLabOptions::default(),
-            registry: true,
-            publish_configdrive: true,
-            cpi_binary: env!("CARGO_BIN_EXE_ironic_cpi").into(),
-            server_binary: Some(env!("CARGO_BIN_EXE_ironic_cpi_server").into()),
-        })
-        .unwrap_or_else(|e| panic!("lab: {e}"));
+        let lab = common::start_lab(IronicLabOptions::default(), true, true);
         let dir = tempfile::tempdir().unwrap();
         let image = make_stemcell_image(dir.path(), 3 * 1024 * 1024 + 17, true).unwrap();
         let image_sha256 = root_img_sha256(&image);
@@ -85,22 +80,7 @@ fn enroll(
 
 /// Everything that must be as it was after a VM comes and goes.
 fn pool_state(rc: &str) -> Vec<Value> {
-    let mut nodes = client()
-        .list_nodes(&NodeQuery {
-            resource_class: Some(rc.into()),
-            ..Default::default()
-        })
-        .unwrap();
-    nodes.sort_by(|a, b| a.uuid.cmp(&b.uuid));
-    nodes
-        .into_iter()
-        .map(|n| {
-            json!({"uuid": n.uuid, "name": n.name, "state": n.provision_state,
-                   "target": n.target_provision_state, "instance_uuid": n.instance_uuid,
-                   "maintenance": n.maintenance, "extra": n.extra,
-                   "instance_info": n.instance_info})
-        })
-        .collect()
+    common::pool_state(&client(), rc)
 }
 
 fn env() -> Value {

@@ -73,7 +73,7 @@ pub fn run(call: &Call, args: &Args) -> Result<Value> {
             let node = enroll::enroll(client, cfg, params, &input.props.macs)
                 .map_err(|e| CpiError::vm_creation_failed(e.message, true))?;
             call.note(format!("enrolled node {} from ironic_params", node.label()));
-            pool = inventory::load(client).map_err(|e| failed(e, "listing the node pool"))?;
+            pool.add(node, &input.props.macs);
         }
     }
 

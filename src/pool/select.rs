@@ -63,6 +63,20 @@ impl PoolSnapshot {
         }
     }
 
+    /// Add a node this call created (enrolled), with its port MACs, without listing the pool again.
+    pub fn add(&mut self, node: Node, macs: &[String]) {
+        let mut normalized: Vec<String> = macs
+            .iter()
+            .map(|m| normalize_mac(m).unwrap_or_else(|| m.clone()))
+            .collect();
+        normalized.sort();
+        for mac in &normalized {
+            self.node_by_mac.insert(mac.clone(), node.uuid.clone());
+        }
+        self.macs_by_node.insert(node.uuid.clone(), normalized);
+        self.nodes.push(node);
+    }
+
     pub fn macs_of(&self, node_uuid: &str) -> &[String] {
         self.macs_by_node
             .get(node_uuid)

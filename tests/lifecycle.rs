@@ -9,7 +9,6 @@ use std::io::Read;
 use std::path::Path;
 use std::sync::OnceLock;
 
-use base64::Engine;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
@@ -139,27 +138,7 @@ fn call(method: &str, args: Value) -> ironic_cpi::lab::cpi::CallOutcome {
 
 /// The config drive create_vm sent, as published in the metadata repository, read with isoinfo.
 fn published_drive_file(node: &str, path: &str) -> Vec<u8> {
-    let url = format!(
-        "{}/metadata/{node}/configdrive.gz.b64",
-        shared().lab.server.url
-    );
-    let resp = reqwest::blocking::Client::new()
-        .get(&url)
-        .basic_auth("reader", Some("reader-pw"))
-        .send()
-        .unwrap();
-    assert!(resp.status().is_success(), "{url}: {}", resp.status());
-    let b64 = resp.text().unwrap();
-    let gz = base64::engine::general_purpose::STANDARD
-        .decode(b64.trim())
-        .unwrap();
-    let mut iso = Vec::new();
-    flate2::read::GzDecoder::new(gz.as_slice())
-        .read_to_end(&mut iso)
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let iso_path = dir.path().join("drive.iso");
-    std::fs::write(&iso_path, &iso).unwrap();
+    let (_iso, _dir, iso_path) = common::published_drive(&shared().lab.server.url, node);
     let label = std::process::Command::new("isoinfo")
         .args(["-d", "-i"])
         .arg(&iso_path)
@@ -650,14 +629,7 @@ fn failures_after_the_claim_leave_the_pool_as_it_was() {
         "context": {"director_uuid": "d", "vm": {"stemcell": {"api_version": 3}},
                     "ironic": {"timeouts": {"deploy": 0.01}}}});
     let out = s.lab.call_raw(&request);
-    assert_eq!(
-        out.error_type(),
-        Some("Bosh::Clouds::VMCreationFailed"),
-        "{}",
-        out.stdout
-    );
-    assert_eq!(out.response["error"]["ok_to_retry"], json!(true));
-    let msg = out.response["error"]["message"].as_str().unwrap();
+    let msg = common::assert_retryable_creation_failure(&out);
     assert!(msg.contains(&node) && msg.contains("active"), "{msg}");
     assert_eq!(pool_state(rc), before);
 }

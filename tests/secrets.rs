@@ -12,11 +12,9 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use base64::Engine;
 use serde_json::{json, Value};
 
 use ironic_cpi::lab::cpi::{make_stemcell_image, CallOutcome, CpiLab};
@@ -154,20 +152,7 @@ use common::config_variant as write_config;
 
 /// Every file of the config drive published for `node`: path -> bytes.
 fn drive_files(server: &ServerLab, node: &str) -> Vec<(String, Vec<u8>)> {
-    let url = server.at(&format!("metadata/{node}/configdrive.gz.b64"));
-    let resp = reqwest::blocking::get(&url).unwrap();
-    assert!(resp.status().is_success(), "{url}: {}", resp.status());
-    let b64 = resp.text().unwrap();
-    let gz = base64::engine::general_purpose::STANDARD
-        .decode(b64.trim())
-        .unwrap();
-    let mut iso = Vec::new();
-    flate2::read::GzDecoder::new(gz.as_slice())
-        .read_to_end(&mut iso)
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let iso_path = dir.path().join("drive.iso");
-    std::fs::write(&iso_path, &iso).unwrap();
+    let (iso, _dir, iso_path) = common::published_drive(&server.url, node);
     let isoinfo = |args: &[&str]| {
         let out = std::process::Command::new("isoinfo")
             .args(["-R", "-i"])

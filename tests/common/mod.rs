@@ -4,7 +4,10 @@
 
 #![allow(dead_code)]
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
+
+use base64::Engine;
 
 use serde_json::{json, Value};
 
@@ -86,4 +89,23 @@ pub fn assert_retryable_creation_failure(out: &CallOutcome) -> &str {
     out.response["error"]["message"]
         .as_str()
         .unwrap_or_default()
+}
+
+/// The config drive create_vm published for `node` (gzip + base64, as Ironic takes it), decoded
+/// back to the ISO image: its bytes, and a copy on disk for isoinfo.
+pub fn published_drive(server_url: &str, node: &str) -> (Vec<u8>, tempfile::TempDir, PathBuf) {
+    let url = format!("{server_url}/metadata/{node}/configdrive.gz.b64");
+    let resp = reqwest::blocking::get(&url).unwrap();
+    assert!(resp.status().is_success(), "{url}: {}", resp.status());
+    let gz = base64::engine::general_purpose::STANDARD
+        .decode(resp.text().unwrap().trim())
+        .unwrap();
+    let mut iso = Vec::new();
+    flate2::read::GzDecoder::new(gz.as_slice())
+        .read_to_end(&mut iso)
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("drive.iso");
+    std::fs::write(&path, &iso).unwrap();
+    (iso, dir, path)
 }

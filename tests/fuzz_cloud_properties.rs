@@ -8,21 +8,11 @@ use serde_json::{json, Map, Value};
 
 use fuzz_support::{arb_json, damaged, fuzz};
 use ironic_cpi::ironic::{Node, Port};
-use ironic_cpi::pool::cloud_properties::VmCloudProperties;
+use ironic_cpi::pool::cloud_properties::{VmCloudProperties, KNOWN_KEYS};
 use ironic_cpi::pool::select::{select, Criteria, PoolSnapshot};
 
-const KEYS: &[&str] = &[
-    "macs",
-    "ironic_properties",
-    "resource_class",
-    "traits",
-    "availability_zone",
-    "ironic_params",
-    "root_device",
-    "capabilities",
-    "system_disk",
-    "ephemeral_disk",
-    "clean_on_delete",
+/// Nested names the generator also uses (inside ironic_properties, ironic_params, hints).
+const NESTED_KEYS: [&str; 8] = [
     "cpus",
     "memory_mb",
     "local_gb",
@@ -32,6 +22,18 @@ const KEYS: &[&str] = &[
     "size",
     "boot_mode",
 ];
+
+/// Every key the CPI reads (so a new one is fuzzed too), plus nested names.
+fn keys() -> &'static [&'static str] {
+    static KEYS: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+    KEYS.get_or_init(|| {
+        KNOWN_KEYS
+            .iter()
+            .chain(NESTED_KEYS.iter())
+            .copied()
+            .collect()
+    })
+}
 
 fn valid() -> Vec<Value> {
     vec![
@@ -97,8 +99,8 @@ fn pool() -> PoolSnapshot {
 }
 
 fn inputs() -> impl Strategy<Value = Map<String, Value>> {
-    let seeds = proptest::sample::select(valid()).prop_flat_map(|v| damaged(v, KEYS));
-    prop_oneof![1 => arb_json(KEYS), 4 => seeds].prop_map(|v| match v {
+    let seeds = proptest::sample::select(valid()).prop_flat_map(|v| damaged(v, keys()));
+    prop_oneof![1 => arb_json(keys()), 4 => seeds].prop_map(|v| match v {
         Value::Object(m) => m,
         other => {
             let mut m = Map::new();

@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ironic_cpi::config::{Config, IronicAuth, IronicConfig, Secret};
 use ironic_cpi::error::ErrorKind;
@@ -314,7 +314,6 @@ fn wait_fails_fast_on_a_failed_state() {
         Some(json!({"clean_steps": [{"interface": "deploy", "step": "no_such_step"}]})),
     )
     .unwrap();
-    let started = Instant::now();
     let e = c
         .wait_for_provision_state(&node.uuid, &["manageable"], Duration::from_secs(300))
         .unwrap_err();
@@ -340,8 +339,7 @@ fn wait_fails_fast_on_a_failed_state() {
         msg.contains("t-cleanfail-0") && msg.contains("manageable"),
         "{msg}"
     );
-    // Fail fast: far below the 300 s deadline (generous bound, not a timing benchmark).
-    assert!(started.elapsed() < Duration::from_secs(60), "{msg}");
+    // Fail fast: a wait that ran into its 300 s deadline would be a WaitTimeout, not this.
 }
 
 #[test]
@@ -350,7 +348,6 @@ fn wait_fails_fast_when_the_node_enters_maintenance() {
     let node = enroll_node(&c, &spec("maint", 0x07, 0, EnrollTarget::Available)).unwrap();
     let uuid = node.uuid.clone();
     let other = lab().client().unwrap();
-    let started = Instant::now();
     let e = std::thread::scope(|s| {
         s.spawn(|| {
             std::thread::sleep(Duration::from_millis(500));
@@ -367,7 +364,6 @@ fn wait_fails_fast_when_the_node_enters_maintenance() {
         "{msg}"
     );
     assert!(msg.contains("disk on fire"), "{msg}");
-    assert!(started.elapsed() < Duration::from_secs(60), "{msg}");
     c.set_maintenance(&uuid, None).unwrap();
     assert!(!c.get_node(&uuid).unwrap().maintenance);
 }

@@ -35,7 +35,7 @@ pub struct VmCloudProperties {
 }
 
 /// Keys this CPI reads; anything else is logged (other CPIs' keys and typos alike), not refused.
-const KNOWN: [&str; 11] = [
+pub const KNOWN_KEYS: [&str; 11] = [
     "macs",
     "ironic_properties",
     "resource_class",
@@ -54,13 +54,13 @@ impl VmCloudProperties {
         let unknown: Vec<&str> = raw
             .keys()
             .map(String::as_str)
-            .filter(|k| !KNOWN.contains(k))
+            .filter(|k| !KNOWN_KEYS.contains(k))
             .collect();
         if !unknown.is_empty() {
             log::warn!(
                 "cloud_properties keys not used by the Ironic CPI: {} (known: {})",
                 unknown.join(", "),
-                KNOWN.join(", ")
+                KNOWN_KEYS.join(", ")
             );
         }
         let mut props: VmCloudProperties =

@@ -17,5 +17,6 @@ pub mod rpc;
 pub mod server;
 pub mod stemcell;
 pub mod vm;
+pub mod vm_data;
 
 pub use error::{CpiError, ErrorKind, Result};

@@ -11,7 +11,7 @@ use serde_json::{json, Map, Value};
 
 use crate::call::Call;
 use crate::config::{secs, Defaults};
-use crate::configdrive::{self, ConfigDrive, DriveInput};
+use crate::configdrive::{self, DriveInput};
 use crate::disks::cid::DiskCid;
 use crate::error::{CpiError, Result};
 use crate::ironic::{IronicClient, IronicError, PatchOp};
@@ -23,6 +23,7 @@ use crate::pool::teardown::Teardown;
 use crate::pool::{enroll, inventory};
 use crate::rpc::Args;
 use crate::stemcell::{self, StemcellMeta};
+use crate::vm_data;
 
 /// The stemcell as Ironic downloads it.
 struct Image {
@@ -180,7 +181,7 @@ fn deploy(
         registry.put_settings(uuid, drive.settings())?;
         call.note(format!("wrote agent settings to the registry under {uuid}"));
     }
-    let configdrive = configdrive_param(call, uuid, &drive)?;
+    let configdrive = vm_data::configdrive_param(call, uuid, &drive)?;
 
     let mut ops = vec![
         PatchOp::add("/instance_info/image_source", json!(image.url)),
@@ -231,59 +232,6 @@ fn deploy(
     } else {
         Ok(json!(uuid))
     }
-}
-
-/// Inline when small enough for Ironic's database; otherwise (or when asked) published to the
-/// metadata repository, gzipped and base64-encoded as Ironic's `configdrive` takes it.
-fn configdrive_param(call: &Call, uuid: &str, drive: &ConfigDrive) -> Result<String> {
-    let defaults = &call.config()?.defaults;
-    // Ironic stores the base64 text, so that is what must fit under the limit.
-    let inline = drive.base64_len() <= defaults.configdrive_inline_max_bytes;
-    let publish = !inline || defaults.publish_configdrive || defaults.publish_configdrive_files;
-    let encoded = drive.to_base64();
-    if !publish {
-        call.note(format!(
-            "config drive: {} bytes gzipped, sent inline",
-            drive.gzipped().len()
-        ));
-        return Ok(encoded);
-    }
-    let Some(repo) = call.metadata_repository()? else {
-        return Err(CpiError::cloud(format!(
-            "the config drive is {} bytes (gzipped, base64), above \
-             defaults.configdrive_inline_max_bytes ({}), and no metadata_repository is configured \
-             to publish it",
-            drive.base64_len(),
-            defaults.configdrive_inline_max_bytes
-        )));
-    };
-    let path = published_path(uuid);
-    repo.put_bytes(&path, encoded.clone().into_bytes())?;
-    if defaults.publish_configdrive_files {
-        for (file, content) in drive.files() {
-            repo.put_bytes(&format!("{uuid}/files/{file}"), content.clone())?;
-        }
-    }
-    if inline {
-        call.note(format!(
-            "config drive: {} bytes gzipped, sent inline, copy published at {}",
-            drive.gzipped().len(),
-            repo.url(&path)
-        ));
-        Ok(encoded)
-    } else {
-        call.note(format!(
-            "config drive: {} bytes gzipped, passed to Ironic by URL {}",
-            drive.gzipped().len(),
-            repo.public_url(&path)
-        ));
-        Ok(repo.public_url(&path))
-    }
-}
-
-/// Where a node's config drive is published (gzipped, base64, as Ironic's `configdrive` takes it).
-pub fn published_path(node_uuid: &str) -> String {
-    format!("{node_uuid}/configdrive.gz.b64")
 }
 
 /// `validate` answers per interface; a `false` there would only surface later as a failed deploy.
@@ -362,7 +310,7 @@ fn no_free_node(
 fn rollback(call: &Call, client: &IronicClient, claimed: &Claimed, e: CpiError) -> CpiError {
     let node = claimed.node.label();
     log::error!("create_vm on node {node} failed, returning the node to the pool: {e}");
-    cleanup_side_effects(call, &claimed.node.uuid);
+    vm_data::remove(call, &claimed.node.uuid);
     let teardown = match call.config() {
         Ok(cfg) => Teardown {
             client,
@@ -389,28 +337,6 @@ fn rollback(call: &Call, client: &IronicClient, claimed: &Claimed, e: CpiError) 
             ),
             e.ok_to_retry,
         ),
-    }
-}
-
-/// Registry settings and published config drives of a node's VM; missing ones are fine.
-pub fn cleanup_side_effects(call: &Call, node_uuid: &str) {
-    match call.configured_registry() {
-        Ok(Some(registry)) => {
-            if let Err(e) = registry.delete_settings(node_uuid) {
-                log::warn!("could not delete registry settings of {node_uuid}: {e}");
-            }
-        }
-        Ok(None) => {}
-        Err(e) => log::warn!("registry: {e}"),
-    }
-    match call.metadata_repository() {
-        Ok(Some(repo)) => {
-            if let Err(e) = repo.delete(&format!("{node_uuid}/")) {
-                log::warn!("could not delete the published config drive of {node_uuid}: {e}");
-            }
-        }
-        Ok(None) => {}
-        Err(e) => log::warn!("metadata repository: {e}"),
     }
 }
 

@@ -3,12 +3,12 @@
 
 use serde_json::Value;
 
-use crate::actions::create_vm::cleanup_side_effects;
 use crate::call::Call;
 use crate::error::{CpiError, Result};
 use crate::pool::record::VmRecord;
 use crate::pool::teardown::Teardown;
 use crate::rpc::Args;
+use crate::vm_data;
 
 pub fn run(call: &Call, args: &Args) -> Result<Value> {
     let vm_cid = args.string(0)?;
@@ -30,7 +30,7 @@ pub fn run(call: &Call, args: &Args) -> Result<Value> {
         return Ok(Value::Null);
     };
     // Before the release: once released, another VM may write under the same node's keys.
-    cleanup_side_effects(call, &node.uuid);
+    vm_data::remove(call, &node.uuid);
     let clean = cfg.ironic.clean_on_delete;
     let teardown = Teardown {
         client,

@@ -32,6 +32,8 @@ pub struct Node {
     pub reservation: Option<String>,
     /// When the provision state last changed (ISO 8601, UTC), as Ironic records it.
     pub provision_updated_at: Option<String>,
+    /// When the node record last changed.
+    pub updated_at: Option<String>,
 }
 
 impl Node {

@@ -1,13 +1,21 @@
 //! What this CPI writes on a node, in its `extra`: undeploy wipes `instance_info` and
-//! `instance_uuid`, so whatever must outlive a deploy (where the node came from, who enrolled it,
-//! persistent disks) lives in `extra`.
+//! `instance_uuid`, so whatever must outlive a deploy (who owns the node, where it came from,
+//! who enrolled it, persistent disks) lives in `extra`.
+//!
+//! The VM record (`extra.bosh_vm`) is the ownership of the node: a node that carries one is
+//! never free, whatever its `instance_uuid` says, and it goes only as the last step of a
+//! teardown. docs/ownership.md tells the whole protocol.
+
+use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::ironic::Node;
+use crate::pool::vm_cid::VmCid;
+use crate::pool::whoami::Process;
 
-/// `extra.bosh_vm`: the VM this CPI put on the node, present from claim to release.
+/// `extra.bosh_vm`: the VM this CPI put on the node, from claim to the end of its teardown.
 pub const VM_KEY: &str = "bosh_vm";
 /// `extra.bosh_enrolled_by_cpi`: the node was enrolled by create_vm (`ironic_params`) and is
 /// removed again by delete_vm.
@@ -28,50 +36,123 @@ pub const INSTANCE_INFO_KEYS: [&str; 7] = [
     "bosh_agent_id",
 ];
 
+/// Where a VM is in its life on the node.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// create_vm holds the node and prepares it (provide, config drive).
+    Claimed,
+    /// create_vm asked Ironic to deploy and waits for `active`.
+    Deploying,
+    /// create_vm answered the director: the VM exists.
+    Active,
+    /// delete_vm (or create_vm's rollback, or `ironic_cpi free`) is returning the node.
+    Deleting,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Claimed => "claimed",
+            Phase::Deploying => "deploying",
+            Phase::Active => "active",
+            Phase::Deleting => "deleting",
+        }
+    }
+}
+
+/// A teardown in progress: who runs it, and the token it holds the node's `instance_uuid` with
+/// once undeploy has cleared the VM's own.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TeardownMark {
+    pub token: String,
+    pub by: Process,
+    pub started_at: String,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct VmRecord {
-    /// The claim: equal to the node's `instance_uuid` while this CPI holds the node.
-    pub instance_uuid: String,
+    /// This VM's generation on the node: the second half of its cid, and the `instance_uuid`
+    /// create_vm claimed the node with.
+    pub vm_id: String,
     pub agent_id: String,
-    /// `available` or `manageable`: where delete_vm returns the node to.
+    pub phase: Phase,
+    /// `available` or `manageable`: where the teardown returns the node to.
     pub origin_state: String,
     /// The node's name before set_vm_metadata renamed it, restored on release.
     #[serde(default)]
     pub origin_name: Option<String>,
     pub claimed_at: String,
+    /// When the record last changed (a phase, a teardown step): progress, for stale claims.
+    pub updated_at: String,
+    pub claimed_by: Process,
     #[serde(default)]
     pub stemcell: Option<String>,
+    /// Manual cleaning when the VM is deleted, decided at create time (vm_type's
+    /// `clean_on_delete`, else the config's `ironic.clean_on_delete`).
+    #[serde(default)]
+    pub clean_on_delete: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub teardown: Option<TeardownMark>,
     pub cpi: String,
 }
 
 impl VmRecord {
-    pub fn new(agent_id: &str, node: &Node) -> VmRecord {
+    pub fn new(
+        vm_id: &str,
+        agent_id: &str,
+        node: &Node,
+        claimed_by: Process,
+        clean_on_delete: bool,
+    ) -> VmRecord {
+        let now = timestamp(SystemTime::now());
         VmRecord {
-            instance_uuid: uuid::Uuid::new_v4().to_string(),
+            vm_id: vm_id.to_string(),
             agent_id: agent_id.to_string(),
+            phase: Phase::Claimed,
             origin_state: node.state().to_string(),
             origin_name: node.name.clone(),
-            claimed_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+            claimed_at: now.clone(),
+            updated_at: now,
+            claimed_by,
             stemcell: None,
+            clean_on_delete,
+            teardown: None,
             cpi: concat!("ironic_cpi/", env!("CARGO_PKG_VERSION")).to_string(),
         }
     }
 
     pub fn to_value(&self) -> Value {
-        serde_json::to_value(self).expect("record serialises")
+        // A struct of strings, numbers and booleans always serialises.
+        serde_json::to_value(self).unwrap_or(Value::Null)
     }
 
-    /// The record on a node, whether or not the claim is still held.
+    /// The record on a node, if it has one this CPI can read.
     pub fn read(node: &Node) -> Option<VmRecord> {
         serde_json::from_value(node.extra.get(VM_KEY)?.clone()).ok()
     }
 
-    /// The record, only while its claim is the node's current `instance_uuid`: a node released
-    /// and taken by someone else is not ours, whatever stale keys it still carries.
-    pub fn held(node: &Node) -> Option<VmRecord> {
-        let record = VmRecord::read(node)?;
-        (node.instance_uuid.as_deref() == Some(record.instance_uuid.as_str())).then_some(record)
+    /// The cid of this VM on `node`.
+    pub fn cid(&self, node_uuid: &str) -> VmCid {
+        VmCid {
+            node: node_uuid.to_string(),
+            vm_id: self.vm_id.clone(),
+        }
     }
+
+    /// The same record in `phase`, stamped now.
+    pub fn in_phase(&self, phase: Phase) -> VmRecord {
+        VmRecord {
+            phase,
+            updated_at: timestamp(SystemTime::now()),
+            ..self.clone()
+        }
+    }
+}
+
+/// A node carries a VM record (readable or not): it belongs to a VM and is never free.
+pub fn has_vm_record(node: &Node) -> bool {
+    node.extra.contains_key(VM_KEY)
 }
 
 pub fn enrolled_by_cpi(node: &Node) -> bool {
@@ -84,4 +165,59 @@ pub fn disks(node: &Node) -> Map<String, Value> {
         .and_then(Value::as_object)
         .cloned()
         .unwrap_or_default()
+}
+
+/// RFC 3339 in UTC, to the second, as records store times.
+pub fn timestamp(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+/// A time as records and Ironic write it (`2026-11-30T01:02:03Z`,
+/// `2026-11-30T01:02:03.123456+00:00`).
+pub fn parse_time(s: &str) -> Option<SystemTime> {
+    let s = s.trim();
+    let utc = s
+        .strip_suffix("+00:00")
+        .map(|t| format!("{t}Z"))
+        .unwrap_or_else(|| s.to_string());
+    humantime::parse_rfc3339_weak(&utc).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_record_round_trips_through_extra() {
+        let node = Node {
+            uuid: "n".into(),
+            name: Some("rack1-7".into()),
+            provision_state: Some("manageable".into()),
+            ..Default::default()
+        };
+        let record = VmRecord::new("v", "agent-1", &node, Process::current(None), true);
+        assert_eq!(record.origin_state, "manageable");
+        assert_eq!(record.origin_name.as_deref(), Some("rack1-7"));
+        let mut with = node.clone();
+        with.extra.insert(VM_KEY.into(), record.to_value());
+        assert_eq!(VmRecord::read(&with), Some(record.clone()));
+        assert!(has_vm_record(&with));
+        assert_eq!(record.to_value()["phase"], json!("claimed"));
+        assert_eq!(record.in_phase(Phase::Deleting).phase, Phase::Deleting);
+
+        // An unreadable record still marks the node as taken.
+        let mut garbled = node;
+        garbled.extra.insert(VM_KEY.into(), json!("???"));
+        assert!(VmRecord::read(&garbled).is_none() && has_vm_record(&garbled));
+    }
+
+    #[test]
+    fn times_from_records_and_from_ironic_parse() {
+        let t = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+        assert_eq!(parse_time(&timestamp(t)), Some(t));
+        assert!(parse_time("2026-11-30T01:02:03.123456+00:00").is_some());
+        assert!(parse_time("2026-11-30T01:02:03+00:00").is_some());
+        assert!(parse_time("yesterday").is_none());
+    }
 }

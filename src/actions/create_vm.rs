@@ -11,6 +11,7 @@ use crate::error::Result;
 use crate::ironic::Node;
 use crate::pool::cloud_properties::VmCloudProperties;
 use crate::pool::provision::{Image, Plan, Provisioner, VmFiles};
+use crate::pool::whoami::on_this_host;
 use crate::rpc::Args;
 use crate::stemcell;
 use crate::vm_data;
@@ -57,6 +58,7 @@ pub fn run(call: &Call, args: &Args) -> Result<Value> {
         ironic: &cfg.ironic,
         files: &files,
         note: &note,
+        liveness: &on_this_host,
     };
     let plan = Plan {
         agent_id,

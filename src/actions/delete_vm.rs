@@ -6,29 +6,25 @@ use serde_json::Value;
 
 use crate::call::Call;
 use crate::error::Result;
-use crate::pool::teardown::Teardown;
-use crate::pool::vm::{lookup, parse_cid, Lookup};
+use crate::pool::teardown::{self, Teardown};
+use crate::pool::vm::parse_cid;
+use crate::pool::whoami::on_this_host;
 use crate::rpc::Args;
 use crate::vm_data;
 
 pub fn run(call: &Call, args: &Args) -> Result<Value> {
     let cid = parse_cid(args.string(0)?)?;
     let cfg = call.config()?;
-    let api = call.ironic()?;
-    // Files outside Ironic are keyed by node: only the VM's own teardown may remove them, and
-    // only before its record goes (after that, another VM may own them).
-    if let Lookup::Held(node, _) = lookup(api, &cid).map_err(crate::CpiError::from)? {
-        vm_data::remove(call, &node.uuid);
-    }
     let teardown = Teardown {
-        api,
+        api: call.ironic()?,
         ironic: &cfg.ironic,
         me: call.process(),
         may_drop_vm_claim: false,
         force: false,
+        liveness: &on_this_host,
     };
-    let report = teardown
-        .run(&cid)
+    let remove_files = |node: &str| vm_data::remove(call, node);
+    let report = teardown::delete_vm(&teardown, &cid, &remove_files)
         .map_err(|e| e.context(format!("delete_vm {cid}")))?;
     for step in report.steps {
         call.note(step);

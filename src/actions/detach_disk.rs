@@ -22,10 +22,12 @@ pub fn run(call: &Call, args: &Args) -> Result<Value> {
     }
     match located.attached_to() {
         Some(id) if id == vm.vm_id => store::set_attached(client, &located, None)?,
-        Some(other) => return Err(CpiError::disk_not_attached(format!(
+        Some(other) => {
+            return Err(CpiError::disk_not_attached(format!(
             "disk {disk_cid} is attached to another VM ({other}) on node {}, not to VM {vm_cid}",
             node.label()
-        ))),
+        )))
+        }
         None => {}
     }
     registry::update_persistent(call, &node.uuid, disk_cid, None)?;

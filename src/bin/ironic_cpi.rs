@@ -13,6 +13,9 @@ use serde_json::{json, Value};
 use ironic_cpi::config::Config;
 use ironic_cpi::error::CpiError;
 use ironic_cpi::ironic::IronicClient;
+use ironic_cpi::ironic::Node;
+use ironic_cpi::pool::teardown::Teardown;
+use ironic_cpi::pool::whoami::{on_this_host, Process};
 use ironic_cpi::pool::{inventory, orphans, view};
 use ironic_cpi::rpc::{dispatch, request::MAX_REQUEST_BYTES, Response};
 
@@ -222,23 +225,21 @@ fn free(
     let run = || -> Result<Vec<String>, String> {
         let config = load(config)?;
         let client = IronicClient::new(&config.ironic).map_err(|e| e.to_string())?;
-        let me = ironic_cpi::pool::whoami::Process::current(Some("ironic_cpi free"));
         let request = ironic_cpi::rpc::Request::from_value(json!({
             "method": "free", "arguments": [], "context": {}}))
         .map_err(|e| e.message)?;
         let call = ironic_cpi::call::Call::new(&request, Some(&config));
-        // The registry settings and published drive of a VM being freed go with it.
-        let before = |n: &ironic_cpi::ironic::Node| ironic_cpi::vm_data::remove(&call, &n.uuid);
-        orphans::free(
-            &client,
-            &config.ironic,
-            node,
-            stale_after,
+        let teardown = Teardown {
+            api: &client,
+            ironic: &config.ironic,
+            me: Process::current(Some("ironic_cpi free")),
+            may_drop_vm_claim: true,
             force,
-            me,
-            &before,
-        )
-        .map(|f| f.steps)
+            liveness: &on_this_host,
+        };
+        // The registry settings and published drive of a VM being freed go with it.
+        let before = |n: &Node| ironic_cpi::vm_data::remove(&call, &n.uuid);
+        orphans::free(&teardown, node, stale_after, &before).map(|f| f.steps)
     };
     match run() {
         Ok(steps) => {

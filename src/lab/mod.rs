@@ -1,9 +1,11 @@
 //! Real processes for integration tests, benchmarks and the lab: Ironic, the companion server and
-//! nginx, each in its own directory, stopped when the process that started them exits.
+//! nginx, each in its own directory, stopped when the process that started them exits; and an
+//! in-memory model of Ironic for tests that must interleave or break calls request by request.
 
 pub mod cpi;
 pub mod faultproxy;
 pub mod ironic;
+pub mod model;
 pub mod nginx;
 pub mod process;
 pub mod server;

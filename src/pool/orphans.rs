@@ -10,12 +10,11 @@
 
 use std::time::{Duration, SystemTime};
 
-use crate::config::IronicConfig;
-use crate::ironic::{Ironic, Node, PatchOp};
+use crate::ironic::{Node, PatchOp};
 use crate::pool::confirm;
 use crate::pool::record::{has_vm_record, parse_time, Phase, VmRecord, VM_KEY};
 use crate::pool::teardown::Teardown;
-use crate::pool::whoami::{Liveness, Process};
+use crate::pool::whoami::{Liveness, LivenessCheck};
 
 /// How long a claim may sit without progress before `pool` calls it stale: far longer than any
 /// step of create_vm or delete_vm that does not show as a transition on the node.
@@ -50,12 +49,17 @@ impl Holding {
 }
 
 /// Judge the node at `now`.
-pub fn judge(node: &Node, now: SystemTime, stale_after: Duration) -> Holding {
+pub fn judge(
+    node: &Node,
+    now: SystemTime,
+    stale_after: Duration,
+    liveness: &LivenessCheck,
+) -> Holding {
     if has_vm_record(node) {
         let Some(record) = VmRecord::read(node) else {
             return Holding::Unreadable;
         };
-        let stale = vm_staleness(node, &record, now, stale_after);
+        let stale = vm_staleness(node, &record, now, stale_after, liveness);
         return Holding::Vm {
             record: Box::new(record),
             stale,
@@ -67,7 +71,7 @@ pub fn judge(node: &Node, now: SystemTime, stale_after: Duration) -> Holding {
     // Claims of this CPI are UUIDv7: they carry the time they were made.
     let stale = claim_time(&instance_uuid).and_then(|made| {
         let idle = since(now, made.max(node_moved(node).unwrap_or(made)));
-        (node.target_provision_state.is_none() && idle > stale_after).then(|| {
+        (node.target_provision_state.is_none() && idle >= stale_after).then(|| {
             format!(
                 "instance_uuid set {} ago without a VM record: a create_vm that died between \
                  claiming and recording, unless another user of Ironic set it",
@@ -86,6 +90,7 @@ fn vm_staleness(
     record: &VmRecord,
     now: SystemTime,
     stale_after: Duration,
+    liveness: &LivenessCheck,
 ) -> Option<String> {
     let (holder, doing) = match (&record.teardown, record.phase) {
         (Some(mark), Phase::Deleting) => (&mark.by, "its teardown"),
@@ -93,7 +98,7 @@ fn vm_staleness(
         (_, Phase::Deleting) => (&record.claimed_by, "the teardown"),
         _ => (&record.claimed_by, "its create_vm"),
     };
-    if holder.liveness() == Liveness::Exited {
+    if liveness(holder) == Liveness::Exited {
         return Some(format!(
             "{doing} ({}) has exited; phase {}, node {}",
             holder.describe(),
@@ -109,7 +114,7 @@ fn vm_staleness(
         .flatten()
         .max()?;
     let idle = since(now, last);
-    (idle > stale_after).then(|| {
+    (idle >= stale_after).then(|| {
         format!(
             "no progress for {} (phase {}, node {}, by {})",
             minutes(idle),
@@ -152,25 +157,25 @@ pub struct Freed {
     pub steps: Vec<String>,
 }
 
-/// Return one node whose claim nobody will finish. Refuses, unless `force`: a claim that is not
-/// stale (its process may still finish it), a VM the director knows (phase `active`), a node
-/// where an agent may be running, and an `instance_uuid` that is not this CPI's. `before`
-/// runs right before a VM's node is torn down (to remove its files outside Ironic).
+/// Return one node whose claim nobody will finish, with `teardown` (its `force` applies here
+/// too). Refuses, unless forced: a claim that is not stale (its process may still finish it), a
+/// VM the director knows (phase `active`), a node where an agent may be running, and an
+/// `instance_uuid` that is not this CPI's. `before` runs right before a VM's node is torn down
+/// (to remove its files outside Ironic).
 pub fn free(
-    api: &dyn Ironic,
-    ironic: &IronicConfig,
+    teardown: &Teardown,
     node_id: &str,
     stale_after: Duration,
-    force: bool,
-    me: Process,
     before: &dyn Fn(&Node),
 ) -> Result<Freed, String> {
+    let api = teardown.api;
+    let force = teardown.force;
     let node = api
         .get_node(node_id)
         .map_err(|e| format!("reading node {node_id}: {e}"))?;
     let label = node.label();
     let refuse = |why: String| Err(format!("{why}; run again with --force to free it anyway"));
-    match judge(&node, SystemTime::now(), stale_after) {
+    match judge(&node, SystemTime::now(), stale_after, teardown.liveness) {
         Holding::Free => Ok(Freed {
             steps: vec![format!("node {label} is free: nothing to do")],
         }),
@@ -233,13 +238,6 @@ pub fn free(
                 }
             }
             before(&node);
-            let teardown = Teardown {
-                api,
-                ironic,
-                me,
-                may_drop_vm_claim: true,
-                force,
-            };
             let report = teardown
                 .run(&cid)
                 .map_err(|e| format!("returning node {label}: {}", e.message))?;
@@ -253,6 +251,7 @@ pub fn free(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pool::whoami::{on_this_host, Process};
     use serde_json::json;
 
     fn node_with(record: Option<&VmRecord>, state: &str) -> Node {
@@ -277,9 +276,9 @@ mod tests {
         let hour = Duration::from_secs(3600);
 
         let live = node_with(Some(&record), "available");
-        assert_eq!(judge(&live, now, hour).stale_reason(), None);
+        assert_eq!(judge(&live, now, hour, &on_this_host).stale_reason(), None);
         let later = now + 2 * hour;
-        let idle = judge(&live, later, hour);
+        let idle = judge(&live, later, hour, &on_this_host);
         assert!(
             idle.stale_reason().unwrap().contains("no progress"),
             "{idle:?}"
@@ -288,7 +287,10 @@ mod tests {
         // A transition in progress is progress.
         let mut moving = live.clone();
         moving.target_provision_state = Some("active".into());
-        assert_eq!(judge(&moving, later, hour).stale_reason(), None);
+        assert_eq!(
+            judge(&moving, later, hour, &on_this_host).stale_reason(),
+            None
+        );
 
         // A process that exited is stale at once.
         record.claimed_by = Process {
@@ -296,7 +298,7 @@ mod tests {
             ..me
         };
         let orphan = node_with(Some(&record), "active");
-        let why = judge(&orphan, now, hour);
+        let why = judge(&orphan, now, hour, &on_this_host);
         assert!(
             why.stale_reason().unwrap().contains("has exited"),
             "{why:?}"
@@ -304,7 +306,10 @@ mod tests {
 
         // A VM the director knows is never stale.
         let active = node_with(Some(&record.in_phase(Phase::Active)), "active");
-        assert_eq!(judge(&active, later, hour).stale_reason(), None);
+        assert_eq!(
+            judge(&active, later, hour, &on_this_host).stale_reason(),
+            None
+        );
     }
 
     #[test]
@@ -313,19 +318,25 @@ mod tests {
         let hour = Duration::from_secs(3600);
         let mut n = node_with(None, "available");
         n.instance_uuid = Some(uuid::Uuid::now_v7().to_string());
-        assert_eq!(judge(&n, now, hour).stale_reason(), None);
-        assert!(judge(&n, now + 2 * hour, hour)
+        assert_eq!(judge(&n, now, hour, &on_this_host).stale_reason(), None);
+        assert!(judge(&n, now + 2 * hour, hour, &on_this_host)
             .stale_reason()
             .unwrap()
             .contains("without a VM record"));
         n.instance_uuid = Some(uuid::Uuid::new_v4().to_string());
-        assert_eq!(judge(&n, now + 2 * hour, hour).stale_reason(), None);
         assert_eq!(
-            judge(&node_with(None, "available"), now, hour),
+            judge(&n, now + 2 * hour, hour, &on_this_host).stale_reason(),
+            None
+        );
+        assert_eq!(
+            judge(&node_with(None, "available"), now, hour, &on_this_host),
             Holding::Free
         );
         let mut unreadable = node_with(None, "available");
         unreadable.extra.insert(VM_KEY.into(), json!(7));
-        assert_eq!(judge(&unreadable, now, hour), Holding::Unreadable);
+        assert_eq!(
+            judge(&unreadable, now, hour, &on_this_host),
+            Holding::Unreadable
+        );
     }
 }

@@ -27,7 +27,7 @@ use crate::pool::reserve::{reserve, Reservation, Reserve};
 use crate::pool::select::{select, Criteria, PoolSnapshot, Selection};
 use crate::pool::teardown::{action_happened, Teardown};
 use crate::pool::vm_cid::VmCid;
-use crate::pool::whoami::Process;
+use crate::pool::whoami::{LivenessCheck, Process};
 use crate::pool::{enroll, inventory};
 
 /// Candidates tried from one reading of the pool before reading it again: with many
@@ -82,6 +82,7 @@ pub struct Provisioner<'a> {
     pub ironic: &'a IronicConfig,
     pub files: &'a dyn VmFiles,
     pub note: &'a dyn Fn(String),
+    pub liveness: &'a LivenessCheck,
 }
 
 impl Provisioner<'_> {
@@ -336,6 +337,7 @@ impl Provisioner<'_> {
             me: held.record.claimed_by.clone(),
             may_drop_vm_claim: true,
             force: false,
+            liveness: self.liveness,
         };
         match teardown.run(cid) {
             Ok(report) => {

@@ -30,7 +30,7 @@ use crate::pool::record::{
 };
 use crate::pool::vm::{lookup, Lookup};
 use crate::pool::vm_cid::VmCid;
-use crate::pool::whoami::{Liveness, Process};
+use crate::pool::whoami::{Liveness, LivenessCheck, Process};
 
 /// States in which something is (or was being) deployed and `deleted` must run.
 const DEPLOYED_STATES: [&str; 5] = [
@@ -69,6 +69,8 @@ pub struct Teardown<'a> {
     /// `ironic_cpi free --force`: take over from another teardown of this VM even when its
     /// process may still run.
     pub force: bool,
+    /// Whether the process of another teardown still runs (`whoami::on_this_host`).
+    pub liveness: &'a LivenessCheck,
 }
 
 /// What happened, for the caller's log.
@@ -222,7 +224,7 @@ impl Teardown<'_> {
             // Someone else holds the node's instance_uuid.
             let mark = record.teardown.as_ref().filter(|m| m.token == other);
             if let Some(mark) = mark {
-                let dead = mark.by.liveness() == Liveness::Exited;
+                let dead = (self.liveness)(&mark.by) == Liveness::Exited;
                 if dead || self.force {
                     log::warn!(
                         "node {}: taking over the teardown of VM {cid} from {} ({})",
@@ -508,6 +510,20 @@ impl Teardown<'_> {
         .map(drop)
         .map_err(|e| fail(e, &format!("releasing node {}", node.label())))
     }
+}
+
+/// delete_vm: the VM's files outside Ironic (`remove_files`, by node) go first, while the node
+/// is still the VM's, then the node. A VM that is gone is success, and nothing is touched.
+pub fn delete_vm(teardown: &Teardown, cid: &VmCid, remove_files: &dyn Fn(&str)) -> Result<Report> {
+    match lookup(teardown.api, cid).map_err(|e| fail(e, "reading the node"))? {
+        Lookup::Held(node, _) => remove_files(&node.uuid),
+        Lookup::Gone(why) => {
+            return Ok(Report {
+                steps: vec![format!("VM {cid} is gone: {why}; nothing to do")],
+            })
+        }
+    }
+    teardown.run(cid)
 }
 
 /// `add /instance_uuid <hold>` (a guard: refused if another holds the node) and the record.

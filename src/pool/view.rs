@@ -41,7 +41,7 @@ fn row(pool: &PoolSnapshot, n: &Node, now: SystemTime, stale_after: Duration) ->
         Some(t) => format!("{} -> {t}", n.state()),
         None => n.state().to_string(),
     };
-    let holding = judge(n, now, stale_after);
+    let holding = judge(n, now, stale_after, &crate::pool::whoami::on_this_host);
     let mut held_by = match &holding {
         Holding::Free => "-".into(),
         Holding::Vm { record, .. } => {

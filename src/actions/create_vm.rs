@@ -67,7 +67,7 @@ pub fn run(call: &Call, args: &Args) -> Result<Value> {
         az_field: &cfg.defaults.availability_zone_field,
         disk_cids: &disk_cids,
         image: &image,
-        clean_on_delete: props.clean_on_delete.unwrap_or(cfg.ironic.clean_on_delete),
+        clean_on_delete: props.clean_on_delete,
         me: call.process(),
     };
     let created = provisioner.create(&plan, &mut rand::rng())?;

@@ -7,6 +7,7 @@ use crate::call::Call;
 use crate::error::{CpiError, Result};
 use crate::ironic::PatchOp;
 use crate::pool::record::METADATA_KEY;
+use crate::pool::record::while_owned;
 use crate::pool::vm::held;
 use crate::rpc::Args;
 
@@ -15,8 +16,8 @@ pub fn run(call: &Call, args: &Args) -> Result<Value> {
     let metadata = args.object(1)?;
     let client = call.ironic()?;
     let (node, record) = held(client, vm_cid)?;
-    // The VM's claim guards every write: Ironic refuses it if another VM holds the node by then.
-    let guard = PatchOp::add("/instance_uuid", json!(record.vm_id));
+    // Ironic refuses the write if the VM's record is gone by then (another VM may own the node).
+    let guard = while_owned(&record.vm_id);
     let meta_op = PatchOp::add(
         format!("/extra/{METADATA_KEY}"),
         Value::Object(metadata.clone()),

@@ -55,6 +55,7 @@ pub struct DriveInput<'a> {
 }
 
 /// A built drive: its documents, the image, and what the director and registry need from it.
+#[derive(Clone)]
 pub struct ConfigDrive {
     settings: Value,
     networks: Map<String, Value>,

@@ -10,7 +10,7 @@ use crate::disks::cid::DiskCid;
 use crate::error::{CpiError, Result};
 use crate::ironic::types::pointer_key;
 use crate::ironic::{Ironic, Node, PatchOp, PortQuery};
-use crate::pool::record::VmRecord;
+use crate::pool::record::{while_owned, VmRecord};
 use crate::pool::record::{disks, DISKS_KEY};
 
 /// A disk and the node it lives on.
@@ -102,7 +102,7 @@ pub fn locate_for_vm(
 }
 
 /// Write one record; only that key changes, so records of other disks are left as they are.
-/// `vm_claim`: the VM the write is for; Ironic refuses the write if the node is no longer its.
+/// `vm_claim`: the VM the write is for; Ironic refuses the write once the VM's record is gone.
 pub fn put(
     client: &dyn Ironic,
     node: &Node,
@@ -120,7 +120,7 @@ pub fn put(
     };
     let mut ops = Vec::new();
     if let Some(vm_id) = vm_claim {
-        ops.push(PatchOp::add("/instance_uuid", json!(vm_id)));
+        ops.push(while_owned(vm_id));
     }
     ops.push(op);
     client

@@ -118,9 +118,24 @@ pub fn provision_state(
     targets: &[&str],
     timeout: Duration,
 ) -> Result<Node, IronicError> {
+    provision_state_unless(api, policy, id, targets, timeout, |_| false)
+}
+
+/// Like [`provision_state`], but the wait also ends, with the node as it is, as soon as
+/// `unless` holds for it (the caller's reason to stop waiting, e.g. the node changed hands).
+pub fn provision_state_unless(
+    api: &dyn Ironic,
+    policy: &PollPolicy,
+    id: &str,
+    targets: &[&str],
+    timeout: Duration,
+    unless: impl Fn(&Node) -> bool,
+) -> Result<Node, IronicError> {
     poll_until(api, policy, &targets.join(" or "), timeout, || {
         let node = api.get_node(id)?;
-        if targets.contains(&node.state()) && node.target_provision_state.is_none() {
+        if unless(&node)
+            || (targets.contains(&node.state()) && node.target_provision_state.is_none())
+        {
             return Ok(Poll::Done(node));
         }
         let seen = Seen {

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use crate::ironic::{Ironic, IronicError, Node};
+use crate::ironic::{ConflictKind, Ironic, IronicError, Node};
 
 /// How the change was confirmed.
 pub enum Confirmed<T> {
@@ -22,8 +22,10 @@ const ATTEMPTS: u32 = 3;
 /// How long to keep reading back a node that does not answer.
 const READ_BACK_FOR: Duration = Duration::from_secs(120);
 
-/// Send `send`; when its answer is lost, read node `id` and let `done` judge. A final error of a
-/// resend (e.g. 409 "invalid state" after the first attempt did apply) is judged the same way.
+/// Send `send`; when its answer is lost, read node `id` and let `done` judge. A 409 "invalid
+/// state" is judged the same way: a provision action is refused once it has happened (by a
+/// first attempt whose answer was lost, or by a concurrent call doing the same work), and so is
+/// any final error of a resend.
 pub fn change<T>(
     api: &dyn Ironic,
     id: &str,
@@ -35,7 +37,11 @@ pub fn change<T>(
     for attempt in 1..=ATTEMPTS {
         match send() {
             Ok(v) => return Ok(Confirmed::Answered(v)),
-            Err(e) if e.maybe_applied() || (lost.is_some() && !e.is_not_found()) => {
+            Err(e)
+                if e.maybe_applied()
+                    || e.conflict_kind() == Some(ConflictKind::InvalidState)
+                    || (lost.is_some() && !e.is_not_found()) =>
+            {
                 log::warn!("{what} on node {id}: {e}; reading the node back (attempt {attempt})");
                 let node = read_back(api, id)?;
                 if done(&node) {

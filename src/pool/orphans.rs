@@ -94,7 +94,24 @@ fn vm_staleness(
 ) -> Option<String> {
     let (holder, doing) = match (&record.teardown, record.phase) {
         (Some(mark), Phase::Deleting) => (&mark.by, "its teardown"),
-        (_, Phase::Active) => return None,
+        (_, Phase::Active) => {
+            // A VM the director holds, unless a teardown undeployed it and stopped before it
+            // could hold the node again (nothing records that teardown's process).
+            let undeployed = node.instance_uuid.is_none()
+                && matches!(node.state(), "available" | "manageable" | "clean failed");
+            if !undeployed || node.target_provision_state.is_some() {
+                return None;
+            }
+            let idle = since(now, node_moved(node)?);
+            return (idle >= stale_after).then(|| {
+                format!(
+                    "VM {} was undeployed (node {}) {} ago and its teardown stopped there: a                      retried delete_vm of its cid finishes it",
+                    record.vm_id,
+                    node.state(),
+                    minutes(idle)
+                )
+            });
+        }
         (_, Phase::Deleting) => (&record.claimed_by, "the teardown"),
         _ => (&record.claimed_by, "its create_vm"),
     };
@@ -261,7 +278,7 @@ mod tests {
             ..Default::default()
         };
         if let Some(r) = record {
-            n.extra.insert(VM_KEY.into(), r.to_value());
+            n.extra.insert(VM_KEY.into(), r.container());
             n.instance_uuid = Some(r.vm_id.clone());
         }
         n
@@ -271,7 +288,7 @@ mod tests {
     fn live_claims_are_not_stale_and_idle_or_orphaned_ones_are() {
         let fresh = node_with(None, "available");
         let me = Process::current(None);
-        let mut record = VmRecord::new("0193", "agent", &fresh, me.clone(), false);
+        let mut record = VmRecord::new("0193", "agent", &fresh, me.clone(), None);
         let now = SystemTime::now();
         let hour = Duration::from_secs(3600);
 

@@ -22,7 +22,7 @@ use crate::error::{CpiError, Result};
 use crate::ironic::{wait, Ironic, IronicError, Node, PatchOp};
 use crate::pool::cloud_properties::VmCloudProperties;
 use crate::pool::confirm::{self, Confirmed};
-use crate::pool::record::{disks, Phase, VmRecord, VM_KEY};
+use crate::pool::record::{disks, record_path, while_owned, Phase, VmRecord, VM_KEY};
 use crate::pool::reserve::{reserve, Reservation, Reserve};
 use crate::pool::select::{select, Criteria, PoolSnapshot, Selection};
 use crate::pool::teardown::{action_happened, Teardown};
@@ -54,7 +54,8 @@ pub struct Plan<'a> {
     pub az_field: &'a str,
     pub disk_cids: &'a [String],
     pub image: &'a Image,
-    pub clean_on_delete: bool,
+    /// The vm_type's `clean_on_delete`, recorded with the VM.
+    pub clean_on_delete: Option<bool>,
     pub me: Process,
 }
 
@@ -82,6 +83,7 @@ pub struct Provisioner<'a> {
     pub ironic: &'a IronicConfig,
     pub files: &'a dyn VmFiles,
     pub note: &'a dyn Fn(String),
+    /// For the rollback's teardown (`whoami::on_this_host`).
     pub liveness: &'a LivenessCheck,
 }
 
@@ -236,6 +238,7 @@ impl Provisioner<'_> {
 
         let image = plan.image;
         let mut ops = vec![
+            while_owned(vm_id),
             PatchOp::add("/instance_uuid", json!(vm_id)),
             PatchOp::add("/instance_info/image_source", json!(image.url)),
             PatchOp::add("/instance_info/image_os_hash_algo", json!("sha256")),
@@ -288,10 +291,13 @@ impl Provisioner<'_> {
     /// Record the VM's progress (its claim guards the write).
     fn set_phase(&self, node: &Node, record: &VmRecord, phase: Phase) -> Result<()> {
         let uuid = node.uuid.as_str();
-        let next = record.in_phase(phase);
         let ops = [
+            while_owned(&record.vm_id),
+            PatchOp::add(
+                format!("{}/phase", record_path(&record.vm_id)),
+                json!(phase.as_str()),
+            ),
             PatchOp::add("/instance_uuid", json!(record.vm_id)),
-            PatchOp::add(format!("/extra/{VM_KEY}"), next.to_value()),
         ];
         confirm::change(
             self.api,
@@ -339,7 +345,20 @@ impl Provisioner<'_> {
             force: false,
             liveness: self.liveness,
         };
-        match teardown.run(cid) {
+        // The teardown is safe to run again; a transient failure should not leave the node to
+        // the operator when a second try would return it.
+        let mut outcome = teardown.run(cid);
+        for _ in 0..2 {
+            match &outcome {
+                Err(te) if te.ok_to_retry => {
+                    log::warn!("returning node {node} failed ({}); trying again", te.message);
+                    self.api.sleep(std::time::Duration::from_secs(2));
+                    outcome = teardown.run(cid);
+                }
+                _ => break,
+            }
+        }
+        match outcome {
             Ok(report) => {
                 for step in report.steps {
                     (self.note)(step);

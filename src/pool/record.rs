@@ -4,18 +4,23 @@
 //!
 //! The VM record (`extra.bosh_vm`) is the ownership of the node: a node that carries one is
 //! never free, whatever its `instance_uuid` says, and it goes only as the last step of a
-//! teardown. docs/ownership.md tells the whole protocol.
+//! teardown. It is keyed by the VM's id (`{"bosh_vm": {"<vm id>": {...}}}`) so that every write
+//! made for a VM can be conditional on that VM still owning the node: a JSON Patch into
+//! `/extra/bosh_vm/<vm id>/...` fails, and Ironic refuses the whole request, once the record
+//! is gone. docs/ownership.md tells the whole protocol.
 
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::ironic::Node;
+use crate::ironic::types::pointer_key;
+use crate::ironic::{Node, PatchOp};
 use crate::pool::vm_cid::VmCid;
 use crate::pool::whoami::Process;
 
-/// `extra.bosh_vm`: the VM this CPI put on the node, from claim to the end of its teardown.
+/// `extra.bosh_vm`: the VM this CPI put on the node (keyed by its id), from claim to the end of
+/// its teardown.
 pub const VM_KEY: &str = "bosh_vm";
 /// `extra.bosh_enrolled_by_cpi`: the node was enrolled by create_vm (`ironic_params`) and is
 /// removed again by delete_vm.
@@ -61,11 +66,12 @@ impl Phase {
     }
 }
 
-/// A teardown in progress: who runs it, and the token it holds the node's `instance_uuid` with
-/// once undeploy has cleared the VM's own.
+/// A teardown in progress: who runs it, and (once undeploy has cleared the VM's own claim) the
+/// token it holds the node's `instance_uuid` with.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct TeardownMark {
-    pub token: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
     pub by: Process,
     pub started_at: String,
 }
@@ -88,10 +94,10 @@ pub struct VmRecord {
     pub claimed_by: Process,
     #[serde(default)]
     pub stemcell: Option<String>,
-    /// Manual cleaning when the VM is deleted, decided at create time (vm_type's
-    /// `clean_on_delete`, else the config's `ironic.clean_on_delete`).
-    #[serde(default)]
-    pub clean_on_delete: bool,
+    /// Manual cleaning when the VM is deleted, as its vm_type's `clean_on_delete` said at create
+    /// time; unset: the config's `ironic.clean_on_delete` when it is deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clean_on_delete: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub teardown: Option<TeardownMark>,
     pub cpi: String,
@@ -103,7 +109,7 @@ impl VmRecord {
         agent_id: &str,
         node: &Node,
         claimed_by: Process,
-        clean_on_delete: bool,
+        clean_on_delete: Option<bool>,
     ) -> VmRecord {
         let now = timestamp(SystemTime::now());
         VmRecord {
@@ -127,9 +133,19 @@ impl VmRecord {
         serde_json::to_value(self).unwrap_or(Value::Null)
     }
 
+    /// `extra.bosh_vm` holding this record.
+    pub fn container(&self) -> Value {
+        let mut m = Map::new();
+        m.insert(self.vm_id.clone(), self.to_value());
+        Value::Object(m)
+    }
+
     /// The record on a node, if it has one this CPI can read.
     pub fn read(node: &Node) -> Option<VmRecord> {
-        serde_json::from_value(node.extra.get(VM_KEY)?.clone()).ok()
+        let entries = node.extra.get(VM_KEY)?.as_object()?;
+        let (id, record) = entries.iter().next().filter(|_| entries.len() == 1)?;
+        let record: VmRecord = serde_json::from_value(record.clone()).ok()?;
+        (&record.vm_id == id).then_some(record)
     }
 
     /// The cid of this VM on `node`.
@@ -148,6 +164,21 @@ impl VmRecord {
             ..self.clone()
         }
     }
+}
+
+/// The JSON Pointer of VM `vm_id`'s record.
+pub fn record_path(vm_id: &str) -> String {
+    format!("/extra/{VM_KEY}/{}", pointer_key(vm_id))
+}
+
+/// A patch operation that makes a request conditional on VM `vm_id` still owning the node:
+/// it stamps the record's `updated_at`, and fails (the whole request with it) when the record is
+/// gone. Put it first in every request made on a VM's behalf.
+pub fn while_owned(vm_id: &str) -> PatchOp {
+    PatchOp::add(
+        format!("{}/updated_at", record_path(vm_id)),
+        Value::String(timestamp(SystemTime::now())),
+    )
 }
 
 /// A node carries a VM record (readable or not): it belongs to a VM and is never free.
@@ -196,15 +227,16 @@ mod tests {
             provision_state: Some("manageable".into()),
             ..Default::default()
         };
-        let record = VmRecord::new("v", "agent-1", &node, Process::current(None), true);
+        let record = VmRecord::new("v", "agent-1", &node, Process::current(None), Some(true));
         assert_eq!(record.origin_state, "manageable");
         assert_eq!(record.origin_name.as_deref(), Some("rack1-7"));
         let mut with = node.clone();
-        with.extra.insert(VM_KEY.into(), record.to_value());
+        with.extra.insert(VM_KEY.into(), record.container());
         assert_eq!(VmRecord::read(&with), Some(record.clone()));
         assert!(has_vm_record(&with));
         assert_eq!(record.to_value()["phase"], json!("claimed"));
         assert_eq!(record.in_phase(Phase::Deleting).phase, Phase::Deleting);
+        assert_eq!(record_path("a/b"), "/extra/bosh_vm/a~1b");
 
         // An unreadable record still marks the node as taken.
         let mut garbled = node;

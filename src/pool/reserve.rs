@@ -72,7 +72,7 @@ pub fn reserve(
     let ops = [
         // Still ours: Ironic refuses the whole request if another instance_uuid took its place.
         PatchOp::add("/instance_uuid", json!(vm_id)),
-        PatchOp::add(format!("/extra/{VM_KEY}"), record.to_value()),
+        PatchOp::add(format!("/extra/{VM_KEY}"), record.container()),
     ];
     let recorded = confirm::change(
         api,

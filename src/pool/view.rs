@@ -189,10 +189,10 @@ mod tests {
             "agent-123456789",
             &owner,
             crate::pool::whoami::Process::current(None),
-            false,
+            None,
         )
         .in_phase(crate::pool::record::Phase::Active)
-        .to_value();
+        .container();
         let node = Node {
             uuid: "u1".into(),
             name: Some("router-0".into()),

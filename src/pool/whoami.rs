@@ -63,7 +63,7 @@ impl Process {
 /// How the liveness of a recorded process is told: by `/proc` on this host
 /// ([`Process::liveness`]); the lab's model of Ironic knows which of its simulated processes it
 /// killed.
-pub type LivenessCheck = dyn Fn(&Process) -> Liveness + Sync;
+pub type LivenessCheck = dyn Fn(&Process) -> Liveness + Send + Sync;
 
 /// The real check, for [`LivenessCheck`].
 pub fn on_this_host(p: &Process) -> Liveness {

@@ -23,7 +23,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::ironic::{Ironic, IronicError, Node, NodeQuery, PatchOp, Port, PortQuery};
-use crate::pool::whoami::{Liveness, Process};
+use crate::pool::record::VmRecord;
+use crate::pool::whoami::{Liveness, LivenessCheck, Process};
 
 use sched::Sched;
 pub use world::{Mutation, State, Step};
@@ -43,6 +44,9 @@ pub enum Fault {
     KillBefore,
     /// The process dies after Ironic applied the request, before reading the answer.
     KillAfter,
+    /// The request is held back (in the network, behind a lock) until nothing else can move,
+    /// then applied: the world has moved on meanwhile.
+    Stall,
 }
 
 impl Fault {
@@ -54,6 +58,18 @@ impl Fault {
     ];
 }
 
+/// Which request of a simulated process a fault hits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum At {
+    /// The n-th request (1-based).
+    Nth(usize),
+    /// The first request whose description starts with this (`provision deleted`,
+    /// `PATCH /instance_uuid`).
+    First(&'static str),
+    /// The n-th request (1-based) whose description starts with this.
+    NthOf(&'static str, usize),
+}
+
 /// The host name simulated processes record (so their liveness is the model's to tell).
 pub const MODEL_HOST: &str = "ironic-model";
 
@@ -63,7 +79,10 @@ pub struct ModelIronic {
     sched: Arc<Sched>,
     actor: usize,
     id: usize,
-    fault: Option<(usize, Fault)>,
+    fault: Option<(At, Fault)>,
+    fault_spent: std::sync::atomic::AtomicBool,
+    /// Requests seen so far that match an `At::NthOf` prefix.
+    matching: AtomicUsize,
     calls: AtomicUsize,
     clock: Mutex<Duration>,
 }
@@ -95,9 +114,26 @@ impl ModelIronic {
         what: &str,
         f: impl FnOnce(&mut State) -> Result<T, IronicError>,
     ) -> Result<T, IronicError> {
+        let n = self.calls.load(Ordering::SeqCst) + 1;
+        let hit = |at: &At| match at {
+            At::Nth(k) => *k == n,
+            At::First(prefix) => what.starts_with(prefix),
+            At::NthOf(prefix, k) => {
+                what.starts_with(prefix) && {
+                    let seen = self.matching.fetch_add(1, Ordering::SeqCst) + 1;
+                    seen == *k
+                }
+            }
+        };
+        let fault = match self.fault {
+            Some((at, f)) if hit(&at) && !self.fault_spent.swap(true, Ordering::SeqCst) => Some(f),
+            _ => None,
+        };
+        if fault == Some(Fault::Stall) {
+            self.sched.stall(self.actor);
+        }
         self.sched.park(self.actor, false);
-        let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
-        let fault = self.fault.filter(|(k, _)| *k == n).map(|(_, f)| f);
+        self.calls.fetch_add(1, Ordering::SeqCst);
         match fault {
             Some(Fault::KillBefore) => resume_unwind(Box::new(Killed)),
             Some(Fault::NotSent) => {
@@ -113,17 +149,36 @@ impl ModelIronic {
         let result = {
             let mut w = lock(&self.world);
             w.requests += 1;
-            let uuid = mutates.and_then(|id| w.find(id).map(|n| n.uuid.clone()));
+            let before = mutates.and_then(|id| w.find(id)).map(|n| {
+                (
+                    n.uuid.clone(),
+                    VmRecord::read(n).map(|r| r.vm_id),
+                )
+            });
             let r = f(&mut w);
             if r.is_ok() {
-                if let Some(node) = uuid.or_else(|| mutates.map(str::to_string)) {
+                if let Some((node, record_before)) = before {
+                    let record_after = w
+                        .nodes
+                        .get(&node)
+                        .and_then(VmRecord::read)
+                        .map(|r| r.vm_id);
                     w.mutations.push(Mutation {
                         actor: self.id,
                         node,
                         what: what.into(),
+                        record_before,
+                        record_after,
                     });
                 }
             }
+            let outcome = match (&r, fault) {
+                (Ok(_), Some(f)) => format!("ok, then {f:?}"),
+                (Ok(_), None) => "ok".to_string(),
+                (Err(e), _) => format!("{e}"),
+            };
+            w.journal
+                .push(format!("{} #{n} {what} {}: {outcome}", self.id, mutates.unwrap_or("")));
             r
         };
         match fault {
@@ -163,7 +218,10 @@ impl Ironic for ModelIronic {
         })
     }
     fn patch_node(&self, id: &str, ops: &[PatchOp]) -> Result<Node, IronicError> {
-        self.request(Some(id), "PATCH node", |w| w.patch(id, ops))
+        let mut paths: Vec<&str> = ops.iter().map(|o| o.path.as_str()).collect();
+        paths.dedup();
+        let what = format!("PATCH {}", paths.join(" "));
+        self.request(Some(id), &what, |w| w.patch(id, ops))
     }
     fn delete_node(&self, id: &str) -> Result<(), IronicError> {
         self.request(Some(id), "DELETE node", |w| w.delete_node(id))
@@ -325,8 +383,8 @@ pub fn explore(
 /// A simulated process: it gets its own handle on the model.
 pub type Actor<'s, T> = Box<dyn FnOnce(&ModelIronic) -> T + Send + 's>;
 
-/// An actor, and the fault at its n-th request (1-based), if any.
-pub type Faulty<'s, T> = (Actor<'s, T>, Option<(usize, Fault)>);
+/// An actor, and the fault at one of its requests, if any.
+pub type Faulty<'s, T> = (Actor<'s, T>, Option<(At, Fault)>);
 
 /// A check of the model's state; its error says what is wrong.
 pub type Invariant<'e> = Box<dyn Fn(&State) -> Result<(), String> + 'e>;
@@ -336,6 +394,7 @@ pub struct Env<'e> {
     pub world: Arc<Mutex<State>>,
     ex: &'e mut Explorer,
     next_id: usize,
+    /// Processes that have exited (killed, or done with their call).
     killed: Arc<Mutex<BTreeSet<u32>>>,
     /// Checked after every step; what it returns is collected in `violations`.
     pub invariant: Invariant<'e>,
@@ -369,9 +428,9 @@ impl<'e> Env<'e> {
     }
 
     /// Whether a simulated process still runs: killed ones have exited.
-    pub fn liveness(&self) -> impl Fn(&Process) -> Liveness + Sync + Send + 'static {
+    pub fn liveness(&self) -> Arc<LivenessCheck> {
         let killed = self.killed.clone();
-        move |p: &Process| {
+        Arc::new(move |p: &Process| {
             if p.host != MODEL_HOST {
                 Liveness::Unknown
             } else if lock(&killed).contains(&p.pid) {
@@ -379,7 +438,7 @@ impl<'e> Env<'e> {
             } else {
                 Liveness::Running
             }
-        }
+        })
     }
 
     /// The id the next actor gets (its `Process::pid`).
@@ -387,7 +446,7 @@ impl<'e> Env<'e> {
         self.next_id
     }
 
-    /// Run `actors` concurrently, each with an optional fault at its n-th request (1-based),
+    /// Run `actors` concurrently, each with an optional fault at one of its requests,
     /// until they have all finished and the conductor is idle. `None` for a killed actor.
     pub fn run<'s, T: Send + 's>(
         &mut self,
@@ -412,6 +471,8 @@ impl<'e> Env<'e> {
                         actor: i,
                         id: first_id + i,
                         fault,
+                        fault_spent: std::sync::atomic::AtomicBool::new(false),
+                        matching: AtomicUsize::new(0),
                         calls: AtomicUsize::new(0),
                         clock: Mutex::new(Duration::ZERO),
                     };
@@ -420,12 +481,11 @@ impl<'e> Env<'e> {
                     scope.spawn(move || {
                         sched.park(i, false);
                         let r = catch_unwind(AssertUnwindSafe(|| f(&api)));
+                        // A CPI process ends with its call: whatever it recorded, it has exited.
+                        lock(&killed).insert(api.id as u32);
                         let out = match r {
                             Ok(v) => Some(v),
-                            Err(p) if p.is::<Killed>() => {
-                                lock(&killed).insert(api.id as u32);
-                                None
-                            }
+                            Err(p) if p.is::<Killed>() => None,
                             Err(p) => {
                                 sched.finish(i);
                                 resume_unwind(p)
@@ -447,6 +507,18 @@ impl<'e> Env<'e> {
                     }
                 }
                 let events: Vec<String> = lock(&world).pending.keys().cloned().collect();
+                let free: Vec<(usize, bool)> = parked
+                    .iter()
+                    .copied()
+                    .filter(|(a, _)| !sched.is_stalled(*a))
+                    .collect();
+                // Held-back requests go once nothing else can move.
+                let parked = if free.is_empty() && events.is_empty() {
+                    parked.iter().for_each(|(a, _)| sched.unstall(*a));
+                    parked
+                } else {
+                    free
+                };
                 let mut options: Vec<Choice> =
                     parked.iter().map(|(a, _)| Choice::Actor(*a)).collect();
                 options.extend(events.into_iter().map(Choice::Event));
@@ -472,7 +544,12 @@ impl<'e> Env<'e> {
                         last = Some(*a);
                         sched.resume(*a);
                     }
-                    Choice::Event(uuid) => lock(&world).fire(uuid),
+                    Choice::Event(uuid) => {
+                        let mut w = lock(&world);
+                        let step = w.pending.get(uuid).cloned();
+                        w.journal.push(format!("conductor {uuid}: {step:?}"));
+                        w.fire(uuid)
+                    }
                 }
             }
             handles

@@ -16,6 +16,8 @@ enum Status {
 
 pub struct Sched {
     status: Mutex<Vec<Status>>,
+    /// Actors whose next request is held back until nothing else can move.
+    stalled: Mutex<Vec<bool>>,
     changed: Condvar,
 }
 
@@ -23,6 +25,7 @@ impl Sched {
     pub fn new(actors: usize) -> Sched {
         Sched {
             status: Mutex::new(vec![Status::Starting; actors]),
+            stalled: Mutex::new(vec![false; actors]),
             changed: Condvar::new(),
         }
     }
@@ -45,6 +48,20 @@ impl Sched {
         let mut s = self.lock();
         s[me] = Status::Done;
         self.changed.notify_all();
+    }
+
+    /// Hold `me`'s next request back until nothing else can move (a request stuck in the
+    /// network while the rest of the world goes on).
+    pub fn stall(&self, me: usize) {
+        self.stalled.lock().unwrap_or_else(|p| p.into_inner())[me] = true;
+    }
+
+    pub fn is_stalled(&self, actor: usize) -> bool {
+        self.stalled.lock().unwrap_or_else(|p| p.into_inner())[actor]
+    }
+
+    pub fn unstall(&self, actor: usize) {
+        self.stalled.lock().unwrap_or_else(|p| p.into_inner())[actor] = false;
     }
 
     /// Harness side: wait until nobody runs, then the parked actors (and whether they slept).

@@ -31,7 +31,18 @@ pub enum Step {
 pub struct Mutation {
     pub actor: usize,
     pub node: String,
+    /// The request: `PATCH /instance_uuid /extra/bosh_vm`, `provision deleted`, ...
     pub what: String,
+    /// The vm id of the node's VM record before and after the change (None: no record).
+    pub record_before: Option<String>,
+    pub record_after: Option<String>,
+}
+
+impl Mutation {
+    /// A PATCH that touches nothing but `instance_uuid` (a claim, or letting one go).
+    pub fn only_claim(&self) -> bool {
+        self.what == "PATCH /instance_uuid"
+    }
 }
 
 #[derive(Debug, Default)]
@@ -43,6 +54,8 @@ pub struct State {
     pub failing_deploys: BTreeSet<String>,
     pub mutations: Vec<Mutation>,
     pub requests: u64,
+    /// Every request: `<process> <request> -> <outcome>`, to read a failing schedule.
+    pub journal: Vec<String>,
 }
 
 const UPDATE_ALLOWED_STATES: [&str; 3] = ["deploy failed", "clean failed", "error"];

@@ -120,19 +120,14 @@ impl Provisioner<'_> {
                     lost,
                 ));
             }
+            let lost_before = lost;
             for candidate in selection.candidates.iter().take(CLAIMS_PER_LISTING) {
                 let drive = match self.files.build(candidate, pool.macs_of(&candidate.uuid)) {
                     Ok(d) => d,
                     Err(e) => {
                         drive_failures.push(format!("node {}: {}", candidate.label(), e.message));
                         if drive_failures.len() >= DRIVE_FAILURES {
-                            return Err(CpiError::vm_creation_failed(
-                                format!(
-                                    "cannot build the VM's config drive for the candidate nodes: {}",
-                                    drive_failures.join("; ")
-                                ),
-                                false,
-                            ));
+                            return Err(drive_error(&drive_failures));
                         }
                         continue;
                     }
@@ -164,6 +159,11 @@ impl Provisioner<'_> {
                         lost += 1;
                     }
                 }
+            }
+            // Reading the pool again only helps against races; a drive that does not fit is
+            // answered at once.
+            if lost == lost_before && !drive_failures.is_empty() {
+                return Err(drive_error(&drive_failures));
             }
         }
         Err(CpiError::vm_creation_failed(
@@ -379,6 +379,19 @@ impl Provisioner<'_> {
             ),
         }
     }
+}
+
+/// The VM's input does not fit the candidates (networks and NICs): nothing was changed, and
+/// retrying cannot help.
+fn drive_error(failures: &[String]) -> CpiError {
+    CpiError::vm_creation_failed(
+        format!(
+            "cannot build the VM's config drive for the candidate nodes (nothing was changed \
+             in Ironic): {}",
+            failures.join("; ")
+        ),
+        false,
+    )
 }
 
 /// The node holding the VM's persistent disks: a VM must land where its local disks are. Each

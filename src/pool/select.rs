@@ -19,7 +19,7 @@ pub const FREE_STATES: [&str; 2] = ["available", "manageable"];
 
 /// The node fields a selection needs; lists ask for these only (`fields=`), which keeps a page of
 /// 1,000 nodes small.
-pub const NODE_FIELDS: [&str; 16] = [
+pub const NODE_FIELDS: [&str; 15] = [
     "uuid",
     "name",
     "provision_state",
@@ -34,7 +34,7 @@ pub const NODE_FIELDS: [&str; 16] = [
     "properties",
     "extra",
     "driver",
-    "updated_at",
+    // `updated_at` is not a `fields=` field in Ironic 39 (400).
     "provision_updated_at",
 ];
 

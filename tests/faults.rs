@@ -116,6 +116,16 @@ fn vm_cid(out: &CallOutcome) -> String {
     out.ok()[0].as_str().unwrap().to_string()
 }
 
+/// The node a VM cid (`<node uuid>:<vm id>`) names.
+fn node_of(cid: &str) -> &str {
+    cid.split_once(':').map_or(cid, |(node, _)| node)
+}
+
+/// A well-formed cid of a VM that never existed on `node`.
+fn unknown_vm(node: &str) -> String {
+    format!("{node}:{}", uuid::Uuid::now_v7())
+}
+
 #[test]
 fn transient_503_409_and_dropped_reads_are_retried_within_bounds() {
     let s = shared();
@@ -152,7 +162,8 @@ fn transient_503_409_and_dropped_reads_are_retried_within_bounds() {
         2,
     );
     let out = create_vm_with(&config, rc);
-    assert_eq!(vm_cid(&out), *node);
+    let vm = vm_cid(&out);
+    assert_eq!(node_of(&vm), node);
     assert_eq!(proxy.injected(), 10, "every injected fault was met");
     // Bounds: each faulted request was repeated exactly as often as it failed, plus once.
     let patches = proxy.count("PATCH", node);
@@ -175,7 +186,7 @@ fn transient_503_409_and_dropped_reads_are_retried_within_bounds() {
 
     let out = s
         .lab
-        .call_with_config(&config, "delete_vm", json!([node]), 2, Some(3));
+        .call_with_config(&config, "delete_vm", json!([vm]), 2, Some(3));
     out.ok();
     assert_eq!(pool_state(&client, rc), before);
 }
@@ -197,9 +208,13 @@ fn persistent_503_ends_in_a_typed_error_within_the_retry_budget() {
     // Every request: the first one (API version negotiation) exhausts the budget.
     proxy.inject(None, "/", Fault::Unavailable { retry_after: None }, 1000);
     let started = Instant::now();
-    let out = s
-        .lab
-        .call_with_config(&config, "has_vm", json!([nodes[0]]), 2, Some(3));
+    let out = s.lab.call_with_config(
+        &config,
+        "has_vm",
+        json!([unknown_vm(&nodes[0])]),
+        2,
+        Some(3),
+    );
     let elapsed = started.elapsed();
     assert_eq!(
         out.error_type(),
@@ -334,10 +349,11 @@ fn stop_during_deploy(
         out.stdout
     );
     if out.response["error"].is_null() {
-        assert_eq!(vm_cid(&out), node);
+        let vm = vm_cid(&out);
+        assert_eq!(node_of(&vm), node);
         let n = client.get_node(node).unwrap();
         assert_eq!(n.provision_state.as_deref(), Some("active"));
-        lab.call_with_config(config, "delete_vm", json!([node]), 2, Some(3))
+        lab.call_with_config(config, "delete_vm", json!([vm]), 2, Some(3))
             .ok();
     } else {
         assert_retryable_creation_failure(&out);
@@ -464,9 +480,13 @@ fn absurd_retry_after_values_are_capped() {
             1,
         );
         let started = Instant::now();
-        let out = s
-            .lab
-            .call_with_config(&config, "has_vm", json!([nodes[0]]), 2, Some(3));
+        let out = s.lab.call_with_config(
+            &config,
+            "has_vm",
+            json!([unknown_vm(&nodes[0])]),
+            2,
+            Some(3),
+        );
         assert_eq!(out.ok(), &json!(false), "Retry-After: {value}");
         assert!(
             started.elapsed() < Duration::from_secs(20),

@@ -189,7 +189,10 @@ fn create_by_mac_deploys_and_delete_restores_the_pool() {
 
     let node = client().get_node(&b).unwrap();
     assert_eq!(node.provision_state.as_deref(), Some("active"));
-    assert_eq!(node.instance_uuid.as_deref(), Some(vm.split(':').nth(1).unwrap()));
+    assert_eq!(
+        node.instance_uuid.as_deref(),
+        Some(vm.split(':').nth(1).unwrap())
+    );
     let s = shared();
     let image_url = node.instance_info["image_source"]
         .as_str()
@@ -656,7 +659,12 @@ fn failures_after_the_claim_leave_the_pool_as_it_was() {
         json!([fake_disk]),
         2,
     );
-    assert_eq!(out.error_type(), Some("Bosh::Clouds::CloudError"), "{}", out.stdout);
+    assert_eq!(
+        out.error_type(),
+        Some("Bosh::Clouds::CloudError"),
+        "{}",
+        out.stdout
+    );
     let msg = out.response["error"]["message"].as_str().unwrap();
     assert!(msg.contains("is not recorded on node"), "{msg}");
     // An agent_id of a megabyte is refused before anything is read or written.
@@ -667,7 +675,12 @@ fn failures_after_the_claim_leave_the_pool_as_it_was() {
         2,
         Some(3),
     );
-    assert_eq!(out.error_type(), Some("Bosh::Clouds::CloudError"), "{}", out.stdout);
+    assert_eq!(
+        out.error_type(),
+        Some("Bosh::Clouds::CloudError"),
+        "{}",
+        out.stdout
+    );
     assert!(out.stdout.len() < 2000, "the error does not echo the input");
     assert_eq!(pool_state(rc), before);
     assert_eq!(moved(), last_moved);

@@ -49,7 +49,11 @@ fn node_uuid(i: usize) -> String {
 fn pool(available: usize, manageable: usize) -> State {
     let mut s = State::default();
     for i in 0..available + manageable {
-        let state = if i < available { "available" } else { "manageable" };
+        let state = if i < available {
+            "available"
+        } else {
+            "manageable"
+        };
         let node = Node {
             uuid: node_uuid(i),
             name: Some(format!("node-{i}")),
@@ -229,6 +233,9 @@ struct Director<'e> {
     roles: BTreeMap<usize, Role>,
 }
 
+/// One call of a run: who makes it, the call, and the fault it meets, if any.
+type Planned<'e> = (Role, Actor<'e, Out>, Option<(At, Fault)>);
+
 impl<'e> Director<'e> {
     fn new(state: State, ex: &'e mut Explorer, fx: &'e Fixture) -> Director<'e> {
         let origin = state.nodes.clone();
@@ -246,7 +253,7 @@ impl<'e> Director<'e> {
     }
 
     /// Run calls concurrently (each with its role and an optional fault); None for killed ones.
-    fn run(&mut self, calls: Vec<(Role, Actor<'e, Out>, Option<(At, Fault)>)>) -> Vec<Option<Out>> {
+    fn run(&mut self, calls: Vec<Planned<'e>>) -> Vec<Option<Out>> {
         let first = self.env.next_id();
         let mut actors = Vec::new();
         for (i, (role, actor, fault)) in calls.into_iter().enumerate() {
@@ -269,9 +276,10 @@ impl<'e> Director<'e> {
     fn adopt(&mut self, cid: &VmCid) {
         let mut live = self.live.lock().unwrap();
         if let Some(other) = live.get(&cid.node) {
-            self.env
-                .violations
-                .push(format!("node {} holds two VMs: {other} and {cid}", cid.node));
+            self.env.violations.push(format!(
+                "node {} holds two VMs: {other} and {cid}",
+                cid.node
+            ));
         }
         live.insert(cid.node.clone(), cid.clone());
     }
@@ -593,7 +601,9 @@ fn create_faults(state: State, failing_deploy: bool, seed: u64) -> (usize, usize
                         }
                     }
                     other if failing_deploy && is_vm_creation_failed(other) => {}
-                    other => d.fail(format!("create_vm answered {other:?} to {fault:?} at request {k}")),
+                    other => d.fail(format!(
+                        "create_vm answered {other:?} to {fault:?} at request {k}"
+                    )),
                 }
                 violations.extend(d.finish(&format!("create_vm {fault:?} at request {k}")));
             });
@@ -707,137 +717,191 @@ fn concurrent_calls_interleaved_request_by_request() {
     // old one is fully gone, or fails and may retry.
     add(
         "delete_vm || create_vm, 1 node",
-        interleave("delete||create", 2, || pool(1, 0), |d| {
-            let Some(a) = d.create_until_done(1) else { return };
-            let del = delete(d.fx, d.env.liveness(), &a);
-            let cre = create(d.fx, d.env.liveness(), 2);
-            let outs = d.run(vec![
-                (Role::Delete(a.vm_id.clone()), del, None),
-                (Role::Create, cre, None),
-            ]);
-            expect_deleted(d, &outs[0]);
-            expect_created_or_retryable(d, &outs[1]);
-            cleanup(d);
-        }),
+        interleave(
+            "delete||create",
+            2,
+            || pool(1, 0),
+            |d| {
+                let Some(a) = d.create_until_done(1) else {
+                    return;
+                };
+                let del = delete(d.fx, d.env.liveness(), &a);
+                let cre = create(d.fx, d.env.liveness(), 2);
+                let outs = d.run(vec![
+                    (Role::Delete(a.vm_id.clone()), del, None),
+                    (Role::Create, cre, None),
+                ]);
+                expect_deleted(d, &outs[0]);
+                expect_created_or_retryable(d, &outs[1]);
+                cleanup(d);
+            },
+        ),
     );
 
     // The same on a manageable node (restored to manageable, provided again by the creator).
     add(
         "delete_vm || create_vm, 1 manageable node",
-        interleave("delete||create manageable", 2, || pool(0, 1), |d| {
-            let Some(a) = d.create_until_done(1) else { return };
-            let del = delete(d.fx, d.env.liveness(), &a);
-            let cre = create(d.fx, d.env.liveness(), 2);
-            let outs = d.run(vec![
-                (Role::Delete(a.vm_id.clone()), del, None),
-                (Role::Create, cre, None),
-            ]);
-            expect_deleted(d, &outs[0]);
-            expect_created_or_retryable(d, &outs[1]);
-            cleanup(d);
-        }),
+        interleave(
+            "delete||create manageable",
+            2,
+            || pool(0, 1),
+            |d| {
+                let Some(a) = d.create_until_done(1) else {
+                    return;
+                };
+                let del = delete(d.fx, d.env.liveness(), &a);
+                let cre = create(d.fx, d.env.liveness(), 2);
+                let outs = d.run(vec![
+                    (Role::Delete(a.vm_id.clone()), del, None),
+                    (Role::Create, cre, None),
+                ]);
+                expect_deleted(d, &outs[0]);
+                expect_created_or_retryable(d, &outs[1]);
+                cleanup(d);
+            },
+        ),
     );
 
     // Two delete_vm of one cid (a retry while the first still runs): one finishes the
     // teardown, the other waits for it; both succeed.
     add(
         "delete_vm || delete_vm, same cid",
-        interleave("delete||delete", 2, || pool(1, 0), |d| {
-            let Some(a) = d.create_until_done(1) else { return };
-            let d1 = delete(d.fx, d.env.liveness(), &a);
-            let d2 = delete(d.fx, d.env.liveness(), &a);
-            let outs = d.run(vec![
-                (Role::Delete(a.vm_id.clone()), d1, None),
-                (Role::Delete(a.vm_id.clone()), d2, None),
-            ]);
-            expect_deleted(d, &outs[0]);
-            expect_deleted(d, &outs[1]);
-        }),
+        interleave(
+            "delete||delete",
+            2,
+            || pool(1, 0),
+            |d| {
+                let Some(a) = d.create_until_done(1) else {
+                    return;
+                };
+                let d1 = delete(d.fx, d.env.liveness(), &a);
+                let d2 = delete(d.fx, d.env.liveness(), &a);
+                let outs = d.run(vec![
+                    (Role::Delete(a.vm_id.clone()), d1, None),
+                    (Role::Delete(a.vm_id.clone()), d2, None),
+                ]);
+                expect_deleted(d, &outs[0]);
+                expect_deleted(d, &outs[1]);
+            },
+        ),
     );
 
     // Two create_vm for one node: exactly one wins.
     add(
         "create_vm || create_vm, 1 node",
-        interleave("create||create", 2, || pool(1, 0), |d| {
-            let c1 = create(d.fx, d.env.liveness(), 1);
-            let c2 = create(d.fx, d.env.liveness(), 2);
-            let outs = d.run(vec![(Role::Create, c1, None), (Role::Create, c2, None)]);
-            let won = outs
-                .iter()
-                .filter(|o| matches!(o, Some(Out::Created(Ok(_)))))
-                .count();
-            if won != 1 {
-                d.fail(format!("{won} create_vm won one node: {outs:?}"));
-            }
-            for o in &outs {
-                expect_created_or_retryable(d, o);
-            }
-            cleanup(d);
-        }),
+        interleave(
+            "create||create",
+            2,
+            || pool(1, 0),
+            |d| {
+                let c1 = create(d.fx, d.env.liveness(), 1);
+                let c2 = create(d.fx, d.env.liveness(), 2);
+                let outs = d.run(vec![(Role::Create, c1, None), (Role::Create, c2, None)]);
+                let won = outs
+                    .iter()
+                    .filter(|o| matches!(o, Some(Out::Created(Ok(_)))))
+                    .count();
+                if won != 1 {
+                    d.fail(format!("{won} create_vm won one node: {outs:?}"));
+                }
+                for o in &outs {
+                    expect_created_or_retryable(d, o);
+                }
+                cleanup(d);
+            },
+        ),
     );
 
     // A stale delete_vm racing a create_vm that takes the node it once named.
     add(
         "stale delete_vm || create_vm",
-        interleave("stale||create", 2, || pool(1, 0), |d| {
-            let Some(a) = d.create_until_done(1) else { return };
-            d.delete_until_done(&a);
-            let me = d.env.next_id();
-            let before = d.env.state(|s| s.mutations.len());
-            let del = delete(d.fx, d.env.liveness(), &a);
-            let cre = create(d.fx, d.env.liveness(), 2);
-            let outs = d.run(vec![
-                (Role::Delete(a.vm_id.clone()), del, None),
-                (Role::Create, cre, None),
-            ]);
-            expect_deleted(d, &outs[0]);
-            expect_created_or_retryable(d, &outs[1]);
-            let changed = d.env.state(|s| {
-                s.mutations[before..].iter().filter(|m| m.actor == me).count()
-            });
-            if changed > 0 {
-                d.fail(format!("stale delete_vm made {changed} changes"));
-            }
-            cleanup(d);
-        }),
+        interleave(
+            "stale||create",
+            2,
+            || pool(1, 0),
+            |d| {
+                let Some(a) = d.create_until_done(1) else {
+                    return;
+                };
+                d.delete_until_done(&a);
+                let me = d.env.next_id();
+                let before = d.env.state(|s| s.mutations.len());
+                let del = delete(d.fx, d.env.liveness(), &a);
+                let cre = create(d.fx, d.env.liveness(), 2);
+                let outs = d.run(vec![
+                    (Role::Delete(a.vm_id.clone()), del, None),
+                    (Role::Create, cre, None),
+                ]);
+                expect_deleted(d, &outs[0]);
+                expect_created_or_retryable(d, &outs[1]);
+                let changed = d.env.state(|s| {
+                    s.mutations[before..]
+                        .iter()
+                        .filter(|m| m.actor == me)
+                        .count()
+                });
+                if changed > 0 {
+                    d.fail(format!("stale delete_vm made {changed} changes"));
+                }
+                cleanup(d);
+            },
+        ),
     );
 
     // Three at once on two nodes: one VM going, two coming.
     add(
         "delete_vm || create_vm || create_vm, 2 nodes",
-        interleave("delete||create||create", 1, || pool(2, 0), |d| {
-            let Some(a) = d.create_until_done(1) else { return };
-            let del = delete(d.fx, d.env.liveness(), &a);
-            let c1 = create(d.fx, d.env.liveness(), 2);
-            let c2 = create(d.fx, d.env.liveness(), 3);
-            let outs = d.run(vec![
-                (Role::Delete(a.vm_id.clone()), del, None),
-                (Role::Create, c1, None),
-                (Role::Create, c2, None),
-            ]);
-            expect_deleted(d, &outs[0]);
-            expect_created_or_retryable(d, &outs[1]);
-            expect_created_or_retryable(d, &outs[2]);
-            cleanup(d);
-        }),
+        interleave(
+            "delete||create||create",
+            1,
+            || pool(2, 0),
+            |d| {
+                let Some(a) = d.create_until_done(1) else {
+                    return;
+                };
+                let del = delete(d.fx, d.env.liveness(), &a);
+                let c1 = create(d.fx, d.env.liveness(), 2);
+                let c2 = create(d.fx, d.env.liveness(), 3);
+                let outs = d.run(vec![
+                    (Role::Delete(a.vm_id.clone()), del, None),
+                    (Role::Create, c1, None),
+                    (Role::Create, c2, None),
+                ]);
+                expect_deleted(d, &outs[0]);
+                expect_created_or_retryable(d, &outs[1]);
+                expect_created_or_retryable(d, &outs[2]);
+                cleanup(d);
+            },
+        ),
     );
 
     // A delete_vm killed after each request while its retry runs concurrently.
     for k in [1, 2, 3, 4, 6, 8] {
         add(
             &format!("delete_vm killed at {k} || its retry"),
-            interleave("killed delete||retry", 1, || pool(1, 0), |d| {
-                let Some(a) = d.create_until_done(1) else { return };
-                let d1 = delete(d.fx, d.env.liveness(), &a);
-                let d2 = delete(d.fx, d.env.liveness(), &a);
-                let outs = d.run(vec![
-                    (Role::Delete(a.vm_id.clone()), d1, Some((At::Nth(k), Fault::KillAfter))),
-                    (Role::Delete(a.vm_id.clone()), d2, None),
-                ]);
-                if !matches!(outs[1], Some(Out::Deleted(Ok(())))) {
-                    d.delete_until_done(&a);
-                }
-            }),
+            interleave(
+                "killed delete||retry",
+                1,
+                || pool(1, 0),
+                |d| {
+                    let Some(a) = d.create_until_done(1) else {
+                        return;
+                    };
+                    let d1 = delete(d.fx, d.env.liveness(), &a);
+                    let d2 = delete(d.fx, d.env.liveness(), &a);
+                    let outs = d.run(vec![
+                        (
+                            Role::Delete(a.vm_id.clone()),
+                            d1,
+                            Some((At::Nth(k), Fault::KillAfter)),
+                        ),
+                        (Role::Delete(a.vm_id.clone()), d2, None),
+                    ]);
+                    if !matches!(outs[1], Some(Out::Deleted(Ok(())))) {
+                        d.delete_until_done(&a);
+                    }
+                },
+            ),
         );
     }
 
@@ -882,30 +946,41 @@ fn concurrent_calls_interleaved_request_by_request() {
     for k in 1..=5 {
         add(
             &format!("delete_vm's PATCH {k} held back || retry, then a new VM"),
-            interleave("held-back delete", 1, || pool(1, 0), |d| {
-                let Some(a) = d.create_until_done(1) else { return };
-                let late = delete(d.fx, d.env.liveness(), &a);
-                let fx = d.fx;
-                let liveness = d.env.liveness();
-                let a2 = a.clone();
-                let retry_then_create: Actor<'_, Out> = Box::new(move |m: &ModelIronic| {
-                    let _ = delete(fx, liveness.clone(), &a2)(m);
-                    create(fx, liveness, 3)(m)
-                });
-                let outs = d.run(vec![
-                    (
-                        Role::Delete(a.vm_id.clone()),
-                        late,
-                        Some((At::NthOf("PATCH", k), Fault::Stall)),
-                    ),
-                    (Role::DeleteThenCreate(a.vm_id.clone()), retry_then_create, None),
-                ]);
-                if !matches!(outs[0], Some(Out::Deleted(Ok(())))) {
-                    d.fail(format!("held-back delete_vm answered {:?}", outs[0]));
-                }
-                expect_created_or_retryable(d, &outs[1]);
-                cleanup(d);
-            }),
+            interleave(
+                "held-back delete",
+                1,
+                || pool(1, 0),
+                |d| {
+                    let Some(a) = d.create_until_done(1) else {
+                        return;
+                    };
+                    let late = delete(d.fx, d.env.liveness(), &a);
+                    let fx = d.fx;
+                    let liveness = d.env.liveness();
+                    let a2 = a.clone();
+                    let retry_then_create: Actor<'_, Out> = Box::new(move |m: &ModelIronic| {
+                        let _ = delete(fx, liveness.clone(), &a2)(m);
+                        create(fx, liveness, 3)(m)
+                    });
+                    let outs = d.run(vec![
+                        (
+                            Role::Delete(a.vm_id.clone()),
+                            late,
+                            Some((At::NthOf("PATCH", k), Fault::Stall)),
+                        ),
+                        (
+                            Role::DeleteThenCreate(a.vm_id.clone()),
+                            retry_then_create,
+                            None,
+                        ),
+                    ]);
+                    if !matches!(outs[0], Some(Out::Deleted(Ok(())))) {
+                        d.fail(format!("held-back delete_vm answered {:?}", outs[0]));
+                    }
+                    expect_created_or_retryable(d, &outs[1]);
+                    cleanup(d);
+                },
+            ),
         );
     }
 

@@ -6,8 +6,8 @@ use serde_json::{json, Map, Value};
 use crate::call::Call;
 use crate::error::{CpiError, Result};
 use crate::ironic::PatchOp;
-use crate::pool::record::METADATA_KEY;
 use crate::pool::record::while_owned;
+use crate::pool::record::METADATA_KEY;
 use crate::pool::vm::held;
 use crate::rpc::Args;
 

@@ -10,8 +10,8 @@ use crate::disks::cid::DiskCid;
 use crate::error::{CpiError, Result};
 use crate::ironic::types::pointer_key;
 use crate::ironic::{Ironic, Node, PatchOp, PortQuery};
-use crate::pool::record::{while_owned, VmRecord};
 use crate::pool::record::{disks, DISKS_KEY};
+use crate::pool::record::{while_owned, VmRecord};
 
 /// A disk and the node it lives on.
 pub struct Located {

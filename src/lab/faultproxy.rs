@@ -30,6 +30,12 @@ pub enum Fault {
     /// `active`), report it as `deploy failed` with a `last_error`. Rules of this kind are used
     /// up only by answers actually rewritten.
     FailDeploy,
+    /// Forward to Ironic (which applies the request), then close the connection without the
+    /// answer: the client cannot tell whether its change happened.
+    DropAnswer,
+    /// Forward to Ironic, then hold the answer this long before writing it: longer than the
+    /// client's `request_timeout`, the change is applied and the client has given up on it.
+    DelayAnswer { secs: u64 },
 }
 
 /// A request the proxy saw, and what became of it.
@@ -268,6 +274,24 @@ fn serve(conn: TcpStream, shared: &Shared) -> io::Result<()> {
             Some(Fault::Drop) => {
                 let _ = out.shutdown(Shutdown::Both);
                 fault
+            }
+            Some(Fault::DropAnswer) => {
+                forward(shared.upstream, &req)?;
+                let _ = out.shutdown(Shutdown::Both);
+                fault
+            }
+            Some(Fault::DelayAnswer { secs }) => {
+                let (head, body) = forward(shared.upstream, &req)?;
+                // Seen once applied: the test goes on while the answer is held.
+                shared.state().seen.push(Seen {
+                    method: req.method,
+                    path: req.path,
+                    fault,
+                });
+                std::thread::sleep(Duration::from_secs(secs));
+                // The client has usually gone; a failed write is the point, not an error.
+                let _ = write_raw(&mut out, &head, &body);
+                return Ok(());
             }
             Some(Fault::FailDeploy) => {
                 let (head, body) = forward(shared.upstream, &req)?;

@@ -298,7 +298,9 @@ max_limit = {max_limit}
 automated_clean = true
 node_locked_retry_attempts = {locked}
 [database]
-connection = sqlite:///{d}/ironic.sqlite
+# SQLite lets one writer in at a time; its default 5 s wait for the lock is too short for a busy
+# 2-core machine running API and conductor together (500: database is locked).
+connection = sqlite:///{d}/ironic.sqlite?timeout=60
 [dhcp]
 dhcp_provider = none
 [fake]
@@ -440,7 +442,7 @@ mod tests {
             "deploy_delay = 2",
             "auth_strategy = http_basic",
             "http_basic_auth_user_file = /tmp/x/htpasswd",
-            "connection = sqlite:////tmp/x/ironic.sqlite",
+            "connection = sqlite:////tmp/x/ironic.sqlite?timeout=60",
         ] {
             assert!(c.contains(want), "missing {want}");
         }

@@ -71,7 +71,7 @@ pub fn judge(
     // Claims of this CPI are UUIDv7: they carry the time they were made.
     let stale = claim_time(&instance_uuid).and_then(|made| {
         let idle = since(now, made.max(node_moved(node).unwrap_or(made)));
-        (node.target_provision_state.is_none() && idle >= stale_after).then(|| {
+        (!node.in_transition() && idle >= stale_after).then(|| {
             format!(
                 "instance_uuid set {} ago without a VM record: a create_vm that died between \
                  claiming and recording, unless another user of Ironic set it",
@@ -99,13 +99,14 @@ fn vm_staleness(
             // could hold the node again (nothing records that teardown's process).
             let undeployed = node.instance_uuid.is_none()
                 && matches!(node.state(), "available" | "manageable" | "clean failed");
-            if !undeployed || node.target_provision_state.is_some() {
+            if !undeployed || node.in_transition() {
                 return None;
             }
             let idle = since(now, node_moved(node)?);
             return (idle >= stale_after).then(|| {
                 format!(
-                    "VM {} was undeployed (node {}) {} ago and its teardown stopped there: a                      retried delete_vm of its cid finishes it",
+                    "VM {} was undeployed (node {}) {} ago and its teardown stopped there: a \
+                     retried delete_vm of its cid finishes it",
                     record.vm_id,
                     node.state(),
                     minutes(idle)
@@ -123,7 +124,7 @@ fn vm_staleness(
             node.state()
         ));
     }
-    if node.target_provision_state.is_some() {
+    if node.in_transition() {
         return None;
     }
     let last = [parse_time(&record.updated_at), node_moved(node)]

@@ -351,7 +351,10 @@ impl Provisioner<'_> {
         for _ in 0..2 {
             match &outcome {
                 Err(te) if te.ok_to_retry => {
-                    log::warn!("returning node {node} failed ({}); trying again", te.message);
+                    log::warn!(
+                        "returning node {node} failed ({}); trying again",
+                        te.message
+                    );
                     self.api.sleep(std::time::Duration::from_secs(2));
                     outcome = teardown.run(cid);
                 }

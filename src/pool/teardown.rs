@@ -231,7 +231,7 @@ impl Teardown<'_> {
                     return Ok(None);
                 }
             };
-            if node.target_provision_state.is_some() {
+            if node.in_transition() && !STABLE_STATES.contains(&node.state()) {
                 self.settle(&node)?;
                 continue;
             }
@@ -353,7 +353,10 @@ impl Teardown<'_> {
             Ok(_) => Ok(Marked::Yes),
             Err(e) if is_refused(&e) => Ok(Marked::Gone),
             Err(e) if e.conflict_kind() == Some(ConflictKind::Other) => Ok(Marked::Busy),
-            Err(e) => Err(fail(e, &format!("marking the teardown on node {}", node.label()))),
+            Err(e) => Err(fail(
+                e,
+                &format!("marking the teardown on node {}", node.label()),
+            )),
         }
     }
 
@@ -406,7 +409,10 @@ impl Teardown<'_> {
         ) {
             Ok(_) => Ok(()),
             Err(e) if is_refused(&e) => Ok(()),
-            Err(e) => Err(fail(e, &format!("removing the claim on node {}", node.label()))),
+            Err(e) => Err(fail(
+                e,
+                &format!("removing the claim on node {}", node.label()),
+            )),
         }
     }
 
@@ -605,7 +611,7 @@ impl Teardown<'_> {
             Err(e)
                 if is_refused(&e)
                     && read_back(self.api, uuid)
-                    .is_ok_and(|n| VmRecord::read(&n).is_none_or(|r| r.vm_id != vm_id)) =>
+                        .is_ok_and(|n| VmRecord::read(&n).is_none_or(|r| r.vm_id != vm_id)) =>
             {
                 Ok(())
             }
@@ -616,11 +622,7 @@ impl Teardown<'_> {
 
 /// delete_vm: the VM's files outside Ironic (`remove_files`, by node) go first, while the node
 /// is still the VM's, then the node. A VM that is gone is success, and nothing is touched.
-pub fn delete_vm(
-    teardown: &Teardown,
-    cid: &VmCid,
-    remove_files: &dyn Fn(&str),
-) -> Result<Report> {
+pub fn delete_vm(teardown: &Teardown, cid: &VmCid, remove_files: &dyn Fn(&str)) -> Result<Report> {
     match lookup(teardown.api, cid).map_err(|e| fail(e, "reading the node"))? {
         Lookup::Held(node, _) => remove_files(&node.uuid),
         Lookup::Gone(why) => {
@@ -635,35 +637,44 @@ pub fn delete_vm(
 /// Whether a provision action whose answer was lost shows on the node.
 pub fn action_happened(target: &str, from: &str, n: &Node) -> bool {
     let state = n.state();
-    let heading = n.target_provision_state.as_deref();
+    // A failure state keeps the target of what failed, which says nothing about this action.
+    let heading = n
+        .target_provision_state
+        .as_deref()
+        .filter(|_| n.in_transition());
+    let failed_anew = |failure: &str| state == failure && from != failure;
     match target {
         "deleted" => {
             heading == Some("available")
-                || matches!(state, "deleting" | "cleaning" | "clean wait" | "clean failed")
+                || matches!(state, "deleting" | "cleaning" | "clean wait")
+                || failed_anew("clean failed")
                 || (state == "available" && from != "available")
         }
         "provide" => {
             heading == Some("available")
-                || matches!(state, "cleaning" | "clean wait" | "clean failed")
+                || matches!(state, "cleaning" | "clean wait")
+                || failed_anew("clean failed")
                 || (state == "available" && from != "available")
         }
         "manage" => heading == Some("manageable") || matches!(state, "manageable" | "verifying"),
-        "clean" => heading == Some("manageable") || matches!(state, "cleaning" | "clean wait"),
+        "clean" => {
+            heading == Some("manageable")
+                || matches!(state, "cleaning" | "clean wait")
+                || failed_anew("clean failed")
+        }
         "active" => {
             heading == Some("active")
-                || matches!(
-                    state,
-                    "deploying" | "wait call-back" | "active" | "deploy failed"
-                )
+                || matches!(state, "deploying" | "wait call-back" | "active")
+                || failed_anew("deploy failed")
         }
         _ => false,
     }
 }
 
 fn released_meanwhile(mut report: Report, cid: &VmCid) -> Report {
-    report
-        .steps
-        .push(format!("VM {cid} was released by another teardown meanwhile"));
+    report.steps.push(format!(
+        "VM {cid} was released by another teardown meanwhile"
+    ));
     report
 }
 

@@ -149,20 +149,13 @@ impl ModelIronic {
         let result = {
             let mut w = lock(&self.world);
             w.requests += 1;
-            let before = mutates.and_then(|id| w.find(id)).map(|n| {
-                (
-                    n.uuid.clone(),
-                    VmRecord::read(n).map(|r| r.vm_id),
-                )
-            });
+            let before = mutates
+                .and_then(|id| w.find(id))
+                .map(|n| (n.uuid.clone(), VmRecord::read(n).map(|r| r.vm_id)));
             let r = f(&mut w);
             if r.is_ok() {
                 if let Some((node, record_before)) = before {
-                    let record_after = w
-                        .nodes
-                        .get(&node)
-                        .and_then(VmRecord::read)
-                        .map(|r| r.vm_id);
+                    let record_after = w.nodes.get(&node).and_then(VmRecord::read).map(|r| r.vm_id);
                     w.mutations.push(Mutation {
                         actor: self.id,
                         node,
@@ -177,8 +170,11 @@ impl ModelIronic {
                 (Ok(_), None) => "ok".to_string(),
                 (Err(e), _) => format!("{e}"),
             };
-            w.journal
-                .push(format!("{} #{n} {what} {}: {outcome}", self.id, mutates.unwrap_or("")));
+            w.journal.push(format!(
+                "{} #{n} {what} {}: {outcome}",
+                self.id,
+                mutates.unwrap_or("")
+            ));
             r
         };
         match fault {
@@ -246,15 +242,24 @@ impl Ironic for ModelIronic {
                     id: id.into(),
                     message: "no such node".into(),
                 })?;
-            node.power_state = Some(if target == "power off" { "power off" } else { "power on" }.into());
+            node.power_state = Some(
+                if target == "power off" {
+                    "power off"
+                } else {
+                    "power on"
+                }
+                .into(),
+            );
             Ok(())
         })
     }
     fn validate_node(&self, id: &str) -> Result<Value, IronicError> {
         self.request(None, "validate", |w| {
             w.find(id)
-                .map(|_| serde_json::json!({"power": {"result": true}, "management": {"result": true},
-                                             "boot": {"result": true}, "deploy": {"result": true}}))
+                .map(|_| {
+                    serde_json::json!({"power": {"result": true}, "management": {"result": true},
+                                             "boot": {"result": true}, "deploy": {"result": true}})
+                })
                 .ok_or_else(|| IronicError::NotFound {
                     resource: "node".into(),
                     id: id.into(),
@@ -448,10 +453,7 @@ impl<'e> Env<'e> {
 
     /// Run `actors` concurrently, each with an optional fault at one of its requests,
     /// until they have all finished and the conductor is idle. `None` for a killed actor.
-    pub fn run<'s, T: Send + 's>(
-        &mut self,
-        actors: Vec<Faulty<'s, T>>,
-    ) -> Vec<Option<T>> {
+    pub fn run<'s, T: Send + 's>(&mut self, actors: Vec<Faulty<'s, T>>) -> Vec<Option<T>> {
         let sched = Arc::new(Sched::new(actors.len()));
         let first_id = self.next_id;
         self.next_id += actors.len();
@@ -525,11 +527,8 @@ impl<'e> Env<'e> {
                 if options.is_empty() {
                     break;
                 }
-                let continuing = last.and_then(|l| {
-                    parked
-                        .iter()
-                        .position(|(a, slept)| *a == l && !slept)
-                });
+                let continuing =
+                    last.and_then(|l| parked.iter().position(|(a, slept)| *a == l && !slept));
                 let first_event = parked.len();
                 let default = continuing.unwrap_or(if options.len() > first_event {
                     first_event

@@ -109,16 +109,13 @@ impl State {
                     .is_none_or(|s| n.provision_state.as_deref() == Some(s))
                     && q.associated.is_none_or(|a| n.instance_uuid.is_some() == a)
                     && q.maintenance.is_none_or(|m| n.maintenance == m)
-                    && q
-                        .resource_class
+                    && q.resource_class
                         .as_deref()
                         .is_none_or(|r| n.resource_class.as_deref() == Some(r))
-                    && q
-                        .conductor_group
+                    && q.conductor_group
                         .as_deref()
                         .is_none_or(|g| n.conductor_group.as_deref() == Some(g))
-                    && q
-                        .instance_uuid
+                    && q.instance_uuid
                         .as_deref()
                         .is_none_or(|u| n.instance_uuid.as_deref() == Some(u))
             })
@@ -146,7 +143,8 @@ impl State {
     pub fn patch(&mut self, id: &str, ops: &[PatchOp]) -> Result<Node, IronicError> {
         let uuid = self.uuid_of(id)?;
         let node = &self.nodes[&uuid];
-        let only_removes_claim = ops.len() == 1 && ops[0].op == "remove" && ops[0].path == "/instance_uuid";
+        let only_removes_claim =
+            ops.len() == 1 && ops[0].op == "remove" && ops[0].path == "/instance_uuid";
         if !(node.maintenance && only_removes_claim)
             && node.target_provision_state.is_some()
             && !UPDATE_ALLOWED_STATES.contains(&node.state())
@@ -217,7 +215,7 @@ impl State {
                 ),
             )
         };
-        if node.target_provision_state.is_some() {
+        if node.in_transition() {
             return Err(invalid());
         }
         let (next, heading, step) = match (target, state.as_str()) {
@@ -281,8 +279,9 @@ impl State {
         node.provision_updated_at = Some(now_text());
         match step {
             Step::Deploy if failing => {
+                // Ironic keeps the target on failure states.
                 node.provision_state = Some("deploy failed".into());
-                node.target_provision_state = None;
+                node.target_provision_state = Some("active".into());
                 node.last_error = Some("model: the deploy failed".into());
             }
             Step::Deploy => {
@@ -317,7 +316,10 @@ impl State {
         if !DELETE_ALLOWED_STATES.contains(&node.state()) && !node.maintenance {
             return Err(conflict(
                 ConflictKind::InvalidState,
-                format!("Can not delete node {uuid} while it is in state {}", node.state()),
+                format!(
+                    "Can not delete node {uuid} while it is in state {}",
+                    node.state()
+                ),
             ));
         }
         self.nodes.remove(&uuid);
@@ -401,8 +403,10 @@ mod tests {
     #[test]
     fn instance_uuid_is_a_compare_and_set() {
         let mut s = world();
-        s.patch("n1", &[PatchOp::add("/instance_uuid", json!("a"))]).unwrap();
-        s.patch("n1", &[PatchOp::add("/instance_uuid", json!("a"))]).unwrap();
+        s.patch("n1", &[PatchOp::add("/instance_uuid", json!("a"))])
+            .unwrap();
+        s.patch("n1", &[PatchOp::add("/instance_uuid", json!("a"))])
+            .unwrap();
         let e = s
             .patch(
                 "n1",
@@ -413,18 +417,21 @@ mod tests {
             )
             .unwrap_err();
         assert!(e.is_final_conflict(), "{e}");
-        assert!(s.nodes["n1"].extra.is_empty(), "a refused patch changes nothing");
+        assert!(
+            s.nodes["n1"].extra.is_empty(),
+            "a refused patch changes nothing"
+        );
         s.patch("n1", &[PatchOp::remove("/instance_uuid")]).unwrap();
-        s.patch("n1", &[PatchOp::add("/instance_uuid", json!("b"))]).unwrap();
-        assert!(s
-            .patch("n1", &[PatchOp::remove("/extra/none")])
-            .is_err());
+        s.patch("n1", &[PatchOp::add("/instance_uuid", json!("b"))])
+            .unwrap();
+        assert!(s.patch("n1", &[PatchOp::remove("/extra/none")]).is_err());
     }
 
     #[test]
     fn undeploy_clears_the_claim_before_cleaning_and_patches_wait() {
         let mut s = world();
-        s.patch("n1", &[PatchOp::add("/instance_uuid", json!("a"))]).unwrap();
+        s.patch("n1", &[PatchOp::add("/instance_uuid", json!("a"))])
+            .unwrap();
         s.provision("n1", "active", None).unwrap();
         assert!(s
             .patch("n1", &[PatchOp::add("/extra/x", json!(1))])

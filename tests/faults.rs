@@ -138,6 +138,13 @@ fn transient_503_409_and_dropped_reads_are_retried_within_bounds() {
     let proxy = FaultProxy::start(&s.lab.ironic.url).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let config = through_proxy(&s.lab, dir.path(), &proxy, 6);
+    // A create_vm without faults first: how many PATCHes it makes to the node.
+    let clean = create_vm_with(&config, rc);
+    let clean_patches = proxy.count("PATCH", node);
+    s.lab
+        .call_with_config(&config, "delete_vm", json!([vm_cid(&clean)]), 2, Some(3))
+        .ok();
+    proxy.forget_seen();
     // Each fault below is one the client must ride out (5 attempts after the first).
     proxy.inject(
         Some("GET"),
@@ -167,9 +174,10 @@ fn transient_503_409_and_dropped_reads_are_retried_within_bounds() {
     assert_eq!(proxy.injected(), 10, "every injected fault was met");
     // Bounds: each faulted request was repeated exactly as often as it failed, plus once.
     let patches = proxy.count("PATCH", node);
-    assert!(
-        (4..=5).contains(&patches),
-        "claim + instance_info PATCHes with 3 NodeLocked answers: {patches}"
+    assert_eq!(
+        patches,
+        clean_patches + 3,
+        "the PATCHes of a create_vm ({clean_patches} without faults) and 3 NodeLocked answers"
     );
     assert_eq!(
         proxy.count("PUT", &format!("{node}/states/provision")),

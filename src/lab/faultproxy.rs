@@ -245,87 +245,88 @@ fn serve(conn: TcpStream, shared: &Shared) -> io::Result<()> {
         fault
     };
     let mut out = conn;
-    let injected =
-        match fault {
-            Some(Fault::Unavailable { retry_after }) => {
-                let extra = retry_after
-                    .map(|s| format!("Retry-After: {s}\r\n"))
-                    .unwrap_or_default();
-                write_answer(
-                    &mut out,
-                    "503 Service Unavailable",
-                    &extra,
-                    &ironic_error("No conductor service available (injected by the fault proxy)"),
-                )?;
-                fault
-            }
-            Some(Fault::NodeLocked) => {
-                write_answer(
-                    &mut out,
-                    "409 Conflict",
-                    "",
-                    &ironic_error(
-                        "Node injected-node is locked by host fault-proxy, please retry after the \
+    // Recorded before the client can see an answer, so that a test reading `seen` right after
+    // its request returns finds it there.
+    let record = |fault: Option<Fault>| {
+        shared.state().seen.push(Seen {
+            method: req.method.clone(),
+            path: req.path.clone(),
+            fault,
+        })
+    };
+    match fault {
+        Some(Fault::Unavailable { retry_after }) => {
+            let extra = retry_after
+                .map(|s| format!("Retry-After: {s}\r\n"))
+                .unwrap_or_default();
+            record(fault);
+            write_answer(
+                &mut out,
+                "503 Service Unavailable",
+                &extra,
+                &ironic_error("No conductor service available (injected by the fault proxy)"),
+            )
+        }
+        Some(Fault::NodeLocked) => {
+            record(fault);
+            write_answer(
+                &mut out,
+                "409 Conflict",
+                "",
+                &ironic_error(
+                    "Node injected-node is locked by host fault-proxy, please retry after the \
                      current operation is completed.",
-                    ),
-                )?;
-                fault
-            }
-            Some(Fault::Drop) => {
-                let _ = out.shutdown(Shutdown::Both);
-                fault
-            }
-            Some(Fault::DropAnswer) => {
-                forward(shared.upstream, &req)?;
-                let _ = out.shutdown(Shutdown::Both);
-                fault
-            }
-            Some(Fault::DelayAnswer { secs }) => {
-                let (head, body) = forward(shared.upstream, &req)?;
-                // Seen once applied: the test goes on while the answer is held.
-                shared.state().seen.push(Seen {
-                    method: req.method,
-                    path: req.path,
-                    fault,
-                });
-                std::thread::sleep(Duration::from_secs(secs));
-                // The client has usually gone; a failed write is the point, not an error.
-                let _ = write_raw(&mut out, &head, &body);
-                return Ok(());
-            }
-            Some(Fault::FailDeploy) => {
-                let (head, body) = forward(shared.upstream, &req)?;
-                match fail_deploy(&body) {
-                    Some(rewritten) => {
-                        let mut state = shared.state();
-                        if let Some(r) = state.rules.iter_mut().find(|r| {
-                            r.fault == Fault::FailDeploy && r.matches(&req.method, &req.path)
-                        }) {
-                            r.remaining -= 1;
-                        }
-                        state.rules.retain(|r| r.remaining > 0);
-                        drop(state);
-                        write_raw(&mut out, &head, &rewritten)?;
-                        fault
+                ),
+            )
+        }
+        Some(Fault::Drop) => {
+            record(fault);
+            let _ = out.shutdown(Shutdown::Both);
+            Ok(())
+        }
+        Some(Fault::DropAnswer) => {
+            forward(shared.upstream, &req)?;
+            record(fault);
+            let _ = out.shutdown(Shutdown::Both);
+            Ok(())
+        }
+        Some(Fault::DelayAnswer { secs }) => {
+            let (head, body) = forward(shared.upstream, &req)?;
+            record(fault);
+            std::thread::sleep(Duration::from_secs(secs));
+            // The client has usually gone; a failed write is the point, not an error.
+            let _ = write_raw(&mut out, &head, &body);
+            Ok(())
+        }
+        Some(Fault::FailDeploy) => {
+            let (head, body) = forward(shared.upstream, &req)?;
+            match fail_deploy(&body) {
+                Some(rewritten) => {
+                    let mut state = shared.state();
+                    if let Some(r) = state
+                        .rules
+                        .iter_mut()
+                        .find(|r| r.fault == Fault::FailDeploy && r.matches(&req.method, &req.path))
+                    {
+                        r.remaining -= 1;
                     }
-                    None => {
-                        write_raw(&mut out, &head, &body)?;
-                        None
-                    }
+                    state.rules.retain(|r| r.remaining > 0);
+                    drop(state);
+                    record(fault);
+                    write_raw(&mut out, &head, &rewritten)
+                }
+                None => {
+                    record(None);
+                    write_raw(&mut out, &head, &body)
                 }
             }
-            None => {
-                let (head, body) = forward(shared.upstream, &req)?;
-                write_raw(&mut out, &head, &body)?;
-                None
-            }
-        };
-    shared.state().seen.push(Seen {
-        method: req.method,
-        path: req.path,
-        fault: injected,
-    });
-    Ok(())
+        }
+        None => {
+            let (head, body) = forward(shared.upstream, &req)?;
+            record(None);
+            write_raw(&mut out, &head, &body)
+        }
+    }
 }
 
 fn read_request(reader: &mut impl BufRead) -> io::Result<Option<Request>> {

@@ -396,7 +396,23 @@ pub fn enroll_node(client: &IronicClient, spec: &NodeSpec) -> Result<Node, Ironi
         client.create_port(&node.uuid, mac, None)?;
     }
     if !spec.traits.is_empty() {
-        client.set_node_traits(&node.uuid, &spec.traits)?;
+        // Ironic replaces the traits in a transaction that SQLite can refuse at once, without
+        // waiting, when a conductor task writes the node meanwhile ("database is locked"); the
+        // PUT is idempotent, so it is repeated. Production Ironic runs on MySQL or PostgreSQL.
+        let mut attempt = 1;
+        loop {
+            match client.set_node_traits(&node.uuid, &spec.traits) {
+                Err(IronicError::Http {
+                    status: 500,
+                    ref message,
+                    ..
+                }) if message.contains("database is locked") && attempt < 10 => {
+                    attempt += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(200 * attempt));
+                }
+                other => break other?,
+            }
+        }
     }
     let timeouts = &client.config().timeouts;
     client.set_power_state(&node.uuid, "power off")?;

@@ -67,6 +67,27 @@ pub fn token_request(auth: &IronicAuth) -> Option<(String, Value, Option<String>
     }
 }
 
+/// Who a Keystone mode authenticates as, for messages: names and ids, never the secret.
+pub fn identity(auth: &IronicAuth) -> String {
+    match auth {
+        IronicAuth::KeystonePassword {
+            username,
+            user_domain_name,
+            project_name,
+            project_domain_name,
+            ..
+        } => format!(
+            "the password of user '{username}' (domain '{user_domain_name}') for project \
+             '{project_name}' (domain '{project_domain_name}')"
+        ),
+        IronicAuth::KeystoneApplicationCredential {
+            application_credential_id,
+            ..
+        } => format!("application credential '{application_credential_id}' or its secret"),
+        _ => "no Keystone credentials".into(),
+    }
+}
+
 /// The public `baremetal` endpoint of the token's catalog, in `region` when given, without a
 /// trailing `/` or `/v1` (the client appends `/v1/...` itself).
 pub fn baremetal_endpoint(token_body: &Value, region: Option<&str>) -> Result<String, IronicError> {

@@ -9,22 +9,20 @@ use tokio_rustls::rustls::{CertificateError, Error as TlsError};
 /// What went wrong in the handshake, for an operator, if `e` is a TLS failure; `host` is the
 /// name the client asked the certificate to carry.
 pub fn failure(e: &reqwest::Error, host: &str) -> Option<String> {
-    let mut source: Option<&(dyn StdError + 'static)> = Some(e);
-    while let Some(s) = source {
-        if let Some(t) = s.downcast_ref::<TlsError>() {
-            return Some(describe(t, host));
-        }
-        // hyper-rustls wraps rustls' error in an io::Error, whose `source()` skips it.
-        if let Some(t) = s
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-            .and_then(|inner| inner.downcast_ref::<TlsError>())
-        {
-            return Some(describe(t, host));
-        }
-        source = s.source();
+    find(e).map(|t| describe(t, host))
+}
+
+/// rustls' error among `e`'s causes. hyper-rustls wraps it in an io::Error inside another
+/// io::Error, and `io::Error::source()` skips the error it wraps: so look inside those too.
+fn find<'a>(e: &'a (dyn StdError + 'static)) -> Option<&'a TlsError> {
+    if let Some(t) = e.downcast_ref::<TlsError>() {
+        return Some(t);
     }
-    None
+    let wrapped = e
+        .downcast_ref::<std::io::Error>()
+        .and_then(|io| io.get_ref())
+        .and_then(|inner| find(inner));
+    wrapped.or_else(|| e.source().and_then(find))
 }
 
 fn describe(e: &TlsError, host: &str) -> String {
@@ -49,6 +47,21 @@ fn describe(e: &TlsError, host: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finds_the_handshake_error_inside_nested_io_errors() {
+        let tls = TlsError::InvalidCertificate(CertificateError::UnknownIssuer);
+        let inner = std::io::Error::new(std::io::ErrorKind::InvalidData, tls);
+        let outer = std::io::Error::other(inner);
+        assert!(matches!(
+            find(&outer),
+            Some(TlsError::InvalidCertificate(
+                CertificateError::UnknownIssuer
+            ))
+        ));
+        let plain = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        assert!(find(&plain).is_none());
+    }
 
     #[test]
     fn messages_say_what_to_change() {

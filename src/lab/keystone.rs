@@ -116,8 +116,51 @@ pub struct KeystoneLab {
     http: Client,
 }
 
-impl KeystoneLab {
-    pub fn start(opts: KeystoneLabOptions) -> Result<KeystoneLab, String> {
+/// A Keystone lab whose port and passwords are chosen but which is not started yet: Ironic can
+/// be configured for it (and started at the same time) before it answers.
+pub struct KeystonePlan {
+    opts: KeystoneLabOptions,
+    url: String,
+    port: u16,
+    admin_password: String,
+    service_password: String,
+    cpi_password: String,
+}
+
+impl KeystonePlan {
+    /// The URL clients will authenticate at (`…/v3`).
+    pub fn auth_url(&self) -> String {
+        format!("{}/v3", self.url)
+    }
+
+    /// Ironic's `[keystone_authtoken]` for this Keystone, and the CPI's `ironic.auth`.
+    pub fn authtoken(&self, cpi_auth: Value) -> KeystoneAuthtoken {
+        KeystoneAuthtoken {
+            auth_url: self.auth_url(),
+            username: SERVICE_USER.into(),
+            password: self.service_password.clone(),
+            project_name: SERVICE_PROJECT.into(),
+            cpi_auth,
+        }
+    }
+
+    /// `ironic.auth` for the CPI user's password at this Keystone, in [`REGION`].
+    pub fn password_auth(&self) -> Value {
+        json!({"type": "keystone_password", "auth_url": self.auth_url(), "username": CPI_USER,
+               "password": self.cpi_password, "user_domain_name": "Default",
+               "project_name": CPI_PROJECT, "project_domain_name": "Default",
+               "region_name": REGION})
+    }
+
+    pub fn start(self) -> Result<KeystoneLab, String> {
+        let KeystonePlan {
+            opts,
+            url,
+            port,
+            admin_password,
+            service_password,
+            cpi_password,
+        } = self;
         let started = Instant::now();
         let venv = ensure_venv(opts.venv.clone())?;
         let dir = tempfile::Builder::new()
@@ -131,9 +174,6 @@ impl KeystoneLab {
             keystone_conf(&dir, "keystone.log", opts.token_expiration),
         )
         .map_err(|e| format!("cannot write {}: {e}", conf.display()))?;
-        let port = process::free_port()?;
-        let url = format!("http://127.0.0.1:{port}");
-        let admin_password = secret("admin");
 
         // The server's start (mostly Python imports) overlaps the setup: it touches the database
         // and the keys only when requests come.
@@ -203,7 +243,7 @@ impl KeystoneLab {
             venv,
             http,
         };
-        lab.populate()?;
+        lab.populate(service_password, cpi_password)?;
         lab.timings.populate = populate_started.elapsed();
         lab.timings.total = started.elapsed();
         eprintln!(
@@ -217,6 +257,25 @@ impl KeystoneLab {
             lab.dir.display()
         );
         Ok(lab)
+    }
+}
+
+impl KeystoneLab {
+    /// Choose the port and the passwords; [`KeystonePlan::start`] starts it.
+    pub fn plan(opts: KeystoneLabOptions) -> Result<KeystonePlan, String> {
+        let port = process::free_port()?;
+        Ok(KeystonePlan {
+            opts,
+            url: format!("http://127.0.0.1:{port}"),
+            port,
+            admin_password: secret("admin"),
+            service_password: secret(SERVICE_USER),
+            cpi_password: secret(CPI_USER),
+        })
+    }
+
+    pub fn start(opts: KeystoneLabOptions) -> Result<KeystoneLab, String> {
+        Self::plan(opts)?.start()
     }
 
     /// `http://127.0.0.1:PORT`, without `/v3`.
@@ -349,7 +408,7 @@ impl KeystoneLab {
         process::log_tail(&self.dir.join("keystone.log"), lines)
     }
 
-    fn populate(&mut self) -> Result<(), String> {
+    fn populate(&mut self, service_password: String, cpi_password: String) -> Result<(), String> {
         let admin = self.system_admin_token()?;
         let role = |name: &str| -> Result<String, String> {
             let found = self.api(
@@ -363,21 +422,22 @@ impl KeystoneLab {
         let (member, service) = (role("member")?, role("service")?);
         self.member_role_id = member;
         let service_project = self.create_project(&admin, SERVICE_PROJECT)?;
-        self.service_user = self.create_user(
-            &admin,
-            SERVICE_USER,
-            &service_project,
-            SERVICE_PROJECT,
-            &service,
-        )?;
-        let cpi_project = self.create_project(&admin, CPI_PROJECT)?;
-        self.cpi_user = self.create_user(
-            &admin,
-            CPI_USER,
-            &cpi_project,
-            CPI_PROJECT,
-            &self.member_role_id,
-        )?;
+        let service_user = LabUser {
+            id: String::new(),
+            name: SERVICE_USER.into(),
+            password: service_password,
+            project_id: service_project,
+            project_name: SERVICE_PROJECT.into(),
+        };
+        self.service_user = self.create_user(&admin, service_user, &service)?;
+        let cpi_user = LabUser {
+            id: String::new(),
+            name: CPI_USER.into(),
+            password: cpi_password,
+            project_id: self.create_project(&admin, CPI_PROJECT)?,
+            project_name: CPI_PROJECT.into(),
+        };
+        self.cpi_user = self.create_user(&admin, cpi_user, &self.member_role_id)?;
         // An application credential is made by its user, with a token scoped to the project it
         // will act in; it carries that user's roles there.
         let u = &self.cpi_user;
@@ -404,8 +464,14 @@ impl KeystoneLab {
     /// revoke without disturbing the tests that share [`KeystoneLab::cpi_user`].
     pub fn add_cpi_user(&self, name: &str) -> Result<LabUser, String> {
         let admin = self.system_admin_token()?;
-        let (project_id, project_name) = (&self.cpi_user.project_id, &self.cpi_user.project_name);
-        self.create_user(&admin, name, project_id, project_name, &self.member_role_id)
+        let user = LabUser {
+            id: String::new(),
+            name: name.into(),
+            password: secret(name),
+            project_id: self.cpi_user.project_id.clone(),
+            project_name: self.cpi_user.project_name.clone(),
+        };
+        self.create_user(&admin, user, &self.member_role_id)
     }
 
     /// `ironic.auth` for `user`'s password at `auth_url`, in [`REGION`].
@@ -426,37 +492,32 @@ impl KeystoneLab {
         id_of(&p, "/project/id")
     }
 
-    /// A user with a password, and `role_id` for that user in the project.
+    /// `user` (its id left empty) created with its password, and `role_id` for it in its
+    /// project; with its id filled in.
     fn create_user(
         &self,
         admin: &str,
-        user: &str,
-        project_id: &str,
-        project: &str,
+        mut user: LabUser,
         role_id: &str,
     ) -> Result<LabUser, String> {
-        let password = secret(user);
-        let u = self.api(
+        let created = self.api(
             Method::POST,
             "/v3/users",
             Some(admin),
-            json!({"user": {"name": user, "domain_id": "default", "password": password,
-                            "default_project_id": project_id}}),
+            json!({"user": {"name": user.name, "domain_id": "default", "password": user.password,
+                            "default_project_id": user.project_id}}),
         )?;
-        let id = id_of(&u, "/user/id")?;
+        user.id = id_of(&created, "/user/id")?;
         self.api(
             Method::PUT,
-            &format!("/v3/projects/{project_id}/users/{id}/roles/{role_id}"),
+            &format!(
+                "/v3/projects/{}/users/{}/roles/{role_id}",
+                user.project_id, user.id
+            ),
             Some(admin),
             Value::Null,
         )?;
-        Ok(LabUser {
-            id,
-            name: user.into(),
-            password,
-            project_id: project_id.into(),
-            project_name: project.into(),
-        })
+        Ok(user)
     }
 
     fn token(&self, body: Value) -> Result<String, String> {

@@ -141,8 +141,8 @@ fn vm_cid(out: &CallOutcome) -> String {
     }
 }
 
-/// A whole create_vm / delete_vm through the binary with `config`: the node is deployed, then
-/// the pool is exactly as it was.
+/// A whole create_vm / delete_vm through the binary with `config` (and the calls between that
+/// change the node): the node is deployed, then the pool is exactly as it was.
 fn deploy_and_delete(config: &Path, rc: &str, byte: u8) {
     let s = shared();
     let nodes = enroll(rc, byte, 2);
@@ -153,6 +153,12 @@ fn deploy_and_delete(config: &Path, rc: &str, byte: u8) {
     let node = s.admin.get_node(&cid).unwrap();
     assert_eq!(node.provision_state.as_deref(), Some("active"));
     assert_eq!(call(config, "has_vm", json!([cid])).ok(), &json!(true));
+    let metadata = json!({"director": "lab", "deployment": "ks", "instance_group": rc,
+                          "index": "0", "id": "1d2c", "name": format!("{rc}/1d2c")});
+    call(config, "set_vm_metadata", json!([cid, metadata])).ok();
+    let node = s.admin.get_node(&cid).unwrap();
+    assert_eq!(node.extra["bosh_metadata"]["deployment"], json!("ks"));
+    call(config, "reboot_vm", json!([cid])).ok();
     call(config, "delete_vm", json!([cid])).ok();
     assert_eq!(call(config, "has_vm", json!([cid])).ok(), &json!(false));
     assert_eq!(common::pool_state(&s.admin, rc), before);

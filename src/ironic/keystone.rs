@@ -176,6 +176,35 @@ mod tests {
     }
 
     #[test]
+    fn identity_names_everything_but_the_secret() {
+        let auth = IronicAuth::KeystonePassword {
+            auth_url: "http://k/v3".into(),
+            username: "u".into(),
+            password: Secret::new("pw-secret"),
+            user_domain_name: "D1".into(),
+            project_name: "p".into(),
+            project_domain_name: "D2".into(),
+            region_name: None,
+        };
+        let who = identity(&auth);
+        for part in ["'u'", "'D1'", "'p'", "'D2'"] {
+            assert!(who.contains(part), "{who} lacks {part}");
+        }
+        assert!(!who.contains("pw-secret"));
+        let auth = IronicAuth::KeystoneApplicationCredential {
+            auth_url: "http://k/v3".into(),
+            application_credential_id: "ac-1".into(),
+            application_credential_secret: Secret::new("ac-secret"),
+            region_name: None,
+        };
+        let who = identity(&auth);
+        assert!(
+            who.contains("'ac-1'") && !who.contains("ac-secret"),
+            "{who}"
+        );
+    }
+
+    #[test]
     fn catalog_lookup() {
         let body = json!({"token": {"catalog": [
             {"type": "identity", "endpoints": [{"interface": "public", "url": "http://k"}]},

@@ -69,7 +69,7 @@ pub struct IronicConfig {
     pub url: String,
     #[serde(default)]
     pub auth: IronicAuth,
-    /// PEM bundle of CAs to trust for `https://` (in addition to the system roots).
+    /// PEM bundle of CAs to trust for `https://` (in addition to the public Mozilla roots built in).
     #[serde(default)]
     pub ca_cert_file: Option<String>,
     #[serde(default)]

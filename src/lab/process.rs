@@ -283,11 +283,37 @@ pub fn wait_for_tcp(
 pub fn wait_for_http(
     url: &str,
     timeout: Duration,
+    child: Option<&mut ChildProcess>,
+) -> Result<Duration, String> {
+    wait_for_answer(url, None, timeout, child)
+}
+
+/// [`wait_for_http`] for an `https://` URL whose certificate `ca_file` (PEM) signed.
+pub fn wait_for_https(
+    url: &str,
+    ca_file: &Path,
+    timeout: Duration,
+    child: Option<&mut ChildProcess>,
+) -> Result<Duration, String> {
+    wait_for_answer(url, Some(ca_file), timeout, child)
+}
+
+fn wait_for_answer(
+    url: &str,
+    ca_file: Option<&Path>,
+    timeout: Duration,
     mut child: Option<&mut ChildProcess>,
 ) -> Result<Duration, String> {
     let started = Instant::now();
-    let http = reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(2))
+    let mut builder = reqwest::blocking::Client::builder().timeout(Duration::from_secs(2));
+    if let Some(path) = ca_file {
+        let pem =
+            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let ca = reqwest::Certificate::from_pem(&pem)
+            .map_err(|e| format!("{} is not a PEM certificate: {e}", path.display()))?;
+        builder = builder.add_root_certificate(ca);
+    }
+    let http = builder
         .build()
         .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
     loop {

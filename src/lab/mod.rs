@@ -1,6 +1,8 @@
 //! Real processes for integration tests, benchmarks and the lab: Ironic, the companion server and
 //! nginx, each in its own directory, stopped when the process that started them exits.
 
+pub mod bosh_tools;
+pub mod certs;
 pub mod cpi;
 pub mod faultproxy;
 pub mod ironic;

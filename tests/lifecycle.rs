@@ -584,7 +584,8 @@ fn registry_mode_writes_settings_and_disks_to_the_registry() {
 #[test]
 fn the_default_network_goes_on_the_pxe_nic() {
     let rc = "lc-pxe";
-    let (node, macs) = enroll(rc, 0x1a, 0, 3, |_| {});
+    // Manageable: Ironic changes a port's pxe_enabled only then (create_vm provides the node).
+    let (node, macs) = enroll(rc, 0x1a, 0, 3, |s| s.target = EnrollTarget::Manageable);
     // Only the highest MAC boots by PXE: name order would give the default network the second.
     let s = shared();
     let ports = client()

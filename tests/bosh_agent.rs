@@ -15,7 +15,7 @@
 //! VM's loopback network.
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -24,7 +24,7 @@ use tempfile::TempDir;
 
 use ironic_cpi::config::{AgentConfig, Defaults, Secret, UnusedNicPolicy};
 use ironic_cpi::configdrive::{build, ConfigDrive, DriveInput};
-use ironic_cpi::lab::process::{free_port, wait_for_tcp, ChildProcess, SpawnOptions};
+use ironic_cpi::lab::process::{free_port, wait_for_tcp};
 use ironic_cpi::lab::{bosh_tools, certs};
 
 const NODE: &str = "6f1c2d3e-4b5a-4c6d-8e7f-9a0b1c2d3e4f";
@@ -112,67 +112,40 @@ fn user_data_from_iso(drive: &ConfigDrive, dir: &Path) -> Vec<u8> {
     out.stdout
 }
 
-/// The real agent on `user_data`, with nothing on this machine to change.
+/// The real agent on `user_data`, and the directory it runs in.
 struct Agent {
-    process: ChildProcess,
-    base: PathBuf,
+    agent: bosh_tools::Agent,
     _dir: TempDir,
 }
 
 impl Agent {
     fn start(user_data: &[u8]) -> Agent {
-        let binary = bosh_tools::bosh_agent().unwrap_or_else(|e| panic!("{e}"));
         let dir = TempDir::new().unwrap();
-        let settings = dir.path().join("user-data.json");
-        std::fs::write(&settings, user_data).unwrap();
-        let config = dir.path().join("agent.json");
-        std::fs::write(
-            &config,
-            json!({"Platform": {"Linux": {}},
-                   "Infrastructure": {"Settings": {
-                       "Sources": [{"Type": "File", "SettingsPath": settings}],
-                       "UseRegistry": false}}})
-            .to_string(),
-        )
-        .unwrap();
-        let base = dir.path().join("base");
-        std::fs::create_dir_all(base.join("bosh")).unwrap();
-        let mut cmd = Command::new(binary);
-        // Dummy platform and job supervisor: no system changes, no monit (whose alert listener
-        // takes a fixed port).
-        cmd.args(["-P", "dummy", "-M", "dummy", "-C"])
-            .arg(&config)
-            .arg("-b")
-            .arg(&base);
-        let process = ChildProcess::spawn(
-            "bosh-agent",
-            cmd,
-            &dir.path().join("agent.log"),
-            SpawnOptions {
-                grace: Duration::from_secs(2),
-                remove_dir: None,
-            },
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
-        Agent {
-            process,
-            base,
-            _dir: dir,
-        }
+        let agent =
+            bosh_tools::Agent::start(dir.path(), user_data).unwrap_or_else(|e| panic!("{e}"));
+        Agent { agent, _dir: dir }
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(self.process.log_path()).unwrap_or_default()
+        self.agent.log()
     }
 
-    /// Wait until the log shows `line`; Err with the log when the agent exits first.
+    fn errors(&self) -> String {
+        self.agent.errors()
+    }
+
+    fn settings(&self) -> Value {
+        self.agent.settings().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Wait until the log shows `line`; Err with the agent's errors when it exits first.
     fn wait_for_log(&mut self, line: &str) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if self.log().contains(line) {
                 return Ok(());
             }
-            if let Some(status) = self.process.try_wait() {
+            if let Some(status) = self.agent.process.try_wait() {
                 // The last lines may land after the exit is seen.
                 if self.log().contains(line) {
                     return Ok(());
@@ -187,22 +160,6 @@ impl Agent {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-    }
-
-    /// The agent's ERROR lines (its log is mostly file-system chatter).
-    fn errors(&self) -> String {
-        self.log()
-            .lines()
-            .filter(|l| l.contains("ERROR") && !l.contains("syslog"))
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-
-    /// The settings as the agent decoded them (it saves them before starting its mbus).
-    fn settings(&self) -> Value {
-        let text = std::fs::read_to_string(self.base.join("bosh/settings.json"))
-            .expect("the agent saved its settings");
-        serde_json::from_str(&text).unwrap()
     }
 }
 
@@ -236,8 +193,12 @@ fn boot_agent(policy: UnusedNicPolicy) -> Value {
     let drive = build_drive(&mbus, &env(cert.clone()), policy, &dir.path().join("blobs"));
     let mut agent = Agent::start(&user_data_from_iso(&drive, dir.path()));
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    wait_for_tcp(addr, Duration::from_secs(60), Some(&mut agent.process))
-        .unwrap_or_else(|e| panic!("the agent's mbus never listened: {e}\n{}", agent.errors()));
+    wait_for_tcp(
+        addr,
+        Duration::from_secs(60),
+        Some(&mut agent.agent.process),
+    )
+    .unwrap_or_else(|e| panic!("the agent's mbus never listened: {e}\n{}", agent.errors()));
     let answer = agent_call(port, password, cert["ca"].as_str().unwrap(), "ping");
     assert_eq!(answer, json!({"value": "pong"}), "{}", agent.errors());
     agent.settings()

@@ -226,6 +226,29 @@ fn a_stale_vendor_blob_is_refused() {
     assert!(!install.join("bin").exists());
 }
 
+/// The rust packaging takes exactly one toolchain blob: after a version change the old one must
+/// be removed (`bosh remove-blob`), not silently picked.
+#[test]
+fn the_rust_package_refuses_more_than_one_toolchain() {
+    let dir = TempDir::new().unwrap();
+    let compile = dir.path().join("compile");
+    std::fs::create_dir_all(compile.join("rust")).unwrap();
+    for version in ["1.94.0", "1.95.0"] {
+        let name = format!("rust/rust-{version}-x86_64-unknown-linux-gnu.tar.gz");
+        std::fs::write(compile.join(name), b"").unwrap();
+    }
+    let out = Command::new("bash")
+        .arg(repo().join("packages/rust/packaging"))
+        .current_dir(&compile)
+        .env("BOSH_COMPILE_TARGET", &compile)
+        .env("BOSH_INSTALL_TARGET", dir.path().join("install"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("exactly one"), "{stderr}");
+}
+
 #[test]
 fn release_is_made_compiled_and_installed_by_the_bosh_tools() {
     let total = Instant::now();

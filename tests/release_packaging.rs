@@ -178,7 +178,8 @@ fn cargo_manifest_digests_match_cargo_toml_and_cargo_lock() {
     assert_eq!(
         recorded, expected,
         "src/cargo-manifest.sha256 is stale: the release would compile with other crates than \
-         this tree. Run scripts/release/prepare-blobs and commit src/cargo-manifest.sha256."
+         this tree. Run scripts/release/prepare-blobs (or `sha256sum Cargo.toml Cargo.lock > \
+         src/cargo-manifest.sha256`) and commit src/cargo-manifest.sha256."
     );
 }
 
@@ -648,6 +649,7 @@ fn create_env_and_delete_env(work: &Path, home: &Path, compiled: &Path, tree: &P
     ));
 
     compare_renderings(&rendered, &props, tree);
+    check_compiled_server(compiled, &rendered, work);
 
     let deleting = Instant::now();
     run(
@@ -671,6 +673,42 @@ fn create_env_and_delete_env(work: &Path, home: &Path, compiled: &Path, tree: &P
         .filter(|n| n.instance_uuid.is_some())
         .count();
     assert_eq!(images, 0, "a node is still held");
+}
+
+/// The compiled `ironic_cpi_server` (from the compiled release) accepts the config the CLI
+/// rendered, with its TLS pair, which it loads.
+fn check_compiled_server(compiled: &Path, rendered: &Path, work: &Path) {
+    let package = work.join("compiled-ironic_cpi");
+    std::fs::create_dir_all(&package).unwrap();
+    let tgz = work.join("compiled-ironic_cpi.tgz");
+    std::fs::write(
+        &tgz,
+        tarball_file(compiled, "compiled_packages/ironic_cpi.tgz"),
+    )
+    .unwrap();
+    let status = Command::new("tar")
+        .arg("-xzf")
+        .arg(&tgz)
+        .arg("-C")
+        .arg(&package)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // The rendered config names the files where the job puts them on a VM.
+    let config_dir = rendered.join("ironic_cpi_server/config");
+    let mut config: Value =
+        serde_json::from_slice(&std::fs::read(config_dir.join("server.json")).unwrap()).unwrap();
+    config["tls"] = json!({"cert_file": config_dir.join("tls.crt"),
+                           "key_file": config_dir.join("tls.key")});
+    let path = work.join("server.json");
+    std::fs::write(&path, config.to_string()).unwrap();
+    run(
+        "the compiled ironic_cpi_server --check-config on the CLI's rendering",
+        Command::new(package.join("bin/ironic_cpi_server"))
+            .arg("-c")
+            .arg(&path)
+            .arg("--check-config"),
+    );
 }
 
 /// The jobs the CLI installed (`~/.bosh/installations/<id>/jobs/`), copied to `dest`.

@@ -513,7 +513,11 @@ fn run_bin_cpi(root: &Path, job: &Path, request: &Value, bosh_dirs: bool) -> Out
         .write_all(request.to_string().as_bytes());
     // A wrapper that fails before it reads (no config directory) may be gone already.
     if let Err(e) = written {
-        assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "write request: {e}");
+        assert_eq!(
+            e.kind(),
+            std::io::ErrorKind::BrokenPipe,
+            "write request: {e}"
+        );
     }
     child.wait_with_output().expect("bin/cpi finishes")
 }

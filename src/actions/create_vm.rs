@@ -170,6 +170,7 @@ fn deploy(
         agent_id: input.agent_id,
         node_uuid: uuid,
         node_macs: pool.macs_of(uuid),
+        pxe_macs: pool.pxe_macs_of(uuid),
         networks: &input.networks,
         env: &input.env,
         agent: &cfg.agent,

@@ -2,6 +2,8 @@
 //! server and nginx, each in its own directory, stopped when the process that started them exits;
 //! and the test CA that TLS tests trust.
 
+pub mod bosh_tools;
+pub mod certs;
 pub mod cpi;
 pub mod faultproxy;
 pub mod ironic;

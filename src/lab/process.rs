@@ -362,14 +362,16 @@ mod tests {
         assert!(!dir.exists());
     }
 
-    /// Run in a child test process (see below): start a process group, then exit without any
+    /// Not a test of its own: `watchdog_stops_the_group_when_the_test_process_dies` runs it in a
+    /// child test process (hence ignored) to start a process group and exit without any
     /// destructor, as a test binary does with labs kept in statics.
     #[test]
+    #[ignore = "helper process of watchdog_stops_the_group_when_the_test_process_dies"]
     fn watchdog_helper() {
-        let Some(dir) = std::env::var_os("IRONIC_CPI_WATCHDOG_HELPER_DIR") else {
-            return;
-        };
-        let dir = PathBuf::from(dir);
+        let dir = PathBuf::from(
+            std::env::var_os("IRONIC_CPI_WATCHDOG_HELPER_DIR")
+                .expect("run by watchdog_stops_the_group_when_the_test_process_dies"),
+        );
         let mut cmd = Command::new("/bin/sh");
         cmd.arg("-c").arg("sleep 60 & wait");
         let p = ChildProcess::spawn(
@@ -394,6 +396,7 @@ mod tests {
             .args([
                 "--exact",
                 "lab::process::tests::watchdog_helper",
+                "--ignored",
                 "--nocapture",
             ])
             .env("IRONIC_CPI_WATCHDOG_HELPER_DIR", &dir)

@@ -113,7 +113,12 @@ thread_local! {
 }
 
 impl VmFiles for Files<'_> {
-    fn build(&self, node: &Node, macs: &[String]) -> Result<ConfigDrive, CpiError> {
+    fn build(
+        &self,
+        node: &Node,
+        macs: &[String],
+        pxe_macs: &[String],
+    ) -> Result<ConfigDrive, CpiError> {
         if let Some(d) = DRIVES.with(|c| c.borrow().get(&node.uuid).cloned()) {
             return Ok(d);
         }
@@ -121,6 +126,7 @@ impl VmFiles for Files<'_> {
             agent_id: "agent",
             node_uuid: &node.uuid,
             node_macs: macs,
+            pxe_macs,
             networks: &self.0.networks,
             env: &json!({}),
             agent: &self.0.config.agent,

@@ -90,7 +90,7 @@ struct AgentFiles<'a> {
 }
 
 impl VmFiles for AgentFiles<'_> {
-    fn build(&self, node: &Node, macs: &[String]) -> Result<ConfigDrive> {
+    fn build(&self, node: &Node, macs: &[String], pxe_macs: &[String]) -> Result<ConfigDrive> {
         let cfg = self.call.config()?;
         let registry = self.call.registry()?;
         let endpoint = registry.as_ref().map(|r| r.agent_endpoint());
@@ -98,6 +98,7 @@ impl VmFiles for AgentFiles<'_> {
             agent_id: self.agent_id,
             node_uuid: &node.uuid,
             node_macs: macs,
+            pxe_macs,
             networks: self.networks,
             env: &self.env,
             agent: &cfg.agent,

@@ -62,7 +62,7 @@ pub struct Plan<'a> {
 /// What the VM needs outside Ironic: its config drive, and where it is published.
 pub trait VmFiles {
     /// Build the drive for `node` (before the node is reserved: nothing may change yet).
-    fn build(&self, node: &Node, macs: &[String]) -> Result<ConfigDrive>;
+    fn build(&self, node: &Node, macs: &[String], pxe_macs: &[String]) -> Result<ConfigDrive>;
     /// Write what the VM needs outside Ironic (registry settings, a published drive) and
     /// return Ironic's `configdrive` value.
     fn publish(&self, node_uuid: &str, drive: &ConfigDrive) -> Result<String>;
@@ -122,7 +122,11 @@ impl Provisioner<'_> {
             }
             let lost_before = lost;
             for candidate in selection.candidates.iter().take(CLAIMS_PER_LISTING) {
-                let drive = match self.files.build(candidate, pool.macs_of(&candidate.uuid)) {
+                let drive = match self.files.build(
+                    candidate,
+                    pool.macs_of(&candidate.uuid),
+                    pool.pxe_macs_of(&candidate.uuid),
+                ) {
                     Ok(d) => d,
                     Err(e) => {
                         drive_failures.push(format!("node {}: {}", candidate.label(), e.message));
@@ -493,7 +497,9 @@ fn ironic(e: IronicError, what: &str) -> CpiError {
     CpiError::cloud(format!("{what}: {e}")).retryable(retry)
 }
 
-/// A failure before any node was reserved: nothing to undo, and another try may succeed.
+/// A failure before any node was reserved: nothing to undo, and another try may succeed, unless
+/// the credentials or the TLS trust are wrong.
 fn failed(e: IronicError, what: &str) -> CpiError {
-    CpiError::vm_creation_failed(format!("{what}: {e}"), true)
+    let retry = !e.needs_configuration();
+    CpiError::vm_creation_failed(format!("{what}: {e}"), retry)
 }

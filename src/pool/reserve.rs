@@ -60,6 +60,16 @@ pub fn reserve(
                 listed.label()
             )))
         }
+        // NodeLocked after the client's retries: a conductor holds the node for a long
+        // operation (another consumer's deploy or cleaning). Ironic refused the claim before
+        // applying it, so there is nothing to undo.
+        Err(e) if e.conflict_kind() == Some(ConflictKind::NodeLocked) => {
+            return Ok(Reserve::Lost(format!(
+                "node {} stayed locked through every retry, busy with another consumer's \
+                 operation: {e}",
+                listed.label()
+            )))
+        }
         Err(e) => return Err(e),
     };
 

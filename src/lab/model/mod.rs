@@ -138,6 +138,7 @@ impl ModelIronic {
             Some(Fault::KillBefore) => resume_unwind(Box::new(Killed)),
             Some(Fault::NotSent) => {
                 return Err(IronicError::Transport {
+                    service: "Ironic",
                     method: what.into(),
                     url: "model".into(),
                     message: "model: connection refused".into(),
@@ -179,6 +180,7 @@ impl ModelIronic {
         };
         match fault {
             Some(Fault::AnswerLost) => Err(IronicError::Transport {
+                service: "Ironic",
                 method: what.into(),
                 url: "model".into(),
                 message: "model: the answer was lost".into(),

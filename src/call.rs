@@ -6,7 +6,8 @@ use std::cell::{OnceCell, RefCell};
 
 use crate::config::{Config, RepositoryConfig};
 use crate::error::{CpiError, Result};
-use crate::ironic::IronicClient;
+use crate::ironic::{Ironic, IronicClient};
+use crate::pool::whoami::Process;
 use crate::registry::RegistryClient;
 use crate::repository::Repository;
 use crate::rpc::Request;
@@ -15,7 +16,7 @@ pub struct Call<'a> {
     pub request: &'a Request,
     config: Option<&'a Config>,
     notes: RefCell<Vec<String>>,
-    ironic: OnceCell<IronicClient>,
+    ironic: OnceCell<Box<dyn Ironic>>,
 }
 
 impl<'a> Call<'a> {
@@ -26,6 +27,17 @@ impl<'a> Call<'a> {
             notes: RefCell::new(Vec::new()),
             ironic: OnceCell::new(),
         }
+    }
+
+    /// A call whose Ironic is given (the lab's in-memory model, in tests).
+    pub fn with_ironic(
+        request: &'a Request,
+        config: Option<&'a Config>,
+        ironic: Box<dyn Ironic>,
+    ) -> Self {
+        let call = Call::new(request, config);
+        let _ = call.ironic.set(ironic);
+        call
     }
 
     pub fn config(&self) -> Result<&'a Config> {
@@ -43,12 +55,17 @@ impl<'a> Call<'a> {
         self.request.registry_less() || self.config.is_none_or(|c| c.registry.is_none())
     }
 
-    pub fn ironic(&self) -> Result<&IronicClient> {
+    pub fn ironic(&self) -> Result<&dyn Ironic> {
         if let Some(client) = self.ironic.get() {
-            return Ok(client);
+            return Ok(client.as_ref());
         }
         let client = IronicClient::new(&self.config()?.ironic).map_err(CpiError::from)?;
-        Ok(self.ironic.get_or_init(|| client))
+        Ok(self.ironic.get_or_init(|| Box::new(client)).as_ref())
+    }
+
+    /// This process, as claims and teardowns record it.
+    pub fn process(&self) -> Process {
+        Process::current(self.request.context.request_id.as_deref())
     }
 
     pub fn stemcell_repository(&self) -> Result<Repository> {

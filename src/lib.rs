@@ -16,7 +16,6 @@ pub mod repository;
 pub mod rpc;
 pub mod server;
 pub mod stemcell;
-pub mod vm;
 pub mod vm_data;
 
 pub use error::{CpiError, ErrorKind, Result};

@@ -116,6 +116,16 @@ fn vm_cid(out: &CallOutcome) -> String {
     out.ok()[0].as_str().unwrap().to_string()
 }
 
+/// The node a VM cid (`<node uuid>:<vm id>`) names.
+fn node_of(cid: &str) -> &str {
+    cid.split_once(':').map_or(cid, |(node, _)| node)
+}
+
+/// A well-formed cid of a VM that never existed on `node`.
+fn unknown_vm(node: &str) -> String {
+    format!("{node}:{}", uuid::Uuid::now_v7())
+}
+
 #[test]
 fn transient_503_409_and_dropped_reads_are_retried_within_bounds() {
     let s = shared();
@@ -128,6 +138,13 @@ fn transient_503_409_and_dropped_reads_are_retried_within_bounds() {
     let proxy = FaultProxy::start(&s.lab.ironic.url).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let config = through_proxy(&s.lab, dir.path(), &proxy, 6);
+    // A create_vm without faults first: how many PATCHes it makes to the node.
+    let clean = create_vm_with(&config, rc);
+    let clean_patches = proxy.count("PATCH", node);
+    s.lab
+        .call_with_config(&config, "delete_vm", json!([vm_cid(&clean)]), 2, Some(3))
+        .ok();
+    proxy.forget_seen();
     // Each fault below is one the client must ride out (5 attempts after the first).
     proxy.inject(
         Some("GET"),
@@ -152,13 +169,15 @@ fn transient_503_409_and_dropped_reads_are_retried_within_bounds() {
         2,
     );
     let out = create_vm_with(&config, rc);
-    assert_eq!(vm_cid(&out), *node);
+    let vm = vm_cid(&out);
+    assert_eq!(node_of(&vm), node);
     assert_eq!(proxy.injected(), 10, "every injected fault was met");
     // Bounds: each faulted request was repeated exactly as often as it failed, plus once.
     let patches = proxy.count("PATCH", node);
-    assert!(
-        (4..=5).contains(&patches),
-        "claim + instance_info PATCHes with 3 NodeLocked answers: {patches}"
+    assert_eq!(
+        patches,
+        clean_patches + 3,
+        "the PATCHes of a create_vm ({clean_patches} without faults) and 3 NodeLocked answers"
     );
     assert_eq!(
         proxy.count("PUT", &format!("{node}/states/provision")),
@@ -175,7 +194,7 @@ fn transient_503_409_and_dropped_reads_are_retried_within_bounds() {
 
     let out = s
         .lab
-        .call_with_config(&config, "delete_vm", json!([node]), 2, Some(3));
+        .call_with_config(&config, "delete_vm", json!([vm]), 2, Some(3));
     out.ok();
     assert_eq!(pool_state(&client, rc), before);
 }
@@ -197,9 +216,13 @@ fn persistent_503_ends_in_a_typed_error_within_the_retry_budget() {
     // Every request: the first one (API version negotiation) exhausts the budget.
     proxy.inject(None, "/", Fault::Unavailable { retry_after: None }, 1000);
     let started = Instant::now();
-    let out = s
-        .lab
-        .call_with_config(&config, "has_vm", json!([nodes[0]]), 2, Some(3));
+    let out = s.lab.call_with_config(
+        &config,
+        "has_vm",
+        json!([unknown_vm(&nodes[0])]),
+        2,
+        Some(3),
+    );
     let elapsed = started.elapsed();
     assert_eq!(
         out.error_type(),
@@ -254,7 +277,7 @@ fn a_node_that_stays_locked_is_passed_over() {
     let out = create_vm_with(&config, rc);
     let vm = vm_cid(&out);
     assert_eq!(proxy.injected(), attempts as usize);
-    let passed_over: Vec<&String> = nodes.iter().filter(|n| **n != vm).collect();
+    let passed_over: Vec<&String> = nodes.iter().filter(|n| *n != node_of(&vm)).collect();
     assert_eq!(passed_over.len(), 1, "{vm} is not one of {nodes:?}");
     assert_eq!(
         proxy.count("PATCH", passed_over[0]),
@@ -375,10 +398,11 @@ fn stop_during_deploy(
         out.stdout
     );
     if out.response["error"].is_null() {
-        assert_eq!(vm_cid(&out), node);
+        let vm = vm_cid(&out);
+        assert_eq!(node_of(&vm), node);
         let n = client.get_node(node).unwrap();
         assert_eq!(n.provision_state.as_deref(), Some("active"));
-        lab.call_with_config(config, "delete_vm", json!([node]), 2, Some(3))
+        lab.call_with_config(config, "delete_vm", json!([vm]), 2, Some(3))
             .ok();
     } else {
         assert_retryable_creation_failure(&out);
@@ -504,9 +528,13 @@ fn absurd_retry_after_values_are_capped() {
             },
             1,
         );
-        let out = s
-            .lab
-            .call_with_config(&config, "has_vm", json!([nodes[0]]), 2, Some(3));
+        let out = s.lab.call_with_config(
+            &config,
+            "has_vm",
+            json!([unknown_vm(&nodes[0])]),
+            2,
+            Some(3),
+        );
         assert_eq!(out.ok(), &json!(false), "Retry-After: {value}");
         // The wait the CPI chose, as it logs it: never above max(retry.max_delay, 1 s).
         let waits = retry_waits(&out.stderr);

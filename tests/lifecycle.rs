@@ -138,6 +138,16 @@ fn vm_cid(out: &ironic_cpi::lab::cpi::CallOutcome) -> String {
     }
 }
 
+/// The node a VM cid names (`<node uuid>:<vm id>`).
+fn node_of(cid: &str) -> String {
+    ironic_cpi::pool::vm_cid::VmCid::parse(cid).unwrap().node
+}
+
+/// The VM record create_vm left on a node.
+fn record_of(node: &ironic_cpi::ironic::Node) -> ironic_cpi::pool::record::VmRecord {
+    ironic_cpi::pool::record::VmRecord::read(node).expect("a VM record")
+}
+
 fn call(method: &str, args: Value) -> ironic_cpi::lab::cpi::CallOutcome {
     shared().lab.call(method, args, 2, Some(3))
 }
@@ -179,11 +189,16 @@ fn create_by_mac_deploys_and_delete_restores_the_pool() {
         2,
     );
     let result = out.ok().clone();
-    assert_eq!(result[0], json!(b), "the node owning the MAC");
+    let vm = result[0].as_str().unwrap().to_string();
+    assert_eq!(node_of(&vm), b, "the node owning the MAC");
     assert_eq!(result[1]["default"]["mac"], json!(b_macs[1]));
 
     let node = client().get_node(&b).unwrap();
     assert_eq!(node.provision_state.as_deref(), Some("active"));
+    assert_eq!(
+        node.instance_uuid.as_deref(),
+        Some(vm.split(':').nth(1).unwrap())
+    );
     let s = shared();
     let image_url = node.instance_info["image_source"]
         .as_str()
@@ -226,10 +241,10 @@ fn create_by_mac_deploys_and_delete_restores_the_pool() {
         serde_json::from_slice(&published_drive_file(&b, "/ec2/latest/meta-data.json")).unwrap();
     assert_eq!(meta["instance-id"], json!(b));
 
-    assert_eq!(call("has_vm", json!([b])).ok(), &json!(true));
+    assert_eq!(call("has_vm", json!([vm])).ok(), &json!(true));
     call(
         "set_vm_metadata",
-        json!([b, {"director": "lab", "deployment": "dep", "instance_group": "lcmac-router",
+        json!([vm, {"director": "lab", "deployment": "dep", "instance_group": "lcmac-router",
         "index": "0", "id": "7c5d3bd8", "name": "lcmac-router/7c5d3bd8"}]),
     )
     .ok();
@@ -239,22 +254,30 @@ fn create_by_mac_deploys_and_delete_restores_the_pool() {
     // Compilation VMs have few keys: tolerated, and the name is left alone.
     call(
         "set_vm_metadata",
-        json!([b, {"director": "lab", "compiling": "golang"}]),
+        json!([vm, {"director": "lab", "compiling": "golang"}]),
     )
     .ok();
-    call("reboot_vm", json!([b])).ok();
+    call("reboot_vm", json!([vm])).ok();
 
-    call("delete_vm", json!([b])).ok();
-    assert_eq!(call("has_vm", json!([b])).ok(), &json!(false));
+    call("delete_vm", json!([vm])).ok();
+    assert_eq!(call("has_vm", json!([vm])).ok(), &json!(false));
     assert_eq!(pool_state(rc), before, "the pool is exactly as it was");
     // Idempotent: a second delete and a delete of a node that never existed succeed.
-    call("delete_vm", json!([b])).ok();
-    call("delete_vm", json!(["00000000-0000-4000-8000-000000000000"])).ok();
-    assert_eq!(
-        call("has_vm", json!(["00000000-0000-4000-8000-000000000000"])).ok(),
-        &json!(false)
-    );
-    let out = call("reboot_vm", json!([b]));
+    call("delete_vm", json!([vm])).ok();
+    let nowhere = "00000000-0000-4000-8000-000000000000:01937b2e-6b5c-7d3e-8f00-1a2b3c4d5e6f";
+    call("delete_vm", json!([nowhere])).ok();
+    assert_eq!(call("has_vm", json!([nowhere])).ok(), &json!(false));
+    // A cid that is not this CPI's (a bare node UUID, a name) is refused, not guessed at.
+    for foreign in [b.as_str(), "node-1", ".."] {
+        let out = call("delete_vm", json!([foreign]));
+        assert_eq!(
+            out.error_type(),
+            Some("Bosh::Clouds::CloudError"),
+            "{}",
+            out.stdout
+        );
+    }
+    let out = call("reboot_vm", json!([vm]));
     assert_eq!(
         out.error_type(),
         Some("Bosh::Clouds::VMNotFound"),
@@ -266,8 +289,8 @@ fn create_by_mac_deploys_and_delete_restores_the_pool() {
 fn out_agent_id(out: &ironic_cpi::lab::cpi::CallOutcome) -> Value {
     // The agent id is in the stderr log of the call only as part of the request; read it back
     // from the node instead.
-    let uuid = vm_cid(out);
-    client().get_node(&uuid).unwrap().extra["bosh_vm"]["agent_id"].clone()
+    let node = client().get_node(&node_of(&vm_cid(out))).unwrap();
+    json!(record_of(&node).agent_id)
 }
 
 #[test]
@@ -297,8 +320,8 @@ fn best_fit_resource_class_and_traits_select_nodes() {
         1,
     );
     assert_eq!(
-        fit.ok(),
-        &json!(medium),
+        node_of(fit.ok().as_str().unwrap()),
+        medium,
         "best fit, API v1 result is the cid"
     );
     let gpu = create_vm(
@@ -307,7 +330,7 @@ fn best_fit_resource_class_and_traits_select_nodes() {
         json!([]),
         2,
     );
-    assert_eq!(vm_cid(&gpu), large);
+    assert_eq!(node_of(&vm_cid(&gpu)), large);
 
     let busy = create_vm(
         json!({"resource_class": rc, "traits": ["CUSTOM_GPU"]}),
@@ -341,8 +364,8 @@ fn best_fit_resource_class_and_traits_select_nodes() {
     let msg = none.response["error"]["message"].as_str().unwrap();
     assert!(msg.contains("too small"), "{msg}");
 
-    call("delete_vm", json!([medium])).ok();
-    call("delete_vm", json!([large])).ok();
+    call("delete_vm", json!([fit.ok()])).ok();
+    call("delete_vm", json!([vm_cid(&gpu)])).ok();
     assert_eq!(pool_state(rc), before);
 }
 
@@ -357,11 +380,12 @@ fn manageable_nodes_are_provided_and_returned_manageable() {
         json!([]),
         2,
     );
-    assert_eq!(vm_cid(&out), node);
+    let vm = vm_cid(&out);
+    assert_eq!(node_of(&vm), node);
     let n = client().get_node(&node).unwrap();
     assert_eq!(n.provision_state.as_deref(), Some("active"));
-    assert_eq!(n.extra["bosh_vm"]["origin_state"], json!("manageable"));
-    call("delete_vm", json!([node])).ok();
+    assert_eq!(record_of(&n).origin_state, "manageable");
+    call("delete_vm", json!([vm])).ok();
     assert_eq!(
         client().get_node(&node).unwrap().provision_state.as_deref(),
         Some("manageable")
@@ -381,11 +405,12 @@ fn ironic_params_enroll_a_node_that_delete_vm_removes() {
         json!([]),
         2,
     );
-    let node = vm_cid(&out);
+    let vm = vm_cid(&out);
+    let node = node_of(&vm);
     let n = client().get_node(&node).unwrap();
     assert_eq!(n.provision_state.as_deref(), Some("active"));
     assert_eq!(n.extra["bosh_enrolled_by_cpi"], json!(true));
-    call("delete_vm", json!([node])).ok();
+    call("delete_vm", json!([vm])).ok();
     assert!(
         client().get_node(&node).unwrap_err().is_not_found(),
         "the enrolled node is deleted"
@@ -418,7 +443,7 @@ fn persistent_disks_live_on_their_node_registry_less() {
         json!([]),
         2,
     ));
-    assert_eq!(vm, a);
+    assert_eq!(node_of(&vm), a);
     let disk = call("create_disk", json!([10240, {}, vm]))
         .ok()
         .as_str()
@@ -456,7 +481,7 @@ fn persistent_disks_live_on_their_node_registry_less() {
         json!([]),
         2,
     ));
-    assert_eq!(other, b);
+    assert_eq!(node_of(&other), b);
     let cross = call("attach_disk", json!([other, disk]));
     assert_eq!(
         cross.error_type(),
@@ -490,7 +515,7 @@ fn persistent_disks_live_on_their_node_registry_less() {
         json!([disk]),
         2,
     ));
-    assert_eq!(again, a);
+    assert_eq!(node_of(&again), a);
     call("delete_vm", json!([again])).ok();
 
     call("delete_disk", json!([disk])).ok();
@@ -513,7 +538,8 @@ fn registry_mode_writes_settings_and_disks_to_the_registry() {
         1,
         None,
     );
-    assert_eq!(out.ok(), &json!(node));
+    let vm = out.ok().as_str().unwrap().to_string();
+    assert_eq!(node_of(&vm), node);
     let registry = |id: &str| {
         reqwest::blocking::Client::new()
             .get(format!(
@@ -551,13 +577,13 @@ fn registry_mode_writes_settings_and_disks_to_the_registry() {
 
     let disk = s
         .lab
-        .call("create_disk", json!([1024, {}, node]), 1, None)
+        .call("create_disk", json!([1024, {}, vm]), 1, None)
         .ok()
         .as_str()
         .unwrap()
         .to_string();
     assert_eq!(
-        s.lab.call("attach_disk", json!([node, disk]), 1, None).ok(),
+        s.lab.call("attach_disk", json!([vm, disk]), 1, None).ok(),
         &Value::Null
     );
     let body: Value = registry(&node).json().unwrap();
@@ -566,12 +592,12 @@ fn registry_mode_writes_settings_and_disks_to_the_registry() {
         settings["disks"]["persistent"][&disk],
         json!({"path": "/dev/sdc"})
     );
-    s.lab.call("detach_disk", json!([node, disk]), 1, None).ok();
+    s.lab.call("detach_disk", json!([vm, disk]), 1, None).ok();
     let body: Value = registry(&node).json().unwrap();
     let settings: Value = serde_json::from_str(body["settings"].as_str().unwrap()).unwrap();
     assert!(settings["disks"]["persistent"].get(&disk).is_none());
     s.lab.call("delete_disk", json!([disk]), 1, None).ok();
-    s.lab.call("delete_vm", json!([node]), 1, None).ok();
+    s.lab.call("delete_vm", json!([vm]), 1, None).ok();
     assert_eq!(
         registry(&node).status(),
         404,
@@ -645,8 +671,10 @@ fn failures_after_the_claim_leave_the_pool_as_it_was() {
     );
     assert_eq!(pool_state(rc), before);
 
-    // A network naming a MAC the node does not have: the config drive cannot be built after the
-    // node was claimed and provided; it goes back to manageable.
+    // A network naming a MAC the node does not have: found before anything in Ironic changes
+    // (the manageable node is not even provided: its provision state never moves).
+    let moved = || client().get_node(&node).unwrap().provision_updated_at;
+    let last_moved = moved();
     let mut net = manual_network("10.0.16.80", None);
     net["mac"] = json!("52:54:17:ff:ff:ff");
     let out = create_vm(
@@ -666,11 +694,47 @@ fn failures_after_the_claim_leave_the_pool_as_it_was() {
         json!(false),
         "bad input: a retry cannot help"
     );
-    assert!(out.response["error"]["message"]
-        .as_str()
-        .unwrap()
-        .contains("returned to the pool"));
+    let msg = out.response["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("not a port of node") && msg.contains("nothing was changed"),
+        "{msg}"
+    );
     assert_eq!(pool_state(rc), before);
+    assert_eq!(moved(), last_moved, "the node was not provided");
+
+    // A made-up disk cid (a real MAC, no such disk on its node) pins nothing and claims nothing.
+    let fake_disk = format!("disk-{}-sdc-12345678", macs[0].replace(':', ""));
+    let out = create_vm(
+        json!({"resource_class": rc}),
+        json!({"default": manual_network("10.0.16.82", None)}),
+        json!([fake_disk]),
+        2,
+    );
+    assert_eq!(
+        out.error_type(),
+        Some("Bosh::Clouds::CloudError"),
+        "{}",
+        out.stdout
+    );
+    let msg = out.response["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("is not recorded on node"), "{msg}");
+    // An agent_id of a megabyte is refused before anything is read or written.
+    let out = s.lab.call(
+        "create_vm",
+        json!(["a".repeat(1 << 20), s.stemcell, {"resource_class": rc},
+               {"default": manual_network("10.0.16.83", None)}, [], env()]),
+        2,
+        Some(3),
+    );
+    assert_eq!(
+        out.error_type(),
+        Some("Bosh::Clouds::CloudError"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.len() < 2000, "the error does not echo the input");
+    assert_eq!(pool_state(rc), before);
+    assert_eq!(moved(), last_moved);
 
     // A deploy that does not finish in time: the wait gives up, the node is undeployed and
     // restored, and the director may retry.
@@ -707,11 +771,12 @@ fn concurrent_create_vm_never_share_a_node() {
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
-    let mut nodes: Vec<String> = outcomes
+    let vms: Vec<String> = outcomes
         .iter()
         .filter(|o| o.response["error"].is_null())
         .map(vm_cid)
         .collect();
+    let mut nodes: Vec<String> = vms.iter().map(|v| node_of(v)).collect();
     let failures: Vec<_> = outcomes
         .iter()
         .filter(|o| !o.response["error"].is_null())
@@ -735,8 +800,8 @@ fn concurrent_create_vm_never_share_a_node() {
             f.stdout
         );
     }
-    for n in &nodes {
-        call("delete_vm", json!([n])).ok();
+    for v in &vms {
+        call("delete_vm", json!([v])).ok();
     }
     assert_eq!(pool_state(rc), before);
 }
@@ -764,11 +829,12 @@ fn delete_vm_with_manual_cleaning_returns_the_node_to_its_origin() {
         json!([]),
         2,
     );
-    assert_eq!(vm_cid(&out), node);
+    let vm = vm_cid(&out);
+    assert_eq!(node_of(&vm), node);
     // cpi-config properties in the context override the file. First a clean step this node
     // lacks: cleaning fails, the error says why, and the node stays held for a retry.
     let delete = |step: Value| {
-        shared().lab.call_raw(&json!({"method": "delete_vm", "arguments": [node], "api_version": 2,
+        shared().lab.call_raw(&json!({"method": "delete_vm", "arguments": [vm], "api_version": 2,
             "context": {"director_uuid": "d", "ironic": {"clean_on_delete": true, "clean_steps": [step]}}}))
     };
     let failed = delete(json!({"interface": "raid", "step": "delete_configuration"}));

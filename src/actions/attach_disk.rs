@@ -12,7 +12,7 @@ pub fn run(call: &Call, args: &Args) -> Result<Value> {
     let vm_cid = args.string(0)?;
     let disk_cid = args.string(1)?;
     let client = call.ironic()?;
-    let (node, located) = store::locate_for_vm(client, vm_cid, disk_cid)?;
+    let (node, vm, located) = store::locate_for_vm(client, vm_cid, disk_cid)?;
     if located.node.uuid != node.uuid {
         return Err(CpiError::cloud(format!(
             "disk {disk_cid} is a local disk of node {} and cannot be attached to VM {vm_cid} \
@@ -22,7 +22,7 @@ pub fn run(call: &Call, args: &Args) -> Result<Value> {
         )));
     }
     let device = located.cid.device.clone();
-    store::set_attached(client, &located, true)?;
+    store::set_attached(client, &located, Some(&vm.vm_id))?;
     registry::update_persistent(call, &node.uuid, disk_cid, Some(&device))?;
     call.note(format!(
         "attached disk {disk_cid} ({device}) to VM {vm_cid}"

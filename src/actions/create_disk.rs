@@ -9,8 +9,8 @@ use crate::disks::store;
 use crate::error::{CpiError, Result};
 use crate::ironic::PortQuery;
 use crate::pool::record::disks;
+use crate::pool::vm::held;
 use crate::rpc::Args;
-use crate::vm::held_node;
 
 pub fn run(call: &Call, args: &Args) -> Result<Value> {
     let size_mb = args.positive_integer(0)?;
@@ -33,7 +33,7 @@ pub fn run(call: &Call, args: &Args) -> Result<Value> {
     };
     check_device(&device)?;
     let client = call.ironic()?;
-    let (node, _) = held_node(client, vm_cid)?;
+    let (node, record) = held(client, vm_cid)?;
 
     if device == cfg.defaults.system_disk {
         return Err(CpiError::cloud(format!(
@@ -77,16 +77,15 @@ pub fn run(call: &Call, args: &Args) -> Result<Value> {
         ))
     })?;
     let cid = DiskCid::new(&mac, &device)?.to_string();
-    let mut record = Map::new();
-    record.insert("size_mb".into(), json!(size_mb));
-    record.insert("device".into(), json!(device));
-    record.insert(
+    let mut disk = Map::new();
+    disk.insert("size_mb".into(), json!(size_mb));
+    disk.insert("device".into(), json!(device));
+    disk.insert(
         "created_at".into(),
         json!(humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()),
     );
-    record.insert("attached".into(), json!(false));
-    record.insert("metadata".into(), json!({}));
-    store::put(client, &node, &cid, record)?;
+    disk.insert("metadata".into(), json!({}));
+    store::put(client, &node, Some(&record.vm_id), &cid, disk)?;
     call.note(format!(
         "created disk {cid} ({size_mb} MiB on {device} of node {})",
         node.label()

@@ -1,45 +1,31 @@
-//! `delete_vm`: undeploy the node and give it back to the pool as it was found. Idempotent: a
-//! node that is gone, or no longer holds this VM, is success.
+//! `delete_vm`: return the VM's node to the pool as it was found (`pool::teardown`). A VM that
+//! is gone (no node, or a node that holds another VM or none) is success, and nothing is
+//! touched: a late or repeated delete_vm never reaches the VM that holds the node now.
 
 use serde_json::Value;
 
 use crate::call::Call;
-use crate::error::{CpiError, Result};
-use crate::pool::record::VmRecord;
-use crate::pool::teardown::Teardown;
+use crate::error::Result;
+use crate::pool::teardown::{self, Teardown};
+use crate::pool::vm::parse_cid;
+use crate::pool::whoami::on_this_host;
 use crate::rpc::Args;
 use crate::vm_data;
 
 pub fn run(call: &Call, args: &Args) -> Result<Value> {
-    let vm_cid = args.string(0)?;
+    let cid = parse_cid(args.string(0)?)?;
     let cfg = call.config()?;
-    let client = call.ironic()?;
-    let node = match client.get_node(vm_cid) {
-        Ok(node) => node,
-        Err(e) if e.is_not_found() => {
-            call.note(format!("node {vm_cid} does not exist: nothing to delete"));
-            return Ok(Value::Null);
-        }
-        Err(e) => return Err(CpiError::cloud(format!("reading node {vm_cid}: {e}"))),
-    };
-    let Some(record) = VmRecord::read(&node) else {
-        call.note(format!(
-            "node {} holds no VM of this CPI (no extra.bosh_vm): left alone",
-            node.label()
-        ));
-        return Ok(Value::Null);
-    };
-    // Before the release: once released, another VM may write under the same node's keys.
-    vm_data::remove(call, &node.uuid);
-    let clean = cfg.ironic.clean_on_delete;
     let teardown = Teardown {
-        client,
+        api: call.ironic()?,
         ironic: &cfg.ironic,
-        clean,
+        me: call.process(),
+        may_drop_vm_claim: false,
+        force: false,
+        liveness: &on_this_host,
     };
-    let report = teardown
-        .run(&node.uuid, &record)
-        .map_err(|e| e.context(format!("delete_vm {}", node.label())))?;
+    let remove_files = |node: &str| vm_data::remove(call, node);
+    let report = teardown::delete_vm(&teardown, &cid, &remove_files)
+        .map_err(|e| e.context(format!("delete_vm {cid}")))?;
     for step in report.steps {
         call.note(step);
     }

@@ -12,7 +12,7 @@ pub fn run(call: &Call, args: &Args) -> Result<Value> {
     let vm_cid = args.string(0)?;
     let disk_cid = args.string(1)?;
     let client = call.ironic()?;
-    let (node, located) = store::locate_for_vm(client, vm_cid, disk_cid)?;
+    let (node, vm, located) = store::locate_for_vm(client, vm_cid, disk_cid)?;
     if located.node.uuid != node.uuid {
         return Err(CpiError::disk_not_attached(format!(
             "disk {disk_cid} lives on node {}, not on VM {vm_cid} (node {})",
@@ -20,8 +20,15 @@ pub fn run(call: &Call, args: &Args) -> Result<Value> {
             node.label()
         )));
     }
-    if located.attached() {
-        store::set_attached(client, &located, false)?;
+    match located.attached_to() {
+        Some(id) if id == vm.vm_id => store::set_attached(client, &located, None)?,
+        Some(other) => {
+            return Err(CpiError::disk_not_attached(format!(
+            "disk {disk_cid} is attached to another VM ({other}) on node {}, not to VM {vm_cid}",
+            node.label()
+        )))
+        }
+        None => {}
     }
     registry::update_persistent(call, &node.uuid, disk_cid, None)?;
     call.note(format!("detached disk {disk_cid} from VM {vm_cid}"));

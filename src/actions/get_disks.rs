@@ -5,14 +5,14 @@ use serde_json::{json, Value};
 use crate::call::Call;
 use crate::error::Result;
 use crate::pool::record::disks;
+use crate::pool::vm::held;
 use crate::rpc::Args;
-use crate::vm::held_node;
 
 pub fn run(call: &Call, args: &Args) -> Result<Value> {
-    let (node, _) = held_node(call.ironic()?, args.string(0)?)?;
+    let (node, record) = held(call.ironic()?, args.string(0)?)?;
     let mut attached: Vec<String> = disks(&node)
         .into_iter()
-        .filter(|(_, r)| r.get("attached") == Some(&Value::Bool(true)))
+        .filter(|(_, r)| r.get("attached_to").and_then(Value::as_str) == Some(&record.vm_id))
         .map(|(cid, _)| cid)
         .collect();
     attached.sort();

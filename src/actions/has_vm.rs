@@ -1,17 +1,21 @@
-//! `has_vm`: true only while the node holds a VM this CPI deployed; false when it is gone.
+//! `has_vm`: true while the node holds this VM (any phase, a teardown in progress included);
+//! false when the node is gone or holds another VM or none.
 
 use serde_json::{json, Value};
 
 use crate::call::Call;
 use crate::error::{CpiError, Result};
-use crate::pool::record::VmRecord;
+use crate::pool::vm::{lookup, parse_cid, Lookup};
 use crate::rpc::Args;
 
 pub fn run(call: &Call, args: &Args) -> Result<Value> {
-    let vm_cid = args.string(0)?;
-    match call.ironic()?.get_node(vm_cid) {
-        Ok(node) => Ok(json!(VmRecord::held(&node).is_some())),
-        Err(e) if e.is_not_found() => Ok(json!(false)),
-        Err(e) => Err(CpiError::cloud(format!("reading node {vm_cid}: {e}"))),
+    let cid = parse_cid(args.string(0)?)?;
+    match lookup(call.ironic()?, &cid) {
+        Ok(Lookup::Held(..)) => Ok(json!(true)),
+        Ok(Lookup::Gone(why)) => {
+            call.note(format!("VM {cid} is gone: {why}"));
+            Ok(json!(false))
+        }
+        Err(e) => Err(CpiError::from(e).context(format!("reading the node of VM {cid}"))),
     }
 }

@@ -5,14 +5,15 @@ use serde_json::Value;
 use crate::call::Call;
 use crate::config::secs;
 use crate::error::{CpiError, Result};
+use crate::ironic::wait;
+use crate::pool::vm::held;
 use crate::rpc::Args;
-use crate::vm::held_node;
 
 pub fn run(call: &Call, args: &Args) -> Result<Value> {
     let vm_cid = args.string(0)?;
     let cfg = call.config()?;
     let client = call.ironic()?;
-    let (node, _) = held_node(client, vm_cid)?;
+    let (node, _) = held(client, vm_cid)?;
     if node.state() != "active" {
         return Err(CpiError::cloud(format!(
             "node {} is in provision state '{}', not 'active': it holds no running VM to reboot",
@@ -24,9 +25,14 @@ pub fn run(call: &Call, args: &Args) -> Result<Value> {
     client
         .set_power_state(&node.uuid, "rebooting")
         .map_err(|e| CpiError::cloud(format!("rebooting node {}: {e}", node.label())))?;
-    client
-        .wait_for_power_state(&node.uuid, "power on", secs(cfg.ironic.timeouts.power))
-        .map_err(|e| CpiError::cloud(format!("rebooting node {}: {e}", node.label())))?;
+    wait::power_state(
+        client,
+        &cfg.ironic.poll,
+        &node.uuid,
+        "power on",
+        secs(cfg.ironic.timeouts.power),
+    )
+    .map_err(|e| CpiError::cloud(format!("rebooting node {}: {e}", node.label())))?;
     call.note(format!(
         "rebooted node {} in {:.1} s",
         node.label(),

@@ -14,6 +14,6 @@ pub fn run(call: &Call, args: &Args) -> Result<Value> {
     let located = store::locate_existing(client, cid)?;
     let mut record = located.require()?.clone();
     record.insert("metadata".into(), Value::Object(metadata));
-    store::put(client, &located.node, cid, record)?;
+    store::put(client, &located.node, None, cid, record)?;
     Ok(Value::Null)
 }

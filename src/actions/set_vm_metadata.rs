@@ -6,15 +6,18 @@ use serde_json::{json, Map, Value};
 use crate::call::Call;
 use crate::error::{CpiError, Result};
 use crate::ironic::PatchOp;
+use crate::pool::record::while_owned;
 use crate::pool::record::METADATA_KEY;
+use crate::pool::vm::held;
 use crate::rpc::Args;
-use crate::vm::held_node;
 
 pub fn run(call: &Call, args: &Args) -> Result<Value> {
     let vm_cid = args.string(0)?;
     let metadata = args.object(1)?;
     let client = call.ironic()?;
-    let (node, _) = held_node(client, vm_cid)?;
+    let (node, record) = held(client, vm_cid)?;
+    // Ironic refuses the write if the VM's record is gone by then (another VM may own the node).
+    let guard = while_owned(&record.vm_id);
     let meta_op = PatchOp::add(
         format!("/extra/{METADATA_KEY}"),
         Value::Object(metadata.clone()),
@@ -23,7 +26,11 @@ pub fn run(call: &Call, args: &Args) -> Result<Value> {
     if let Some(name) = node_name(&metadata).filter(|n| node.name.as_deref() != Some(n)) {
         match client.patch_node(
             &node.uuid,
-            &[meta_op.clone(), PatchOp::add("/name", json!(name))],
+            &[
+                guard.clone(),
+                meta_op.clone(),
+                PatchOp::add("/name", json!(name)),
+            ],
         ) {
             Ok(_) => {
                 call.note(format!("node {} is now named {name}", node.uuid));
@@ -34,7 +41,7 @@ pub fn run(call: &Call, args: &Args) -> Result<Value> {
         }
     }
     client
-        .patch_node(&node.uuid, &[meta_op])
+        .patch_node(&node.uuid, &[guard, meta_op])
         .map_err(|e| CpiError::cloud(format!("saving metadata on node {}: {e}", node.label())))?;
     Ok(Value::Null)
 }

@@ -13,7 +13,10 @@ use serde_json::{json, Value};
 use ironic_cpi::config::Config;
 use ironic_cpi::error::CpiError;
 use ironic_cpi::ironic::IronicClient;
-use ironic_cpi::pool::{inventory, view};
+use ironic_cpi::ironic::Node;
+use ironic_cpi::pool::teardown::Teardown;
+use ironic_cpi::pool::whoami::{on_this_host, Process};
+use ironic_cpi::pool::{inventory, orphans, view};
 use ironic_cpi::rpc::{dispatch, request::MAX_REQUEST_BYTES, Response};
 
 #[derive(Parser, Debug)]
@@ -42,8 +45,27 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Tool {
     /// Show the node pool as the CPI sees it: state, power, who holds each node, BOSH metadata,
-    /// disks.
-    Pool,
+    /// disks, and claims nobody will finish (stale).
+    Pool {
+        /// A claim with no progress for this long is stale (e.g. `15m`, `1h`).
+        #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
+        stale_after: std::time::Duration,
+    },
+    /// Return one node whose claim nobody will finish (a create_vm or delete_vm that was
+    /// killed) to the pool, as delete_vm would. Refuses a claim that is not stale, a VM the
+    /// director knows, and a node where an agent may be running, unless --force.
+    ///
+    /// Example: ironic_cpi -c cpi.json free 1be26c0b-03f2-4d2e-ae87-c02d7f33c123
+    Free {
+        /// Node UUID or name.
+        node: String,
+        /// A claim with no progress for this long is stale (e.g. `15m`, `1h`).
+        #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
+        stale_after: std::time::Duration,
+        /// Free the node even if its claim looks live or an agent may run there.
+        #[arg(long)]
+        force: bool,
+    },
     /// Build a CPI request from arguments, run it, and print the response (exit 1 on an error
     /// response). Each ARG is JSON if it parses as JSON, `@FILE` for JSON in a file, else a string.
     ///
@@ -71,7 +93,12 @@ fn main() -> ExitCode {
         return check_config(cli.config);
     }
     match cli.tool {
-        Some(Tool::Pool) => return pool(cli.config),
+        Some(Tool::Pool { stale_after }) => return pool(cli.config, stale_after),
+        Some(Tool::Free {
+            node,
+            stale_after,
+            force,
+        }) => return free(cli.config, &node, stale_after, force),
         Some(Tool::Call {
             method,
             args,
@@ -169,12 +196,13 @@ fn load(path: Option<PathBuf>) -> Result<Config, String> {
     Config::load(&path, &serde_json::Map::new()).map_err(|e| e.message)
 }
 
-fn pool(config: Option<PathBuf>) -> ExitCode {
+fn pool(config: Option<PathBuf>, stale_after: std::time::Duration) -> ExitCode {
     let run = || -> Result<String, String> {
         let config = load(config)?;
         let client = IronicClient::new(&config.ironic).map_err(|e| e.to_string())?;
         let snapshot = inventory::load(&client).map_err(|e| e.to_string())?;
-        Ok(view::render(&view::rows(&snapshot)))
+        let now = std::time::SystemTime::now();
+        Ok(view::render(&view::rows(&snapshot, now, stale_after)))
     };
     match run() {
         Ok(table) => {
@@ -183,6 +211,45 @@ fn pool(config: Option<PathBuf>) -> ExitCode {
         }
         Err(e) => {
             eprintln!("ironic_cpi pool: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn free(
+    config: Option<PathBuf>,
+    node: &str,
+    stale_after: std::time::Duration,
+    force: bool,
+) -> ExitCode {
+    let run = || -> Result<Vec<String>, String> {
+        let config = load(config)?;
+        let client = IronicClient::new(&config.ironic).map_err(|e| e.to_string())?;
+        let request = ironic_cpi::rpc::Request::from_value(json!({
+            "method": "free", "arguments": [], "context": {}}))
+        .map_err(|e| e.message)?;
+        let call = ironic_cpi::call::Call::new(&request, Some(&config));
+        let teardown = Teardown {
+            api: &client,
+            ironic: &config.ironic,
+            me: Process::current(Some("ironic_cpi free")),
+            may_drop_vm_claim: true,
+            force,
+            liveness: &on_this_host,
+        };
+        // The registry settings and published drive of a VM being freed go with it.
+        let before = |n: &Node| ironic_cpi::vm_data::remove(&call, &n.uuid);
+        orphans::free(&teardown, node, stale_after, &before).map(|f| f.steps)
+    };
+    match run() {
+        Ok(steps) => {
+            for s in steps {
+                println!("{s}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("ironic_cpi free: {e}");
             ExitCode::from(1)
         }
     }

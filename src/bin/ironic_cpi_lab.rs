@@ -233,7 +233,14 @@ fn table(lab: &Lab, title: &str) -> Result<(), String> {
     let client = lab.cpi.client().map_err(|e| e.to_string())?;
     let snapshot = inventory::load(&client).map_err(|e| e.to_string())?;
     println!("== {title}");
-    println!("{}", view::render(&view::rows(&snapshot)));
+    println!(
+        "{}",
+        view::render(&view::rows(
+            &snapshot,
+            std::time::SystemTime::now(),
+            ironic_cpi::pool::orphans::DEFAULT_STALE_AFTER,
+        ))
+    );
     Ok(())
 }
 

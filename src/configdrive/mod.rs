@@ -9,6 +9,7 @@
 //! credentials). Nothing here logs contents, and `Debug` shows only names and sizes; use
 //! [`redacted`] to show settings or user data to a person.
 
+pub mod check;
 mod iso;
 mod networks;
 mod settings;
@@ -21,7 +22,7 @@ use crate::error::{CpiError, Result};
 
 pub use crate::mac::normalize_mac;
 pub use iso::VOLUME_ID;
-pub use networks::{map_networks, NetworkKind, NetworkMapping};
+pub use networks::{check_networks, map_networks, NetworkKind, NetworkMapping};
 pub use settings::redacted;
 
 /// Paths on the drive. The agent reads only the `ec2/` pair; the `openstack/` files are for any
@@ -56,6 +57,7 @@ pub struct DriveInput<'a> {
 }
 
 /// A built drive: its documents, the image, and what the director and registry need from it.
+#[derive(Clone)]
 pub struct ConfigDrive {
     settings: Value,
     networks: Map<String, Value>,

@@ -580,3 +580,29 @@ pub(crate) fn json_type(v: &Value) -> &'static str {
         Value::Object(_) => "an object",
     }
 }
+
+/// The director's networks checked on their own, before any node is chosen: types, addresses,
+/// masks, gateways and MACs. Which NIC each network takes needs the node ([`map_networks`]).
+pub fn check_networks(networks: &Map<String, Value>) -> Result<()> {
+    for (name, value) in networks {
+        let Value::Object(net) = value else {
+            return Err(CpiError::cpi(format!(
+                "network '{name}': expected an object, got {}",
+                json_type(value)
+            )));
+        };
+        let kind = NetworkKind::of(name, net)?;
+        if kind != NetworkKind::Vip {
+            if let Some(raw) = optional_str(name, net, "mac")? {
+                normalize_mac(raw).ok_or_else(|| {
+                    CpiError::cloud(format!(
+                        "network '{name}': mac '{raw}' is not a MAC address"
+                    ))
+                })?;
+            }
+            cloud_property_macs(name, net)?;
+        }
+        agent_network(name, net.clone(), kind, false)?;
+    }
+    Ok(())
+}

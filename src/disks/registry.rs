@@ -6,7 +6,8 @@ use serde_json::{json, Value};
 use crate::call::Call;
 use crate::error::{CpiError, Result};
 
-/// Add (`Some(device)`) or remove (`None`) a disk in the registry settings of a VM.
+/// Add (`Some(device)`) or remove (`None`) a disk in the registry settings of the VM on node
+/// `vm_cid` (the registry key is the node's UUID).
 pub fn update_persistent(
     call: &Call,
     vm_cid: &str,

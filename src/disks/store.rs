@@ -1,14 +1,17 @@
 //! Disk records in the node's `extra.bosh_disks`, keyed by disk cid:
-//! `{"size_mb": 51200, "device": "/dev/sdc", "created_at": "...", "attached": false, "metadata": {}}`.
-//! They stay on the node when its VM is deleted: the disk is still there.
+//! `{"size_mb": 51200, "device": "/dev/sdc", "created_at": "...", "metadata": {}}`, plus
+//! `"attached_to": "<vm id>"` while a VM has it: the VM, not the node, so that a disk attached to
+//! a VM long gone is never counted as attached to the VM that holds the node now. Records stay on
+//! the node when its VM is deleted: the disk is still there.
 
 use serde_json::{json, Map, Value};
 
 use crate::disks::cid::DiskCid;
 use crate::error::{CpiError, Result};
 use crate::ironic::types::pointer_key;
-use crate::ironic::{IronicClient, Node, PatchOp, PortQuery};
+use crate::ironic::{Ironic, Node, PatchOp, PortQuery};
 use crate::pool::record::{disks, DISKS_KEY};
+use crate::pool::record::{while_owned, VmRecord};
 
 /// A disk and the node it lives on.
 pub struct Located {
@@ -33,15 +36,17 @@ impl Located {
         })
     }
 
-    pub fn attached(&self) -> bool {
+    /// The VM the disk is attached to, if any.
+    pub fn attached_to(&self) -> Option<&str> {
         self.record
             .as_ref()
-            .is_some_and(|r| r.get("attached") == Some(&Value::Bool(true)))
+            .and_then(|r| r.get("attached_to"))
+            .and_then(Value::as_str)
     }
 }
 
 /// Find the node that owns the disk's MAC; None when no node has that MAC any more.
-pub fn locate(client: &IronicClient, cid: &DiskCid) -> Result<Option<Located>> {
+pub fn locate(client: &dyn Ironic, cid: &DiskCid) -> Result<Option<Located>> {
     let ports = client
         .list_ports(&PortQuery {
             address: Some(cid.mac.clone()),
@@ -73,7 +78,7 @@ pub fn locate(client: &IronicClient, cid: &DiskCid) -> Result<Option<Located>> {
 }
 
 /// Locate a disk the director names, or DiskNotFound.
-pub fn locate_existing(client: &IronicClient, cid_text: &str) -> Result<Located> {
+pub fn locate_existing(client: &dyn Ironic, cid_text: &str) -> Result<Located> {
     let cid = DiskCid::parse_or_not_found(cid_text)?;
     let located = locate(client, &cid)?.ok_or_else(|| {
         CpiError::disk_not_found(format!(
@@ -85,21 +90,23 @@ pub fn locate_existing(client: &IronicClient, cid_text: &str) -> Result<Located>
     Ok(located)
 }
 
-/// The node of VM `vm_cid` and where disk `disk_cid` lives, for attach and detach.
+/// The node and record of VM `vm_cid` and where disk `disk_cid` lives, for attach and detach.
 pub fn locate_for_vm(
-    client: &IronicClient,
+    client: &dyn Ironic,
     vm_cid: &str,
     disk_cid: &str,
-) -> Result<(Node, Located)> {
-    let (node, _) = crate::vm::held_node(client, vm_cid)?;
+) -> Result<(Node, VmRecord, Located)> {
+    let (node, record) = crate::pool::vm::held(client, vm_cid)?;
     let located = locate_existing(client, disk_cid)?;
-    Ok((node, located))
+    Ok((node, record, located))
 }
 
 /// Write one record; only that key changes, so records of other disks are left as they are.
+/// `vm_claim`: the VM the write is for; Ironic refuses the write once the VM's record is gone.
 pub fn put(
-    client: &IronicClient,
+    client: &dyn Ironic,
     node: &Node,
+    vm_claim: Option<&str>,
     cid: &str,
     record: Map<String, Value>,
 ) -> Result<()> {
@@ -111,13 +118,18 @@ pub fn put(
     } else {
         PatchOp::add(format!("/extra/{DISKS_KEY}"), json!({ cid: record }))
     };
+    let mut ops = Vec::new();
+    if let Some(vm_id) = vm_claim {
+        ops.push(while_owned(vm_id));
+    }
+    ops.push(op);
     client
-        .patch_node(&node.uuid, &[op])
+        .patch_node(&node.uuid, &ops)
         .map(drop)
         .map_err(|e| CpiError::cloud(format!("saving disk {cid} on node {}: {e}", node.label())))
 }
 
-pub fn remove(client: &IronicClient, node: &Node, cid: &str) -> Result<()> {
+pub fn remove(client: &dyn Ironic, node: &Node, cid: &str) -> Result<()> {
     let records = disks(node);
     // The last disk takes the key with it: the node ends as it was before any disk.
     let op = if records.len() == 1 && records.contains_key(cid) {
@@ -133,9 +145,12 @@ pub fn remove(client: &IronicClient, node: &Node, cid: &str) -> Result<()> {
     })
 }
 
-/// Set `attached` on a located disk's record.
-pub fn set_attached(client: &IronicClient, located: &Located, attached: bool) -> Result<()> {
+/// Attach a located disk to VM `vm_id` (`Some`) or detach it (`None`).
+pub fn set_attached(client: &dyn Ironic, located: &Located, vm_id: Option<&str>) -> Result<()> {
     let mut record = located.require()?.clone();
-    record.insert("attached".into(), json!(attached));
-    put(client, &located.node, &located.cid_text(), record)
+    match vm_id {
+        Some(id) => record.insert("attached_to".into(), json!(id)),
+        None => record.remove("attached_to"),
+    };
+    put(client, &located.node, vm_id, &located.cid_text(), record)
 }

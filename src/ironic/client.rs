@@ -245,15 +245,6 @@ impl IronicClient {
         self.get_json(&path, &node_target(id), None)
     }
 
-    /// Used by the waits: transient failures are retried until `deadline`, not a fixed count.
-    pub(crate) fn get_node_until(&self, id: &str, deadline: Instant) -> Result<Node, IronicError> {
-        self.get_json(
-            &format!("/v1/nodes/{}", seg(id)),
-            &node_target(id),
-            Some(RetryBudget::Until(deadline)),
-        )
-    }
-
     pub fn list_nodes(&self, q: &NodeQuery) -> Result<Vec<Node>, IronicError> {
         self.list(
             "/v1/nodes",
@@ -405,18 +396,6 @@ impl IronicClient {
             &format!("/v1/allocations/{}", seg(id)),
             &alloc_target(id),
             None,
-        )
-    }
-
-    pub(crate) fn get_allocation_until(
-        &self,
-        id: &str,
-        deadline: Instant,
-    ) -> Result<Allocation, IronicError> {
-        self.get_json(
-            &format!("/v1/allocations/{}", seg(id)),
-            &alloc_target(id),
-            Some(RetryBudget::Until(deadline)),
         )
     }
 

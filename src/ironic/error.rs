@@ -126,6 +126,18 @@ impl IronicError {
         )
     }
 
+    /// The request may have reached Ironic and been applied although no answer came back (the
+    /// connection broke or timed out after sending): the caller must read back what happened.
+    pub fn maybe_applied(&self) -> bool {
+        matches!(
+            self,
+            IronicError::Transport {
+                not_sent: false,
+                ..
+            }
+        )
+    }
+
     /// Another consumer owns the node: move on to another candidate, never retry.
     pub fn is_final_conflict(&self) -> bool {
         matches!(

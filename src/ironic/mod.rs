@@ -5,6 +5,7 @@
 //! retries only transient failures (409 NodeLocked, 503, connection errors), and waits for state
 //! transitions with backoff, failing fast on `* failed`, `error`, maintenance and fault.
 
+mod api;
 pub mod backoff;
 mod client;
 pub mod error;
@@ -12,8 +13,9 @@ pub mod keystone;
 mod query;
 mod tls;
 pub mod types;
-mod wait;
+pub mod wait;
 
+pub use api::Ironic;
 pub use client::IronicClient;
 pub use error::{ConflictKind, IronicError};
 pub use query::{AllocationQuery, NodeQuery, PortQuery};

@@ -32,6 +32,8 @@ pub struct Node {
     pub reservation: Option<String>,
     /// When the provision state last changed (ISO 8601, UTC), as Ironic records it.
     pub provision_updated_at: Option<String>,
+    /// When the node record last changed.
+    pub updated_at: Option<String>,
 }
 
 impl Node {
@@ -46,7 +48,26 @@ impl Node {
     pub fn state(&self) -> &str {
         self.provision_state.as_deref().unwrap_or("unknown")
     }
+
+    /// Whether a provision state transition is running. Ironic keeps `target_provision_state`
+    /// on the failure states (`deploy failed` -> active, `clean failed` -> manageable or
+    /// available): those have settled, and only a new action moves them.
+    pub fn in_transition(&self) -> bool {
+        self.target_provision_state.is_some() && !FAILED_STATES.contains(&self.state())
+    }
 }
+
+/// Ironic's failure states, which keep the target of the transition that failed.
+pub const FAILED_STATES: [&str; 8] = [
+    "deploy failed",
+    "clean failed",
+    "error",
+    "rescue failed",
+    "unrescue failed",
+    "inspect failed",
+    "adopt failed",
+    "service failed",
+];
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default)]

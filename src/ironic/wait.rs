@@ -1,14 +1,16 @@
 //! Waiting for Ironic's asynchronous transitions: poll with a growing interval, stop at once on
 //! a failure (`* failed`, `error`, maintenance, fault), and report what was seen.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use log::debug;
 
+use super::api::Ironic;
 use super::backoff::Backoff;
 use super::client::IronicClient;
 use super::error::IronicError;
 use super::types::{Allocation, Node};
+use crate::config::PollPolicy;
 
 /// What one poll saw, for the error if the wait ends badly.
 struct Seen {
@@ -44,123 +46,176 @@ fn node_failure(node: &Node) -> Option<String> {
     None
 }
 
-impl IronicClient {
-    /// The polling loop shared by the waits: `step` fetches (retrying transient errors until the
-    /// deadline) and judges; the last poll happens right at the deadline, so a transition that
-    /// finishes then is still seen.
-    fn poll_until<T>(
-        &self,
-        target: &str,
-        timeout: Duration,
-        mut step: impl FnMut(Instant) -> Result<Poll<T>, IronicError>,
-    ) -> Result<T, IronicError> {
-        let started = Instant::now();
-        let deadline = started + timeout;
-        let mut backoff = Backoff::for_poll(&self.config().poll);
-        loop {
-            let seen = match step(deadline)? {
-                Poll::Done(v) => {
-                    debug!(
-                        "reached {target} after {:.2} s",
-                        started.elapsed().as_secs_f64()
-                    );
-                    return Ok(v);
-                }
-                Poll::Failed(seen, reason) => {
-                    return Err(IronicError::WaitFailed {
-                        node: seen.label,
-                        state: seen.state.into(),
-                        target: target.into(),
-                        last_error: seen.last_error,
-                        elapsed: started.elapsed(),
-                        reason: reason.into(),
-                    })
-                }
-                Poll::Pending(seen) => seen,
-            };
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(IronicError::WaitTimeout {
+/// The polling loop shared by the waits: `step` fetches and judges; the last poll happens
+/// right at the deadline, so a transition that finishes then is still seen. A transient failure
+/// of one poll (Ironic restarting, a dropped connection) does not end the wait: the deadline
+/// does, because a long deploy must ride out an Ironic restart.
+fn poll_until<T>(
+    api: &dyn Ironic,
+    policy: &PollPolicy,
+    target: &str,
+    timeout: Duration,
+    mut step: impl FnMut() -> Result<Poll<T>, IronicError>,
+) -> Result<T, IronicError> {
+    let started = api.now();
+    let deadline = started + timeout;
+    let mut backoff = Backoff::for_poll(policy);
+    let mut last_seen: Option<Seen> = None;
+    loop {
+        let seen = match step() {
+            Ok(Poll::Done(v)) => {
+                debug!(
+                    "reached {target} after {:.2} s",
+                    (api.now() - started).as_secs_f64()
+                );
+                return Ok(v);
+            }
+            Ok(Poll::Failed(seen, reason)) => {
+                return Err(IronicError::WaitFailed {
                     node: seen.label,
                     state: seen.state.into(),
                     target: target.into(),
-                    waited_for: timeout,
-                    elapsed: started.elapsed(),
                     last_error: seen.last_error,
-                });
+                    elapsed: api.now() - started,
+                    reason: reason.into(),
+                })
             }
-            std::thread::sleep(backoff.next_delay().min(deadline - now));
+            Ok(Poll::Pending(seen)) => Some(seen),
+            Err(e) if e.is_transient() && api.now() < deadline => {
+                debug!("polling for {target}: {e}; polling on");
+                None
+            }
+            Err(e) => return Err(e),
+        };
+        if seen.is_some() {
+            last_seen = seen;
         }
+        let now = api.now();
+        if now >= deadline {
+            let seen = last_seen.unwrap_or(Seen {
+                label: "?".into(),
+                state: "unknown (Ironic did not answer)".into(),
+                last_error: None,
+            });
+            return Err(IronicError::WaitTimeout {
+                node: seen.label,
+                state: seen.state.into(),
+                target: target.into(),
+                waited_for: timeout,
+                elapsed: now - started,
+                last_error: seen.last_error,
+            });
+        }
+        api.sleep(backoff.next_delay().min(deadline - now));
     }
+}
 
-    /// Poll until the node's provision state is one of `targets` with no transition pending.
+/// Poll until the node's provision state is one of `targets` with no transition pending.
+pub fn provision_state(
+    api: &dyn Ironic,
+    policy: &PollPolicy,
+    id: &str,
+    targets: &[&str],
+    timeout: Duration,
+) -> Result<Node, IronicError> {
+    provision_state_unless(api, policy, id, targets, timeout, |_| false)
+}
+
+/// Like [`provision_state`], but the wait also ends, with the node as it is, as soon as
+/// `unless` holds for it (the caller's reason to stop waiting, e.g. the node changed hands).
+pub fn provision_state_unless(
+    api: &dyn Ironic,
+    policy: &PollPolicy,
+    id: &str,
+    targets: &[&str],
+    timeout: Duration,
+    unless: impl Fn(&Node) -> bool,
+) -> Result<Node, IronicError> {
+    poll_until(api, policy, &targets.join(" or "), timeout, || {
+        let node = api.get_node(id)?;
+        if unless(&node)
+            || (targets.contains(&node.state()) && node.target_provision_state.is_none())
+        {
+            return Ok(Poll::Done(node));
+        }
+        let seen = Seen {
+            label: node.label(),
+            state: match &node.target_provision_state {
+                Some(t) => format!("{} (target {t})", node.state()),
+                None => node.state().to_string(),
+            },
+            last_error: node.last_error.clone(),
+        };
+        Ok(match node_failure(&node) {
+            Some(reason) => Poll::Failed(seen, reason),
+            None => Poll::Pending(seen),
+        })
+    })
+}
+
+/// Poll until the node's power state is `target` (`rebooting` waits for `power on`).
+///
+/// A failed power action leaves the power state unchanged, clears the pending target and sets
+/// `last_error`; a `last_error` that differs from the one seen first means this action failed.
+pub fn power_state(
+    api: &dyn Ironic,
+    policy: &PollPolicy,
+    id: &str,
+    target: &str,
+    timeout: Duration,
+) -> Result<Node, IronicError> {
+    let want = if target == "rebooting" {
+        "power on"
+    } else {
+        target
+    };
+    let mut first_error: Option<Option<String>> = None;
+    poll_until(api, policy, want, timeout, || {
+        let node = api.get_node(id)?;
+        let power = node.power_state.as_deref().unwrap_or("unknown").to_string();
+        if power == want && node.target_power_state.is_none() {
+            return Ok(Poll::Done(node));
+        }
+        let initial = first_error.get_or_insert_with(|| node.last_error.clone());
+        let new_error = node.last_error.is_some() && node.last_error != *initial;
+        let reason = node_failure(&node).or_else(|| {
+            (node.target_power_state.is_none() && new_error)
+                .then(|| "the power action failed".to_string())
+        });
+        let seen = Seen {
+            label: node.label(),
+            state: match &node.target_power_state {
+                Some(t) => format!("power state {power}, target {t}"),
+                None => format!("power state {power}"),
+            },
+            last_error: node.last_error.clone(),
+        };
+        Ok(match reason {
+            Some(reason) => Poll::Failed(seen, reason),
+            None => Poll::Pending(seen),
+        })
+    })
+}
+
+impl IronicClient {
+    /// Poll until the node's provision state is one of `targets` (with this client's policy).
     pub fn wait_for_provision_state(
         &self,
         id: &str,
         targets: &[&str],
         timeout: Duration,
     ) -> Result<Node, IronicError> {
-        self.poll_until(&targets.join(" or "), timeout, |deadline| {
-            let node = self.get_node_until(id, deadline)?;
-            if targets.contains(&node.state()) && node.target_provision_state.is_none() {
-                return Ok(Poll::Done(node));
-            }
-            let seen = Seen {
-                label: node.label(),
-                state: match &node.target_provision_state {
-                    Some(t) => format!("{} (target {t})", node.state()),
-                    None => node.state().to_string(),
-                },
-                last_error: node.last_error.clone(),
-            };
-            Ok(match node_failure(&node) {
-                Some(reason) => Poll::Failed(seen, reason),
-                None => Poll::Pending(seen),
-            })
-        })
+        provision_state(self, &self.config().poll, id, targets, timeout)
     }
 
-    /// Poll until the node's power state is `target` (`rebooting` waits for `power on`).
-    ///
-    /// A failed power action leaves the power state unchanged, clears the pending target and sets
-    /// `last_error`; a `last_error` that differs from the one seen first means this action failed.
+    /// Poll until the node's power state is `target` (with this client's policy).
     pub fn wait_for_power_state(
         &self,
         id: &str,
         target: &str,
         timeout: Duration,
     ) -> Result<Node, IronicError> {
-        let want = if target == "rebooting" {
-            "power on"
-        } else {
-            target
-        };
-        let mut first_error: Option<Option<String>> = None;
-        self.poll_until(want, timeout, |deadline| {
-            let node = self.get_node_until(id, deadline)?;
-            let power = node.power_state.as_deref().unwrap_or("unknown").to_string();
-            if power == want && node.target_power_state.is_none() {
-                return Ok(Poll::Done(node));
-            }
-            let initial = first_error.get_or_insert_with(|| node.last_error.clone());
-            let new_error = node.last_error.is_some() && node.last_error != *initial;
-            let reason = node_failure(&node).or_else(|| {
-                (node.target_power_state.is_none() && new_error)
-                    .then(|| "the power action failed".to_string())
-            });
-            let seen = Seen {
-                label: node.label(),
-                state: match &node.target_power_state {
-                    Some(t) => format!("power state {power}, target {t}"),
-                    None => format!("power state {power}"),
-                },
-                last_error: node.last_error.clone(),
-            };
-            Ok(match reason {
-                Some(reason) => Poll::Failed(seen, reason),
-                None => Poll::Pending(seen),
-            })
-        })
+        power_state(self, &self.config().poll, id, target, timeout)
     }
 
     /// Poll a new allocation until Ironic has picked a node (`active`) or given up (`error`).
@@ -169,8 +224,8 @@ impl IronicClient {
         id: &str,
         timeout: Duration,
     ) -> Result<Allocation, IronicError> {
-        self.poll_until("active", timeout, |deadline| {
-            let a = self.get_allocation_until(id, deadline)?;
+        poll_until(self, &self.config().poll, "active", timeout, || {
+            let a = self.get_allocation(id)?;
             let seen = Seen {
                 label: match &a.name {
                     Some(n) if !n.is_empty() => format!("allocation {n} ({})", a.uuid),

@@ -179,6 +179,35 @@ impl CpiLab {
         config_path: &std::path::Path,
         request: &Value,
     ) -> CallOutcome {
+        self.spawn_raw(config_path, request).wait()
+    }
+
+    /// Start a CPI call without waiting for it, to kill it midway as a director restart or an
+    /// OOM kill would.
+    pub fn spawn_call(
+        &self,
+        config_path: &std::path::Path,
+        method: &str,
+        arguments: Value,
+        api_version: u32,
+        stemcell_api_version: Option<u32>,
+    ) -> RunningCall {
+        let mut context = json!({"director_uuid": "lab-director", "request_id": "cpi-lab"});
+        if let Some(v) = stemcell_api_version {
+            context["vm"] = json!({"stemcell": {"api_version": v}});
+        }
+        self.spawn_raw(
+            config_path,
+            &json!({
+                "method": method,
+                "arguments": arguments,
+                "context": context,
+                "api_version": api_version,
+            }),
+        )
+    }
+
+    fn spawn_raw(&self, config_path: &std::path::Path, request: &Value) -> RunningCall {
         let started = Instant::now();
         let mut child = Command::new(&self.cpi_binary)
             .arg("-c")
@@ -193,8 +222,42 @@ impl CpiLab {
         let writer = std::thread::spawn(move || {
             let _ = stdin.write_all(input.as_bytes());
         });
-        let out = child.wait_with_output().expect("wait for ironic_cpi");
-        let _ = writer.join();
+        RunningCall {
+            child,
+            writer,
+            started,
+        }
+    }
+}
+
+/// A CPI process started by [`CpiLab::spawn_call`].
+pub struct RunningCall {
+    child: std::process::Child,
+    writer: std::thread::JoinHandle<()>,
+    started: Instant,
+}
+
+impl RunningCall {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether the process has ended.
+    pub fn finished(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+
+    /// SIGKILL, as the kernel's OOM killer or a host crash ends a process: no cleanup runs.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = self.writer.join();
+    }
+
+    /// Wait for the response, as the director does.
+    pub fn wait(self) -> CallOutcome {
+        let out = self.child.wait_with_output().expect("wait for ironic_cpi");
+        let _ = self.writer.join();
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         let response = serde_json::from_str(&stdout).unwrap_or_else(|e| {
@@ -209,7 +272,7 @@ impl CpiLab {
             response,
             stderr,
             stdout,
-            elapsed: started.elapsed(),
+            elapsed: self.started.elapsed(),
         }
     }
 }

@@ -30,6 +30,12 @@ pub enum Fault {
     /// `active`), report it as `deploy failed` with a `last_error`. Rules of this kind are used
     /// up only by answers actually rewritten.
     FailDeploy,
+    /// Forward to Ironic (which applies the request), then close the connection without the
+    /// answer: the client cannot tell whether its change happened.
+    DropAnswer,
+    /// Forward to Ironic, then hold the answer this long before writing it: longer than the
+    /// client's `request_timeout`, the change is applied and the client has given up on it.
+    DelayAnswer { secs: u64 },
 }
 
 /// A request the proxy saw, and what became of it.
@@ -239,69 +245,88 @@ fn serve(conn: TcpStream, shared: &Shared) -> io::Result<()> {
         fault
     };
     let mut out = conn;
-    let injected =
-        match fault {
-            Some(Fault::Unavailable { retry_after }) => {
-                let extra = retry_after
-                    .map(|s| format!("Retry-After: {s}\r\n"))
-                    .unwrap_or_default();
-                write_answer(
-                    &mut out,
-                    "503 Service Unavailable",
-                    &extra,
-                    &ironic_error("No conductor service available (injected by the fault proxy)"),
-                )?;
-                fault
-            }
-            Some(Fault::NodeLocked) => {
-                write_answer(
-                    &mut out,
-                    "409 Conflict",
-                    "",
-                    &ironic_error(
-                        "Node injected-node is locked by host fault-proxy, please retry after the \
+    // Recorded before the client can see an answer, so that a test reading `seen` right after
+    // its request returns finds it there.
+    let record = |fault: Option<Fault>| {
+        shared.state().seen.push(Seen {
+            method: req.method.clone(),
+            path: req.path.clone(),
+            fault,
+        })
+    };
+    match fault {
+        Some(Fault::Unavailable { retry_after }) => {
+            let extra = retry_after
+                .map(|s| format!("Retry-After: {s}\r\n"))
+                .unwrap_or_default();
+            record(fault);
+            write_answer(
+                &mut out,
+                "503 Service Unavailable",
+                &extra,
+                &ironic_error("No conductor service available (injected by the fault proxy)"),
+            )
+        }
+        Some(Fault::NodeLocked) => {
+            record(fault);
+            write_answer(
+                &mut out,
+                "409 Conflict",
+                "",
+                &ironic_error(
+                    "Node injected-node is locked by host fault-proxy, please retry after the \
                      current operation is completed.",
-                    ),
-                )?;
-                fault
-            }
-            Some(Fault::Drop) => {
-                let _ = out.shutdown(Shutdown::Both);
-                fault
-            }
-            Some(Fault::FailDeploy) => {
-                let (head, body) = forward(shared.upstream, &req)?;
-                match fail_deploy(&body) {
-                    Some(rewritten) => {
-                        let mut state = shared.state();
-                        if let Some(r) = state.rules.iter_mut().find(|r| {
-                            r.fault == Fault::FailDeploy && r.matches(&req.method, &req.path)
-                        }) {
-                            r.remaining -= 1;
-                        }
-                        state.rules.retain(|r| r.remaining > 0);
-                        drop(state);
-                        write_raw(&mut out, &head, &rewritten)?;
-                        fault
+                ),
+            )
+        }
+        Some(Fault::Drop) => {
+            record(fault);
+            let _ = out.shutdown(Shutdown::Both);
+            Ok(())
+        }
+        Some(Fault::DropAnswer) => {
+            forward(shared.upstream, &req)?;
+            record(fault);
+            let _ = out.shutdown(Shutdown::Both);
+            Ok(())
+        }
+        Some(Fault::DelayAnswer { secs }) => {
+            let (head, body) = forward(shared.upstream, &req)?;
+            record(fault);
+            std::thread::sleep(Duration::from_secs(secs));
+            // The client has usually gone; a failed write is the point, not an error.
+            let _ = write_raw(&mut out, &head, &body);
+            Ok(())
+        }
+        Some(Fault::FailDeploy) => {
+            let (head, body) = forward(shared.upstream, &req)?;
+            match fail_deploy(&body) {
+                Some(rewritten) => {
+                    let mut state = shared.state();
+                    if let Some(r) = state
+                        .rules
+                        .iter_mut()
+                        .find(|r| r.fault == Fault::FailDeploy && r.matches(&req.method, &req.path))
+                    {
+                        r.remaining -= 1;
                     }
-                    None => {
-                        write_raw(&mut out, &head, &body)?;
-                        None
-                    }
+                    state.rules.retain(|r| r.remaining > 0);
+                    drop(state);
+                    record(fault);
+                    write_raw(&mut out, &head, &rewritten)
+                }
+                None => {
+                    record(None);
+                    write_raw(&mut out, &head, &body)
                 }
             }
-            None => {
-                let (head, body) = forward(shared.upstream, &req)?;
-                write_raw(&mut out, &head, &body)?;
-                None
-            }
-        };
-    shared.state().seen.push(Seen {
-        method: req.method,
-        path: req.path,
-        fault: injected,
-    });
-    Ok(())
+        }
+        None => {
+            let (head, body) = forward(shared.upstream, &req)?;
+            record(None);
+            write_raw(&mut out, &head, &body)
+        }
+    }
 }
 
 fn read_request(reader: &mut impl BufRead) -> io::Result<Option<Request>> {

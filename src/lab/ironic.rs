@@ -380,7 +380,9 @@ max_limit = {max_limit}
 automated_clean = true
 node_locked_retry_attempts = {locked}
 [database]
-connection = sqlite:///{d}/ironic.sqlite
+# SQLite lets one writer in at a time; its default 5 s wait for the lock is too short for a busy
+# 2-core machine running API and conductor together (500: database is locked).
+connection = sqlite:///{d}/ironic.sqlite?timeout=60
 [dhcp]
 dhcp_provider = none
 [fake]
@@ -483,7 +485,23 @@ pub fn enroll_node(client: &IronicClient, spec: &NodeSpec) -> Result<Node, Ironi
         client.create_port(&node.uuid, mac, None)?;
     }
     if !spec.traits.is_empty() {
-        client.set_node_traits(&node.uuid, &spec.traits)?;
+        // Ironic replaces the traits in a transaction that SQLite can refuse at once, without
+        // waiting, when a conductor task writes the node meanwhile ("database is locked"); the
+        // PUT is idempotent, so it is repeated. Production Ironic runs on MySQL or PostgreSQL.
+        let mut attempt = 1;
+        loop {
+            match client.set_node_traits(&node.uuid, &spec.traits) {
+                Err(IronicError::Http {
+                    status: 500,
+                    ref message,
+                    ..
+                }) if message.contains("database is locked") && attempt < 10 => {
+                    attempt += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(200 * attempt));
+                }
+                other => break other?,
+            }
+        }
     }
     let timeouts = &client.config().timeouts;
     client.set_power_state(&node.uuid, "power off")?;
@@ -529,7 +547,7 @@ mod tests {
             "deploy_delay = 2",
             "auth_strategy = http_basic",
             "http_basic_auth_user_file = /tmp/x/htpasswd",
-            "connection = sqlite:////tmp/x/ironic.sqlite",
+            "connection = sqlite:////tmp/x/ironic.sqlite?timeout=60",
         ] {
             assert!(c.contains(want), "missing {want}");
         }

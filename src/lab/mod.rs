@@ -1,6 +1,7 @@
 //! Real processes for integration tests, benchmarks and the lab: Ironic, Keystone, the companion
 //! server and nginx, each in its own directory, stopped when the process that started them exits;
-//! and the test CA that TLS tests trust.
+//! the test CA that TLS tests trust; and an in-memory model of Ironic for tests that must
+//! interleave or break calls request by request.
 
 pub mod bosh_tools;
 pub mod certs;
@@ -8,6 +9,7 @@ pub mod cpi;
 pub mod faultproxy;
 pub mod ironic;
 pub mod keystone;
+pub mod model;
 pub mod nginx;
 pub mod process;
 pub mod server;

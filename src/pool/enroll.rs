@@ -6,11 +6,11 @@ use serde_json::{json, Map, Value};
 
 use crate::config::{secs, IronicConfig};
 use crate::error::{CpiError, Result};
-use crate::ironic::{IronicClient, IronicError, Node};
+use crate::ironic::{wait, Ironic, IronicError, Node};
 use crate::pool::record::ENROLLED_KEY;
 
 pub fn enroll(
-    client: &IronicClient,
+    api: &dyn Ironic,
     cfg: &IronicConfig,
     params: &Map<String, Value>,
     macs: &[String],
@@ -26,15 +26,15 @@ pub fn enroll(
     };
     extra.insert(ENROLLED_KEY.into(), json!(true));
 
-    let node = client
+    let node = api
         .create_node(&Value::Object(body))
         .map_err(|e| CpiError::cloud(format!("enrolling a node for MACs {macs:?}: {e}")))?;
     log::info!("enrolled node {} for MACs {macs:?}", node.label());
-    match prepare(client, cfg, &node, macs) {
+    match prepare(api, cfg, &node, macs) {
         Ok(node) => Ok(node),
         Err(e) => {
             // Leave nothing half-enrolled: the node goes, and its ports with it.
-            if let Err(del) = client.delete_node(&node.uuid) {
+            if let Err(del) = api.delete_node(&node.uuid) {
                 log::error!(
                     "could not delete half-enrolled node {}: {del}",
                     node.label()
@@ -49,19 +49,37 @@ pub fn enroll(
 }
 
 fn prepare(
-    client: &IronicClient,
+    api: &dyn Ironic,
     cfg: &IronicConfig,
     node: &Node,
     macs: &[String],
 ) -> std::result::Result<Node, IronicError> {
     for mac in macs {
-        client.create_port(&node.uuid, mac, None)?;
+        api.create_port(&node.uuid, mac, None)?;
     }
-    client.set_provision_state(&node.uuid, "manage", None)?;
-    client.wait_for_provision_state(&node.uuid, &["manageable"], secs(cfg.timeouts.manage))?;
+    api.set_provision_state(&node.uuid, "manage", None)?;
+    wait::provision_state(
+        api,
+        &cfg.poll,
+        &node.uuid,
+        &["manageable"],
+        secs(cfg.timeouts.manage),
+    )?;
     // A defined power state: Ironic's allocation conductor skips nodes whose power is unknown.
-    client.set_power_state(&node.uuid, "power off")?;
-    client.wait_for_power_state(&node.uuid, "power off", secs(cfg.timeouts.power))?;
-    client.set_provision_state(&node.uuid, "provide", None)?;
-    client.wait_for_provision_state(&node.uuid, &["available"], secs(cfg.timeouts.provide))
+    api.set_power_state(&node.uuid, "power off")?;
+    wait::power_state(
+        api,
+        &cfg.poll,
+        &node.uuid,
+        "power off",
+        secs(cfg.timeouts.power),
+    )?;
+    api.set_provision_state(&node.uuid, "provide", None)?;
+    wait::provision_state(
+        api,
+        &cfg.poll,
+        &node.uuid,
+        &["available"],
+        secs(cfg.timeouts.provide),
+    )
 }

@@ -1,9 +1,9 @@
 //! Reading the pool: one paginated node list and one paginated port list, whatever its size.
 
-use crate::ironic::{IronicClient, IronicError, NodeQuery, PortQuery};
+use crate::ironic::{Ironic, IronicError, NodeQuery, PortQuery};
 use crate::pool::select::{PoolSnapshot, NODE_FIELDS, PORT_FIELDS};
 
-pub fn load(client: &IronicClient) -> Result<PoolSnapshot, IronicError> {
+pub fn load(client: &dyn Ironic) -> Result<PoolSnapshot, IronicError> {
     let nodes = client.list_nodes(&NodeQuery {
         fields: NODE_FIELDS.iter().map(|f| f.to_string()).collect(),
         ..Default::default()

@@ -12,13 +12,14 @@ use serde_json::Value;
 use crate::ironic::{Node, Port};
 use crate::mac::normalize_mac;
 use crate::pool::cloud_properties::VmCloudProperties;
+use crate::pool::record::has_vm_record;
 
 /// Provision states a free node may be in. `manageable` nodes are `provide`d after the claim.
 pub const FREE_STATES: [&str; 2] = ["available", "manageable"];
 
 /// The node fields a selection needs; lists ask for these only (`fields=`), which keeps a page of
 /// 1,000 nodes small.
-pub const NODE_FIELDS: [&str; 14] = [
+pub const NODE_FIELDS: [&str; 15] = [
     "uuid",
     "name",
     "provision_state",
@@ -33,6 +34,8 @@ pub const NODE_FIELDS: [&str; 14] = [
     "properties",
     "extra",
     "driver",
+    // `updated_at` is not a `fields=` field in Ironic 39 (400).
+    "provision_updated_at",
 ];
 
 pub const PORT_FIELDS: [&str; 4] = ["uuid", "address", "node_uuid", "pxe_enabled"];
@@ -151,7 +154,7 @@ impl Rejection {
             Rejection::AvailabilityZone => "are in another availability zone",
             Rejection::Properties => "are too small or differ in ironic_properties",
             Rejection::Maintenance => "are in maintenance",
-            Rejection::Reserved => "are reserved (instance_uuid set)",
+            Rejection::Reserved => "are held by a VM or a claim",
             Rejection::ProvisionState => "are neither available nor manageable",
         }
     }
@@ -256,7 +259,9 @@ fn check(pool: &PoolSnapshot, node: &Node, c: &Criteria) -> Result<(), Rejection
     if node.maintenance {
         return Err(Rejection::Maintenance);
     }
-    if node.instance_uuid.is_some() || node.allocation_uuid.is_some() {
+    // A VM record means a VM owns the node, whatever instance_uuid says: undeploy clears
+    // instance_uuid long before the teardown that started it has returned the node.
+    if node.instance_uuid.is_some() || has_vm_record(node) {
         return Err(Rejection::Reserved);
     }
     let free_state = node

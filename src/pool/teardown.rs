@@ -1,12 +1,21 @@
-//! Returning a node to the pool as this CPI found it. Used by delete_vm and by create_vm's
-//! rollback, so both leave the same state behind:
+//! Returning a VM's node to the pool as this CPI found it. delete_vm, create_vm's rollback and
+//! `ironic_cpi free` all run this, so all leave the same state behind:
 //!
-//! 1. let a running transition finish;
-//! 2. undeploy if anything was deployed, and wait for `available` (automated cleaning included);
-//! 3. claim the node again (undeploy clears `instance_uuid`), so nobody takes it half-restored;
-//! 4. optional manual cleaning;
-//! 5. restore the origin state, or delete a node this CPI enrolled;
-//! 6. release the claim last.
+//! 1. find the VM's record (none: the VM is gone, nothing is touched); let a running transition
+//!    finish; mark the record `deleting`, with who tears it down;
+//! 2. undeploy if anything is deployed, and wait for `available` (automated cleaning
+//!    included); then hold the node with this process's own token (undeploy cleared the VM's
+//!    claim);
+//! 3. optional manual cleaning;
+//! 4. restore the origin state, or delete a node this CPI enrolled;
+//! 5. restore the name, then remove the record, the metadata and the token in one request.
+//!
+//! The record stays until step 5, so no create_vm takes the node meanwhile: a claim that lands
+//! between undeploy and step 2's hold sees the record and lets go at once. The token makes one
+//! teardown of a VM at a time act on the node after undeploy: a second one (a retry while the
+//! first still runs) waits for it, or takes over once its process has exited. Every write
+//! carries [`while_owned`], so Ironic refuses it once the VM's record is gone: taking the token
+//! can never put a released VM's record back. docs/ownership.md has the reasoning.
 
 use std::time::Duration;
 
@@ -14,9 +23,15 @@ use serde_json::{json, Value};
 
 use crate::config::{secs, IronicConfig};
 use crate::error::{CpiError, Result};
-use crate::ironic::{IronicClient, IronicError, Node, PatchOp};
-use crate::pool::record::{disks, VmRecord};
-use crate::pool::record::{enrolled_by_cpi, DISKS_KEY, INSTANCE_INFO_KEYS, METADATA_KEY, VM_KEY};
+use crate::ironic::{wait, ConflictKind, Ironic, IronicError, Node, PatchOp};
+use crate::pool::confirm::{self, read_back, Confirmed};
+use crate::pool::record::{
+    disks, enrolled_by_cpi, record_path, timestamp, while_owned, Phase, TeardownMark, VmRecord,
+    DISKS_KEY, INSTANCE_INFO_KEYS, METADATA_KEY, VM_KEY,
+};
+use crate::pool::vm::{lookup, Lookup};
+use crate::pool::vm_cid::VmCid;
+use crate::pool::whoami::{Liveness, LivenessCheck, Process};
 
 /// States in which something is (or was being) deployed and `deleted` must run.
 const DEPLOYED_STATES: [&str; 5] = [
@@ -40,80 +55,122 @@ const STABLE_STATES: [&str; 9] = [
     "rescue",
 ];
 
+/// How long to wait for a stranger's `instance_uuid` to go (a create_vm that claimed the node
+/// from a stale listing lets go within a request or two once it sees the record).
+const STRANGER_PATIENCE: Duration = Duration::from_secs(120);
+
 pub struct Teardown<'a> {
-    pub client: &'a IronicClient,
+    pub api: &'a dyn Ironic,
     pub ironic: &'a IronicConfig,
-    pub clean: bool,
+    pub me: Process,
+    /// create_vm's own rollback and `ironic_cpi free`: this process may remove the VM's own
+    /// claim from a node on which nothing is deployed (undeploy does it otherwise). delete_vm
+    /// may not: a director only knows VMs that were deployed.
+    pub may_drop_vm_claim: bool,
+    /// `ironic_cpi free --force`: take over from another teardown of this VM even when its
+    /// process may still run.
+    pub force: bool,
+    /// Whether the process of another teardown still runs (`whoami::on_this_host`).
+    pub liveness: &'a LivenessCheck,
+}
+
+/// How marking the record before undeploy went.
+enum Marked {
+    Yes,
+    /// The record is gone: the VM was released by another teardown.
+    Gone,
+    /// The node is in a transition (another teardown of the VM is undeploying it).
+    Busy,
+}
+
+/// What the node's `instance_uuid` is to this teardown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Grip {
+    /// The VM's own claim (deployed, or a claim this process may drop).
+    VmClaim,
+    /// This process's token.
+    Token,
 }
 
 /// What happened, for the caller's log.
 #[derive(Debug, Default)]
-pub struct TeardownReport {
+pub struct Report {
     pub steps: Vec<String>,
 }
 
 impl Teardown<'_> {
-    /// Return the node held under `record`. A node that is gone, or that someone else holds by
-    /// now, is left alone.
-    pub fn run(&self, node_uuid: &str, record: &VmRecord) -> Result<TeardownReport> {
-        let mut report = TeardownReport::default();
-        let Some(mut node) = self.get(node_uuid)? else {
-            report.steps.push(format!("node {node_uuid} is gone"));
+    /// Return the node of VM `cid`. A VM that is gone (no node, or a node that holds another VM
+    /// or none) is success without touching anything.
+    pub fn run(&self, cid: &VmCid) -> Result<Report> {
+        let token = uuid::Uuid::now_v7().to_string();
+        let result = self.run_holding(cid, &token);
+        if result.is_err() {
+            self.let_go(cid, &token);
+        }
+        result
+    }
+
+    fn run_holding(&self, cid: &VmCid, token: &str) -> Result<Report> {
+        let mut report = Report::default();
+        let Some((mut node, mut record, grip)) = self.take(cid, token, &mut report)? else {
             return Ok(report);
         };
-        if !holds(&node, record) {
-            report.steps.push(format!(
-                "node {} is no longer held by this VM",
-                node.label()
-            ));
-            return Ok(report);
+        if grip == Grip::VmClaim {
+            if DEPLOYED_STATES.contains(&node.state()) {
+                match self.mark_undeploying(&node, &record)? {
+                    Marked::Gone => return Ok(released_meanwhile(report, cid)),
+                    // Another teardown of the VM has started undeploying: the next look
+                    // waits for it.
+                    Marked::Busy => {}
+                    Marked::Yes => {
+                        let from = node.state().to_string();
+                        self.action(&node, "deleted", None)?;
+                        if self
+                            .wait(&node, "available", self.ironic.timeouts.undeploy)?
+                            .is_none()
+                        {
+                            return Ok(released_meanwhile(report, cid));
+                        }
+                        report
+                            .steps
+                            .push(format!("undeployed node {} from {from}", node.label()));
+                    }
+                }
+            } else {
+                // Nothing deployed, so nothing clears the claim for us: our token replaces it.
+                self.drop_claim(&node, &record.vm_id, &record.vm_id)?;
+            }
+            let Some((held, now, Grip::Token)) = self.take(cid, token, &mut report)? else {
+                return Ok(report);
+            };
+            node = held;
+            record = now;
         }
 
-        if node.target_provision_state.is_some() {
-            node = self.settle(&node)?;
-        }
-        // An undeploy that ran without us cleared the claim: take it back before going on.
-        if node.instance_uuid.is_none() {
-            match self.reclaim(&node, record)? {
-                Some(n) => node = n,
-                None => {
-                    report.steps.push(format!(
-                        "node {} was taken by another consumer",
-                        node.label()
-                    ));
-                    return Ok(report);
-                }
-            }
-        }
-
-        if DEPLOYED_STATES.contains(&node.state()) {
-            let from = node.state().to_string();
-            self.action(&node, "deleted", None)?;
-            node = self.wait(&node, "available", secs(self.ironic.timeouts.undeploy))?;
-            report
-                .steps
-                .push(format!("undeployed node {} from {from}", node.label()));
-            // Undeploy cleared instance_uuid: claim again before touching the node further.
-            match self.reclaim(&node, record)? {
-                Some(n) => node = n,
-                None => {
-                    report.steps.push(format!(
-                        "node {} was taken by another consumer right after undeploy",
-                        node.label()
-                    ));
-                    return Ok(report);
-                }
-            }
+        if node.state() == "clean failed" {
+            // A cleaning that failed earlier (a previous attempt) leaves the node stuck until
+            // `manage`; from manageable the origin state can be restored.
+            self.action(&node, "manage", None)?;
+            let Some(n) = self.wait(&node, "manageable", self.ironic.timeouts.manage)? else {
+                return Ok(released_meanwhile(report, cid));
+            };
+            node = n;
         }
 
         let enrolled = enrolled_by_cpi(&node);
-        if self.clean && !enrolled {
-            node = self.manual_clean(node)?;
+        let clean = record
+            .clean_on_delete
+            .unwrap_or(self.ironic.clean_on_delete);
+        if clean && !enrolled {
+            let Some(n) = self.manual_clean(node)? else {
+                return Ok(released_meanwhile(report, cid));
+            };
+            node = n;
             report.steps.push(format!("cleaned node {}", node.label()));
         }
 
         if enrolled {
-            self.delete_enrolled(&node)?;
+            self.delete_enrolled(&node, &record.vm_id)?;
             report.steps.push(format!(
                 "deleted node {} (it was enrolled by create_vm)",
                 node.label()
@@ -121,8 +178,11 @@ impl Teardown<'_> {
             return Ok(report);
         }
 
-        node = self.restore_state(node, &record.origin_state)?;
-        self.release(&node, record)?;
+        let Some(node) = self.restore_state(node, &record.origin_state)? else {
+            return Ok(released_meanwhile(report, cid));
+        };
+        self.restore_name(&node, &record);
+        self.release(&node, &record)?;
         report.steps.push(format!(
             "released node {} in state {}",
             node.label(),
@@ -131,11 +191,228 @@ impl Teardown<'_> {
         Ok(report)
     }
 
-    fn get(&self, uuid: &str) -> Result<Option<Node>> {
-        match self.client.get_node(uuid) {
-            Ok(n) => Ok(Some(n)),
-            Err(e) if e.is_not_found() => Ok(None),
-            Err(e) => Err(cloud(e, "reading the node")),
+    /// After a failure: give up our token, if we hold it, so that the next teardown (a retry)
+    /// can take the node at once instead of waiting to learn that this process has exited. The
+    /// record stays: it says what is left to do.
+    fn let_go(&self, cid: &VmCid, token: &str) {
+        let Ok(node) = self.api.get_node(&cid.node) else {
+            return;
+        };
+        if node.instance_uuid.as_deref() == Some(token) {
+            let ops = [while_owned(&cid.vm_id), PatchOp::remove("/instance_uuid")];
+            if let Err(e) = self.api.patch_node(&node.uuid, &ops) {
+                log::warn!(
+                    "node {}: could not give up the teardown's hold ({e}); the next teardown \
+                     takes over once this process has exited",
+                    node.label()
+                );
+            }
+        }
+    }
+
+    /// The VM's node, settled, and held: by the VM's claim (deployed, or one this process may
+    /// drop) or by our token. None when the VM is gone. Waits out a transition, a stranger's
+    /// short-lived claim, and another teardown of the VM that is still running (which finishes
+    /// the job: then the VM is gone).
+    fn take(
+        &self,
+        cid: &VmCid,
+        token: &str,
+        report: &mut Report,
+    ) -> Result<Option<(Node, VmRecord, Grip)>> {
+        let started = self.api.now();
+        let mut delay = Duration::from_millis(250);
+        let mut waiting_for: Option<String> = None;
+        loop {
+            let (node, record) = match self.lookup(cid)? {
+                Lookup::Held(node, record) => (*node, *record),
+                Lookup::Gone(why) => {
+                    report.steps.push(format!("VM {cid} is gone: {why}"));
+                    return Ok(None);
+                }
+            };
+            if node.in_transition() && !STABLE_STATES.contains(&node.state()) {
+                self.settle(&node)?;
+                continue;
+            }
+            let other = match node.instance_uuid.as_deref() {
+                Some(u) if u == token => return Ok(Some((node, record, Grip::Token))),
+                Some(u) if u == cid.vm_id => {
+                    if DEPLOYED_STATES.contains(&node.state()) || self.may_drop_vm_claim {
+                        return Ok(Some((node, record, Grip::VmClaim)));
+                    }
+                    return Err(CpiError::cloud(format!(
+                        "node {} holds the claim of VM {cid} but nothing is deployed on it \
+                         (state {}, record phase {}): the create_vm that made it may still be \
+                         running. `ironic_cpi pool` shows whether the claim is stale, and \
+                         `ironic_cpi free {}` returns the node once it is",
+                        node.label(),
+                        node.state(),
+                        record.phase.as_str(),
+                        node.uuid
+                    )));
+                }
+                Some(u) => u.to_string(),
+                None => {
+                    match self.hold_with_token(&node, &record, token) {
+                        Ok(()) => {}
+                        // Someone was faster, or the record went: the next look tells.
+                        Err(e) if e.is_final_conflict() || is_refused(&e) => {}
+                        Err(e) => return Err(fail(e, "holding the node for the teardown")),
+                    }
+                    continue;
+                }
+            };
+
+            // Someone else holds the node's instance_uuid.
+            let mark = record
+                .teardown
+                .as_ref()
+                .filter(|m| m.token.as_deref() == Some(other.as_str()));
+            if let Some(mark) = mark {
+                let exited = (self.liveness)(&mark.by) == Liveness::Exited;
+                if exited || self.force {
+                    log::warn!(
+                        "node {}: taking over the teardown of VM {cid} from {} ({})",
+                        node.label(),
+                        mark.by.describe(),
+                        if exited { "it has exited" } else { "forced" }
+                    );
+                    self.drop_claim(&node, &record.vm_id, &other)?;
+                    continue;
+                }
+                let what = format!("the teardown of VM {cid} by {}", mark.by.describe());
+                if waiting_for.as_deref() != Some(&what) {
+                    log::info!("node {}: waiting for {what} to finish", node.label());
+                    waiting_for = Some(what);
+                }
+                // As long as a whole teardown may take.
+                let patience = secs(self.ironic.timeouts.undeploy)
+                    + secs(self.ironic.timeouts.clean)
+                    + secs(self.ironic.timeouts.provide);
+                if self.api.now() - started > patience {
+                    return Err(CpiError::cloud(format!(
+                        "node {}: {} has not finished after {:.0} s; if that process is gone, \
+                         `ironic_cpi free {} --force` takes over",
+                        node.label(),
+                        waiting_for.unwrap_or_default(),
+                        patience.as_secs_f64(),
+                        node.uuid
+                    )));
+                }
+            } else if self.api.now() - started > STRANGER_PATIENCE {
+                // A create_vm that claimed the node from a stale listing lets go as soon as it
+                // sees the record; anything else is another user of Ironic.
+                return Err(CpiError::cloud(format!(
+                    "node {} of VM {cid} is held by instance_uuid {other}, which is neither this \
+                     VM nor one of its teardowns, and was not let go within {:.0} s: another \
+                     user of Ironic may have taken the node",
+                    node.label(),
+                    STRANGER_PATIENCE.as_secs_f64()
+                )));
+            }
+            self.api.sleep(delay);
+            delay = (delay * 2).min(secs(self.ironic.poll.max_interval.max(0.25)));
+        }
+    }
+
+    /// The node and record of the VM, riding out transient failures (a read is always safe to
+    /// repeat, and a teardown that gives up over one lost answer leaves work for the operator).
+    fn lookup(&self, cid: &VmCid) -> Result<Lookup> {
+        let deadline = self.api.now() + Duration::from_secs(120);
+        let mut delay = Duration::from_millis(500);
+        loop {
+            match lookup(self.api, cid) {
+                Ok(l) => return Ok(l),
+                Err(e) if e.is_transient() && self.api.now() < deadline => {
+                    log::warn!("reading the node of VM {cid}: {e}; trying again");
+                    self.api.sleep(delay);
+                    delay = (delay * 2).min(Duration::from_secs(10));
+                }
+                Err(e) => return Err(fail(e, "reading the node")),
+            }
+        }
+    }
+
+    /// Phase `deleting`, and this process as the one tearing down, right before undeploy. It is
+    /// also the last check that the node is still the VM's: `deleted` cannot be made
+    /// conditional, so it follows a write that is. False when the record is gone (another
+    /// teardown of the VM finished). Nothing about the claim: undeploy clears it, and writing it
+    /// here could set it again on a node a concurrent teardown of the VM has just undeployed.
+    fn mark_undeploying(&self, node: &Node, record: &VmRecord) -> Result<Marked> {
+        let ops = self.mark_ops(record, None);
+        let uuid = node.uuid.as_str();
+        let vm_id = record.vm_id.as_str();
+        match confirm::change(
+            self.api,
+            uuid,
+            "marking the VM's teardown",
+            || self.api.patch_node(uuid, &ops),
+            |n| VmRecord::read(n).is_some_and(|r| r.vm_id == vm_id && r.phase == Phase::Deleting),
+        ) {
+            Ok(_) => Ok(Marked::Yes),
+            Err(e) if is_refused(&e) => Ok(Marked::Gone),
+            Err(e) if e.conflict_kind() == Some(ConflictKind::Other) => Ok(Marked::Busy),
+            Err(e) => Err(fail(
+                e,
+                &format!("marking the teardown on node {}", node.label()),
+            )),
+        }
+    }
+
+    /// Our token on a node whose instance_uuid is empty, with the mark saying so, in one
+    /// request that Ironic refuses if anybody holds the node or the VM's record is gone.
+    fn hold_with_token(
+        &self,
+        node: &Node,
+        record: &VmRecord,
+        token: &str,
+    ) -> std::result::Result<(), IronicError> {
+        let mut ops = self.mark_ops(record, Some(token));
+        ops.push(PatchOp::add("/instance_uuid", json!(token)));
+        let uuid = node.uuid.as_str();
+        confirm::change(
+            self.api,
+            uuid,
+            "holding the node",
+            || self.api.patch_node(uuid, &ops),
+            |n| n.instance_uuid.as_deref() == Some(token),
+        )
+        .map(drop)
+    }
+
+    fn mark_ops(&self, record: &VmRecord, token: Option<&str>) -> Vec<PatchOp> {
+        let path = record_path(&record.vm_id);
+        let mark = TeardownMark {
+            token: token.map(str::to_string),
+            by: self.me.clone(),
+            started_at: timestamp(std::time::SystemTime::now()),
+        };
+        vec![
+            while_owned(&record.vm_id),
+            PatchOp::add(format!("{path}/phase"), json!(Phase::Deleting.as_str())),
+            PatchOp::add(format!("{path}/teardown"), json!(mark)),
+        ]
+    }
+
+    /// Remove `value` from the node's instance_uuid (the VM's claim, or the token of a
+    /// teardown whose process has exited), while the VM's record is there.
+    fn drop_claim(&self, node: &Node, vm_id: &str, value: &str) -> Result<()> {
+        let uuid = node.uuid.as_str();
+        let ops = [while_owned(vm_id), PatchOp::remove("/instance_uuid")];
+        match confirm::change(
+            self.api,
+            uuid,
+            "removing a claim",
+            || self.api.patch_node(uuid, &ops),
+            |n| n.instance_uuid.as_deref() != Some(value),
+        ) {
+            Ok(_) => Ok(()),
+            Err(e) if is_refused(&e) => Ok(()),
+            Err(e) => Err(fail(
+                e,
+                &format!("removing the claim on node {}", node.label()),
+            )),
         }
     }
 
@@ -147,156 +424,265 @@ impl Teardown<'_> {
             node.state(),
             node.target_provision_state.as_deref().unwrap_or("?")
         );
-        match self.client.wait_for_provision_state(
+        let timeout = self
+            .ironic
+            .timeouts
+            .deploy
+            .max(self.ironic.timeouts.undeploy);
+        match wait::provision_state(
+            self.api,
+            &self.ironic.poll,
             &node.uuid,
             &STABLE_STATES,
-            // Whatever is running (a deploy or an undeploy) may take the longer of the two.
-            secs(
-                self.ironic
-                    .timeouts
-                    .deploy
-                    .max(self.ironic.timeouts.undeploy),
-            ),
+            secs(timeout),
         ) {
             Ok(n) => Ok(n),
-            // A failed state is settled too: the undeploy below deals with it.
-            Err(IronicError::WaitFailed { .. }) => self
-                .get(&node.uuid)?
-                .ok_or_else(|| CpiError::cloud(format!("node {} vanished", node.uuid))),
-            Err(e) => Err(cloud(e, "waiting for the node to settle")),
+            // A failed state is settled too: the steps after this deal with it.
+            Err(IronicError::WaitFailed { .. }) => {
+                read_back(self.api, &node.uuid).map_err(|e| fail(e, "reading the node"))
+            }
+            Err(e) => Err(fail(e, "waiting for the node to settle")),
         }
     }
 
+    /// A provision action; a lost answer, or a refusal because it already happened (a
+    /// concurrent teardown of the same VM), is judged by what the node shows.
     fn action(&self, node: &Node, target: &str, body: Option<Value>) -> Result<()> {
         log::info!("node {}: provision action '{target}'", node.label());
-        self.client
-            .set_provision_state(&node.uuid, target, body)
-            .map_err(|e| cloud(e, &format!("'{target}' on node {}", node.label())))
+        let uuid = node.uuid.as_str();
+        let from = node.state().to_string();
+        confirm::change(
+            self.api,
+            uuid,
+            target,
+            || self.api.set_provision_state(uuid, target, body.clone()),
+            |n| action_happened(target, &from, n),
+        )
+        .map(drop)
+        .map_err(|e| fail(e, &format!("'{target}' on node {}", node.label())))
     }
 
-    fn wait(&self, node: &Node, target: &str, timeout: Duration) -> Result<Node> {
-        self.client
-            .wait_for_provision_state(&node.uuid, &[target], timeout)
-            .map_err(|e| cloud(e, &format!("returning node {} to the pool", node.label())))
+    /// Wait for `target`; None when the VM's record went meanwhile (another teardown of the VM
+    /// finished, and the node may belong to a new VM already: nothing more may be done to it).
+    fn wait(&self, node: &Node, target: &str, timeout: f64) -> Result<Option<Node>> {
+        let vm_id = VmRecord::read(node).map(|r| r.vm_id);
+        let gone = |n: &Node| VmRecord::read(n).map(|r| r.vm_id) != vm_id;
+        let n = wait::provision_state_unless(
+            self.api,
+            &self.ironic.poll,
+            &node.uuid,
+            &[target],
+            secs(timeout),
+            gone,
+        )
+        .map_err(|e| fail(e, &format!("returning node {} to the pool", node.label())))?;
+        Ok((!gone(&n)).then_some(n))
     }
 
-    /// The node as claimed again, or None when someone else was faster.
-    fn reclaim(&self, node: &Node, record: &VmRecord) -> Result<Option<Node>> {
-        let ops = [PatchOp::add("/instance_uuid", json!(record.instance_uuid))];
-        match self.client.patch_node(&node.uuid, &ops) {
-            Ok(n) => Ok(Some(n)),
-            Err(e) if e.is_final_conflict() => Ok(None),
-            Err(e) => Err(cloud(e, "claiming the node again after undeploy")),
-        }
-    }
-
-    fn manual_clean(&self, mut node: Node) -> Result<Node> {
-        // Manual cleaning starts from manageable; `manage` also recovers a node whose earlier
-        // cleaning failed, so a retried delete_vm can clean again.
+    fn manual_clean(&self, mut node: Node) -> Result<Option<Node>> {
+        // Manual cleaning starts from manageable.
         if node.state() != "manageable" {
             self.action(&node, "manage", None)?;
-            node = self.wait(&node, "manageable", secs(self.ironic.timeouts.manage))?;
+            match self.wait(&node, "manageable", self.ironic.timeouts.manage)? {
+                Some(n) => node = n,
+                None => return Ok(None),
+            }
         }
         let steps = json!({ "clean_steps": self.ironic.clean_steps });
         self.action(&node, "clean", Some(steps))?;
-        self.wait(&node, "manageable", secs(self.ironic.timeouts.clean))
+        self.wait(&node, "manageable", self.ironic.timeouts.clean)
     }
 
-    fn restore_state(&self, node: Node, origin: &str) -> Result<Node> {
+    fn restore_state(&self, node: Node, origin: &str) -> Result<Option<Node>> {
         match (node.state(), origin) {
             ("available", "manageable") => {
                 self.action(&node, "manage", None)?;
-                self.wait(&node, "manageable", secs(self.ironic.timeouts.manage))
+                self.wait(&node, "manageable", self.ironic.timeouts.manage)
             }
             ("manageable", "available") => {
                 self.action(&node, "provide", None)?;
-                self.wait(&node, "available", secs(self.ironic.timeouts.provide))
+                self.wait(&node, "available", self.ironic.timeouts.provide)
             }
-            _ => Ok(node),
+            _ => Ok(Some(node)),
         }
     }
 
     /// Nodes enrolled by create_vm leave with their VM. Power off first and wait for it: a node
     /// deleted while powered on keeps running unmanaged.
-    fn delete_enrolled(&self, node: &Node) -> Result<()> {
+    fn delete_enrolled(&self, node: &Node, vm_id: &str) -> Result<()> {
         if node.power_state.as_deref() != Some("power off") {
-            self.client
+            self.api
                 .set_power_state(&node.uuid, "power off")
-                .map_err(|e| cloud(e, "powering off the enrolled node"))?;
-            self.client
-                .wait_for_power_state(&node.uuid, "power off", secs(self.ironic.timeouts.power))
-                .map_err(|e| cloud(e, "powering off the enrolled node"))?;
+                .map_err(|e| fail(e, "powering off the enrolled node"))?;
+            wait::power_state(
+                self.api,
+                &self.ironic.poll,
+                &node.uuid,
+                "power off",
+                secs(self.ironic.timeouts.power),
+            )
+            .map_err(|e| fail(e, "powering off the enrolled node"))?;
         }
         // Ironic refuses to delete a node that is associated with an instance.
         if node.instance_uuid.is_some() {
-            self.client
-                .patch_node(&node.uuid, &[PatchOp::remove("/instance_uuid")])
-                .map_err(|e| cloud(e, "releasing the enrolled node before deleting it"))?;
+            let ops = [while_owned(vm_id), PatchOp::remove("/instance_uuid")];
+            self.api
+                .patch_node(&node.uuid, &ops)
+                .map_err(|e| fail(e, "releasing the enrolled node before deleting it"))?;
         }
-        match self.client.delete_node(&node.uuid) {
+        match self.api.delete_node(&node.uuid) {
             Ok(()) => Ok(()),
             Err(e) if e.is_not_found() => Ok(()),
-            Err(e) => Err(cloud(e, "deleting the enrolled node")),
+            Err(e) if e.maybe_applied() => match self.api.get_node(&node.uuid) {
+                Err(gone) if gone.is_not_found() => Ok(()),
+                _ => Err(fail(e, "deleting the enrolled node")),
+            },
+            Err(e) => Err(fail(e, "deleting the enrolled node")),
         }
     }
 
-    /// Drop everything create_vm and set_vm_metadata wrote, then the claim. Persistent disk
-    /// records stay, detached.
-    fn release(&self, node: &Node, record: &VmRecord) -> Result<()> {
-        if node.name != record.origin_name {
-            let op = match &record.origin_name {
-                Some(name) => PatchOp::add("/name", json!(name)),
-                None => PatchOp::remove("/name"),
-            };
-            // A name is cosmetic: never keep a node out of the pool over it.
-            if let Err(e) = self.client.patch_node(&node.uuid, &[op]) {
-                log::warn!("node {}: could not restore its name: {e}", node.label());
-            }
+    /// The name set_vm_metadata gave the node goes back to what it was. A name is cosmetic:
+    /// never keep a node out of the pool over it.
+    fn restore_name(&self, node: &Node, record: &VmRecord) {
+        if node.name == record.origin_name {
+            return;
         }
-        let mut ops: Vec<PatchOp> = INSTANCE_INFO_KEYS
-            .iter()
-            .filter(|k| node.instance_info.contains_key(**k))
-            .map(|k| PatchOp::remove(format!("/instance_info/{k}")))
-            .collect();
-        for key in [VM_KEY, METADATA_KEY] {
-            if node.extra.contains_key(key) {
-                ops.push(PatchOp::remove(format!("/extra/{key}")));
-            }
+        let name = match &record.origin_name {
+            Some(name) => PatchOp::add("/name", json!(name)),
+            None => PatchOp::remove("/name"),
+        };
+        let ops = [while_owned(&record.vm_id), name];
+        if let Err(e) = self.api.patch_node(&node.uuid, &ops) {
+            log::warn!("node {}: could not restore its name: {e}", node.label());
+        }
+    }
+
+    /// Drop everything create_vm and set_vm_metadata wrote, detach the VM's disks, and release
+    /// the node, in one request: the node becomes free only once it is clean. The first
+    /// operation removes the VM's own record, so a second teardown of the VM (which read the
+    /// node before this one released it) has its release refused instead of taking anything
+    /// from the node's next VM.
+    fn release(&self, node: &Node, record: &VmRecord) -> Result<()> {
+        let vm_id = record.vm_id.as_str();
+        let mut ops = vec![
+            PatchOp::remove(record_path(vm_id)),
+            PatchOp::remove(format!("/extra/{VM_KEY}")),
+        ];
+        ops.extend(
+            INSTANCE_INFO_KEYS
+                .iter()
+                .filter(|k| node.instance_info.contains_key(**k))
+                .map(|k| PatchOp::remove(format!("/instance_info/{k}"))),
+        );
+        if node.extra.contains_key(METADATA_KEY) {
+            ops.push(PatchOp::remove(format!("/extra/{METADATA_KEY}")));
         }
         let mut records = disks(node);
-        if records.values().any(|d| d["attached"] == json!(true)) {
-            for d in records.values_mut() {
-                if let Some(obj) = d.as_object_mut() {
-                    obj.insert("attached".into(), json!(false));
+        let mut detached = false;
+        for d in records.values_mut() {
+            if let Some(obj) = d.as_object_mut() {
+                if obj.get("attached_to").and_then(Value::as_str) == Some(vm_id) {
+                    obj.remove("attached_to");
+                    detached = true;
                 }
             }
+        }
+        if detached {
             ops.push(PatchOp::add(
                 format!("/extra/{DISKS_KEY}"),
                 Value::Object(records),
             ));
         }
+        // Our token (nobody else could set another while it was there).
         if node.instance_uuid.is_some() {
-            // Last, in the same request: the node becomes free only once it is clean.
             ops.push(PatchOp::remove("/instance_uuid"));
         }
-        if ops.is_empty() {
-            return Ok(());
+        let uuid = node.uuid.as_str();
+        let released = confirm::change(
+            self.api,
+            uuid,
+            "releasing the node",
+            || self.api.patch_node(uuid, &ops),
+            |n| VmRecord::read(n).is_none_or(|r| r.vm_id != vm_id),
+        );
+        match released {
+            Ok(Confirmed::Answered(_) | Confirmed::ReadBack(_)) => Ok(()),
+            // Refused because the record is gone: another teardown of this VM released it.
+            Err(e)
+                if is_refused(&e)
+                    && read_back(self.api, uuid)
+                        .is_ok_and(|n| VmRecord::read(&n).is_none_or(|r| r.vm_id != vm_id)) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(fail(e, &format!("releasing node {}", node.label()))),
         }
-        self.client
-            .patch_node(&node.uuid, &ops)
-            .map(drop)
-            .map_err(|e| cloud(e, &format!("releasing node {}", node.label())))
     }
 }
 
-fn holds(node: &Node, record: &VmRecord) -> bool {
-    // After an undeploy that finished without us, instance_uuid is empty but the record stays.
-    match node.instance_uuid.as_deref() {
-        Some(u) => u == record.instance_uuid,
-        None => VmRecord::read(node).is_some_and(|r| r.instance_uuid == record.instance_uuid),
+/// delete_vm: the VM's files outside Ironic (`remove_files`, by node) go first, while the node
+/// is still the VM's, then the node. A VM that is gone is success, and nothing is touched.
+pub fn delete_vm(teardown: &Teardown, cid: &VmCid, remove_files: &dyn Fn(&str)) -> Result<Report> {
+    match lookup(teardown.api, cid).map_err(|e| fail(e, "reading the node"))? {
+        Lookup::Held(node, _) => remove_files(&node.uuid),
+        Lookup::Gone(why) => {
+            return Ok(Report {
+                steps: vec![format!("VM {cid} is gone: {why}; nothing to do")],
+            })
+        }
+    }
+    teardown.run(cid)
+}
+
+/// Whether a provision action whose answer was lost shows on the node.
+pub fn action_happened(target: &str, from: &str, n: &Node) -> bool {
+    let state = n.state();
+    // A failure state keeps the target of what failed, which says nothing about this action.
+    let heading = n
+        .target_provision_state
+        .as_deref()
+        .filter(|_| n.in_transition());
+    let failed_anew = |failure: &str| state == failure && from != failure;
+    match target {
+        "deleted" => {
+            heading == Some("available")
+                || matches!(state, "deleting" | "cleaning" | "clean wait")
+                || failed_anew("clean failed")
+                || (state == "available" && from != "available")
+        }
+        "provide" => {
+            heading == Some("available")
+                || matches!(state, "cleaning" | "clean wait")
+                || failed_anew("clean failed")
+                || (state == "available" && from != "available")
+        }
+        "manage" => heading == Some("manageable") || matches!(state, "manageable" | "verifying"),
+        "clean" => {
+            heading == Some("manageable")
+                || matches!(state, "cleaning" | "clean wait")
+                || failed_anew("clean failed")
+        }
+        "active" => {
+            heading == Some("active")
+                || matches!(state, "deploying" | "wait call-back" | "active")
+                || failed_anew("deploy failed")
+        }
+        _ => false,
     }
 }
 
-fn cloud(e: IronicError, what: &str) -> CpiError {
-    CpiError::cloud(format!("{what}: {e}"))
+fn released_meanwhile(mut report: Report, cid: &VmCid) -> Report {
+    report.steps.push(format!(
+        "VM {cid} was released by another teardown meanwhile"
+    ));
+    report
+}
+
+/// Refused as a whole because a path did not exist: the VM's record is gone.
+fn is_refused(e: &IronicError) -> bool {
+    matches!(e, IronicError::BadRequest { .. })
+}
+
+fn fail(e: IronicError, what: &str) -> CpiError {
+    CpiError::from(e).context(what)
 }

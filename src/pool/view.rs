@@ -2,11 +2,13 @@
 //! BOSH put there (who holds the node, instance metadata, disks).
 
 use std::fmt::Write;
+use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 
 use crate::ironic::Node;
-use crate::pool::record::{disks, enrolled_by_cpi, VmRecord, METADATA_KEY};
+use crate::pool::orphans::{judge, Holding};
+use crate::pool::record::{disks, enrolled_by_cpi, METADATA_KEY};
 use crate::pool::select::PoolSnapshot;
 
 pub struct Row {
@@ -20,24 +22,45 @@ pub struct Row {
     pub held_by: String,
     pub bosh: String,
     pub disks: String,
+    /// Why nobody will finish this node's claim, when nobody will.
+    pub stale: Option<String>,
 }
 
-pub fn rows(pool: &PoolSnapshot) -> Vec<Row> {
+/// The pool's rows at `now`; claims idle for `stale_after` are marked stale.
+pub fn rows(pool: &PoolSnapshot, now: SystemTime, stale_after: Duration) -> Vec<Row> {
     let mut nodes: Vec<&Node> = pool.nodes.iter().collect();
     nodes.sort_by(|a, b| (&a.name, &a.uuid).cmp(&(&b.name, &b.uuid)));
-    nodes.into_iter().map(|n| row(pool, n)).collect()
+    nodes
+        .into_iter()
+        .map(|n| row(pool, n, now, stale_after))
+        .collect()
 }
 
-fn row(pool: &PoolSnapshot, n: &Node) -> Row {
+fn row(pool: &PoolSnapshot, n: &Node, now: SystemTime, stale_after: Duration) -> Row {
     let state = match &n.target_provision_state {
         Some(t) => format!("{} -> {t}", n.state()),
         None => n.state().to_string(),
     };
-    let held_by = match (VmRecord::held(n), &n.instance_uuid) {
-        (Some(r), _) => format!("agent {}", r.agent_id),
-        (None, Some(other)) => format!("other: {}", short(other)),
-        (None, None) => "-".into(),
+    let holding = judge(n, now, stale_after, &crate::pool::whoami::on_this_host);
+    let mut held_by = match &holding {
+        Holding::Free => "-".into(),
+        Holding::Vm { record, .. } => {
+            format!(
+                "vm {} agent {} ({})",
+                short(&record.vm_id),
+                record.agent_id,
+                record.phase.as_str()
+            )
+        }
+        Holding::Unreadable => "unreadable bosh_vm record".into(),
+        Holding::Bare { instance_uuid, .. } => {
+            format!("claim {} (no VM record)", short(instance_uuid))
+        }
     };
+    let stale = holding.stale_reason().map(str::to_string);
+    if stale.is_some() {
+        held_by.push_str(" STALE");
+    }
     let meta = n.extra.get(METADATA_KEY);
     let text = |k: &str| meta.and_then(|m| m.get(k)).and_then(Value::as_str);
     let mut bosh = match (
@@ -60,7 +83,7 @@ fn row(pool: &PoolSnapshot, n: &Node) -> Row {
     let records = disks(n);
     let attached = records
         .values()
-        .filter(|d| d["attached"] == Value::Bool(true))
+        .filter(|d| d.get("attached_to").is_some_and(Value::is_string))
         .count();
     let disks = if records.is_empty() {
         "-".into()
@@ -78,6 +101,7 @@ fn row(pool: &PoolSnapshot, n: &Node) -> Row {
         held_by,
         bosh: if bosh.is_empty() { "-".into() } else { bosh },
         disks,
+        stale,
     }
 }
 
@@ -128,6 +152,23 @@ pub fn render(rows: &[Row]) -> String {
         line(&mut out, &fields);
     }
     let _ = write!(out, "{} nodes", rows.len());
+    let stale: Vec<&Row> = rows.iter().filter(|r| r.stale.is_some()).collect();
+    if !stale.is_empty() {
+        let _ = write!(
+            out,
+            "\n\n{} stale claim(s): nobody will finish them; `ironic_cpi -c CONFIG free NODE` \
+             returns a node to the pool",
+            stale.len()
+        );
+        for r in stale {
+            let _ = write!(
+                out,
+                "\n  {}: {}",
+                r.uuid,
+                r.stale.as_deref().unwrap_or_default()
+            );
+        }
+    }
     out
 }
 
@@ -139,8 +180,19 @@ mod tests {
 
     #[test]
     fn shows_holder_metadata_and_disks() {
-        let record = json!({"instance_uuid": "i-1", "agent_id": "agent-123456789", "origin_state": "available",
-            "claimed_at": "t", "cpi": "x"});
+        let owner = Node {
+            provision_state: Some("available".into()),
+            ..Default::default()
+        };
+        let record = crate::pool::record::VmRecord::new(
+            "i-1",
+            "agent-123456789",
+            &owner,
+            crate::pool::whoami::Process::current(None),
+            None,
+        )
+        .in_phase(crate::pool::record::Phase::Active)
+        .container();
         let node = Node {
             uuid: "u1".into(),
             name: Some("router-0".into()),
@@ -148,7 +200,7 @@ mod tests {
             power_state: Some("power on".into()),
             instance_uuid: Some("i-1".into()),
             extra: json!({"bosh_vm": record, "bosh_metadata": {"deployment": "cf", "instance_group": "router", "index": "0"},
-                          "bosh_disks": {"disk-1": {"attached": true}, "disk-2": {"attached": false}}})
+                          "bosh_disks": {"disk-1": {"attached_to": "i-1"}, "disk-2": {}}})
             .as_object()
             .unwrap()
             .clone(),
@@ -162,11 +214,11 @@ mod tests {
                 ..Default::default()
             }],
         );
-        let table = render(&rows(&pool));
+        let table = render(&rows(&pool, SystemTime::now(), Duration::from_secs(900)));
         for want in [
             "router-0",
             "active",
-            "agent agent-123456789",
+            "agent agent-123456789 (active)",
             "cf/router/0",
             "2 (1 attached)",
             "52:54:00:00:00:01",

@@ -28,7 +28,7 @@ fn shared() -> &'static Shared {
     static LAB: OnceLock<Shared> = OnceLock::new();
     LAB.get_or_init(|| {
         let _ = env_logger::builder().is_test(true).try_init();
-        let lab = common::start_lab(IronicLabOptions::default(), true, true);
+        let lab = common::start_lab(IronicLabOptions::default(), true, false);
         let dir = tempfile::tempdir().unwrap();
         let image = make_stemcell_image(dir.path(), 3 * 1024 * 1024 + 17, true).unwrap();
         let image_sha256 = root_img_sha256(&image);
@@ -136,9 +136,9 @@ fn call(method: &str, args: Value) -> ironic_cpi::lab::cpi::CallOutcome {
     shared().lab.call(method, args, 2, Some(3))
 }
 
-/// The config drive create_vm sent, as published in the metadata repository, read with isoinfo.
-fn published_drive_file(node: &str, path: &str) -> Vec<u8> {
-    let (_iso, _dir, iso_path) = common::published_drive(&shared().lab.server.url, node);
+/// The config drive create_vm gave Ironic, read with isoinfo.
+fn drive_file(node: &str, path: &str) -> Vec<u8> {
+    let (_iso, _dir, iso_path) = common::config_drive(&shared().lab, node);
     let label = std::process::Command::new("isoinfo")
         .args(["-d", "-i"])
         .arg(&iso_path)
@@ -197,7 +197,7 @@ fn create_by_mac_deploys_and_delete_restores_the_pool() {
     assert_eq!(hex::encode(Sha256::digest(&image)), s.image_sha256);
 
     let user_data: Value =
-        serde_json::from_slice(&published_drive_file(&b, "/ec2/latest/user-data")).unwrap();
+        serde_json::from_slice(&drive_file(&b, "/ec2/latest/user-data")).unwrap();
     assert_eq!(user_data["agent_id"], out_agent_id(&out));
     assert_eq!(user_data["networks"]["default"]["mac"], json!(b_macs[1]));
     assert_eq!(user_data["env"], env(), "env is copied verbatim");
@@ -222,7 +222,7 @@ fn create_by_mac_deploys_and_delete_restores_the_pool() {
     );
     assert_eq!(placeholders[0]["ip"], json!("127.0.0.100"));
     let meta: Value =
-        serde_json::from_slice(&published_drive_file(&b, "/ec2/latest/meta-data.json")).unwrap();
+        serde_json::from_slice(&drive_file(&b, "/ec2/latest/meta-data.json")).unwrap();
     assert_eq!(meta["instance-id"], json!(b));
 
     assert_eq!(call("has_vm", json!([b])).ok(), &json!(true));
@@ -513,34 +513,50 @@ fn registry_mode_writes_settings_and_disks_to_the_registry() {
         None,
     );
     assert_eq!(out.ok(), &json!(node));
-    let registry = |id: &str| {
-        reqwest::blocking::Client::new()
-            .get(format!(
-                "{}/registry/instances/{id}/settings",
-                s.lab.server.url
-            ))
-            .basic_auth("reader", Some("reader-pw"))
-            .send()
-            .unwrap()
-    };
-    let body: Value = registry(&node).json().unwrap();
-    let settings: Value = serde_json::from_str(body["settings"].as_str().unwrap()).unwrap();
-    assert_eq!(settings["agent_id"], json!(agent));
-    assert_eq!(settings["env"], env());
     let user_data: Value =
-        serde_json::from_slice(&published_drive_file(&node, "/ec2/latest/user-data")).unwrap();
-    assert_eq!(
-        user_data["registry"]["endpoint"],
-        json!(format!("{}/registry", s.lab.server.url))
-    );
+        serde_json::from_slice(&drive_file(&node, "/ec2/latest/user-data")).unwrap();
     assert!(
         user_data["agent_id"].as_str().unwrap_or("").is_empty(),
         "registry mode: agent_id empty"
     );
     assert!(
         !user_data.to_string().contains("writer-pw"),
-        "no registry credentials in user data"
+        "the CPI's credentials are in no user data"
     );
+    // The agent's way (bosh-agent v2.477.0 http_registry.go): GET <endpoint>/instances/<server
+    // name>/settings, the URL's userinfo as basic auth. Out of the box, with the server's default
+    // registry settings (no anonymous reads, no read user).
+    let endpoint = url::Url::parse(user_data["registry"]["endpoint"].as_str().unwrap()).unwrap();
+    assert_eq!(endpoint.username(), node, "the VM's own user");
+    let mut bare = endpoint.clone();
+    bare.set_username("").unwrap();
+    bare.set_password(None).unwrap();
+    assert_eq!(
+        bare.as_str().trim_end_matches('/'),
+        format!("{}/registry", s.lab.server.url)
+    );
+    let registry = |id: &str| {
+        let mut url = endpoint.clone();
+        url.set_username("").unwrap();
+        url.set_password(None).unwrap();
+        reqwest::blocking::Client::new()
+            .get(format!(
+                "{}/instances/{id}/settings",
+                url.as_str().trim_end_matches('/')
+            ))
+            .basic_auth(endpoint.username(), endpoint.password())
+            .send()
+            .unwrap()
+    };
+    let body: Value = registry(&node).json().unwrap();
+    assert_eq!(
+        body["settings"].as_str().map(|_| ()),
+        Some(()),
+        "the agent reads its settings: {body}"
+    );
+    let settings: Value = serde_json::from_str(body["settings"].as_str().unwrap()).unwrap();
+    assert_eq!(settings["agent_id"], json!(agent));
+    assert_eq!(settings["env"], env());
 
     let disk = s
         .lab

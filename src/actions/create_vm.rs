@@ -151,7 +151,7 @@ fn deploy(
         ));
     }
 
-    let registry = call.registry()?;
+    let registry = vm_data::registry(call, uuid)?;
     let defaults = Defaults {
         system_disk: input
             .props
@@ -178,7 +178,7 @@ fn deploy(
         registry_endpoint: endpoint.as_deref(),
     })?;
     if let Some(registry) = &registry {
-        registry.put_settings(uuid, drive.settings())?;
+        registry.put_settings(drive.settings())?;
         call.note(format!("wrote agent settings to the registry under {uuid}"));
     }
     let configdrive = vm_data::configdrive_param(call, uuid, &drive)?;
@@ -219,6 +219,7 @@ fn deploy(
         client.wait_for_provision_state(uuid, &["active"], secs(cfg.ironic.timeouts.deploy)),
         "deploying",
     )?;
+    vm_data::deployed(call, uuid);
     call.note(format!(
         "deployed {} on node {} in {:.1} s ({} HTTP requests to Ironic in all)",
         stemcell.cid,

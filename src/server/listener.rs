@@ -1,4 +1,8 @@
-//! Accepting connections (plain or TLS), serving HTTP/1.1 on them, and graceful shutdown.
+//! Accepting connections (plain or TLS), serving HTTP/1.1 on them under the connection limits
+//! (`limits`), and graceful shutdown.
+//!
+//! A new connection costs no HTTP buffers until its first bytes arrive; then hyper serves it,
+//! beside a watchdog that ends it when it breaks a limit or is evicted to make room.
 //!
 //! On SIGTERM or SIGINT the listener closes at once (new connections are refused), idle keep-alive
 //! connections are closed, and requests in flight get `shutdown_grace_seconds` to finish; what is
@@ -12,7 +16,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_rustls::rustls;
@@ -20,15 +24,28 @@ use tokio_rustls::TlsAcceptor;
 
 use super::access_log::AccessLog;
 use super::config::{ServerConfig, TlsConfig};
+use super::limits::{Admission, Conn, Ending, Limits, Metered, Tracker};
 use super::service::App;
 
 /// Seconds a TLS handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Blocking threads (file reads and writes, fsync, bcrypt): enough for the disk, few enough that
+/// thousands of slow downloads cannot multiply threads and their memory.
+const MAX_BLOCKING_THREADS: usize = 64;
+/// Descriptors kept for files, the listener and the log, beyond two per connection.
+const SPARE_DESCRIPTORS: u64 = 64;
+/// How often what the limits did is logged (when they did anything).
+const SUMMARY_EVERY: Duration = Duration::from_secs(10);
+/// The answer to a connection that arrives when every place is busy.
+const BUSY: &[u8] =
+    b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\nretry-after: 1\r\n\r\n";
 
 /// Run the server until SIGTERM/SIGINT; the error names what failed at startup.
 pub fn run(cfg: ServerConfig) -> Result<(), String> {
     let mut rt = tokio::runtime::Builder::new_multi_thread();
-    rt.enable_all().thread_name("ironic-cpi-server");
+    rt.enable_all()
+        .thread_name("ironic-cpi-server")
+        .max_blocking_threads(MAX_BLOCKING_THREADS);
     if cfg.worker_threads > 0 {
         rt.worker_threads(cfg.worker_threads);
     }
@@ -36,7 +53,7 @@ pub fn run(cfg: ServerConfig) -> Result<(), String> {
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     let log = cfg.access_log.then(AccessLog::start);
-    let result = rt.block_on(serve(cfg, log.clone()));
+    let result = rt.block_on(serve_all(cfg, log.clone()));
     if let Some(l) = log {
         l.finish();
     }
@@ -53,12 +70,55 @@ pub fn check(cfg: &ServerConfig) -> Result<(), String> {
     Ok(())
 }
 
-async fn serve(cfg: ServerConfig, log: Option<Arc<AccessLog>>) -> Result<(), String> {
+/// Raise the soft descriptor limit to the hard one, and keep `max_connections` within it (each
+/// connection may hold a file or an upload's temp file too), so that accept never fails for want
+/// of descriptors.
+fn descriptor_limits(limits: &mut Limits) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return;
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            lim.rlim_cur = lim.rlim_max;
+        }
+    }
+    let fit = (lim.rlim_cur.saturating_sub(SPARE_DESCRIPTORS) / 2).max(1) as usize;
+    if limits.max_connections > fit {
+        log::warn!(
+            "max_connections {} lowered to {fit}: the descriptor limit is {} (raise it, e.g. \
+             ulimit -n or BPM's open_files)",
+            limits.max_connections,
+            lim.rlim_cur
+        );
+        limits.max_connections = fit;
+        limits.max_anonymous_requests = limits.max_anonymous_requests.min(fit);
+    }
+    log::info!(
+        "limits: {} connections, {} anonymous requests, descriptor limit {}",
+        limits.max_connections,
+        limits.max_anonymous_requests,
+        lim.rlim_cur
+    );
+}
+
+async fn serve_all(cfg: ServerConfig, log: Option<Arc<AccessLog>>) -> Result<(), String> {
     let addr = cfg.listen_addr().map_err(|e| e.0)?;
     let tls = match &cfg.tls {
         Some(t) => Some(tls_acceptor(t)?),
         None => None,
     };
+    let mut limits = Limits::from_config(&cfg);
+    descriptor_limits(&mut limits);
+    let tracker = Tracker::new(limits);
     let app = Arc::new(App::new(&cfg, log)?);
     if cfg.users.is_empty() {
         log::warn!(
@@ -79,8 +139,8 @@ async fn serve(cfg: ServerConfig, log: Option<Arc<AccessLog>>) -> Result<(), Str
     let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
         .map_err(|e| format!("cannot watch SIGINT: {e}"))?;
     let (stop_tx, stop_rx) = watch::channel(false);
-    let header_timeout = Duration::from_secs_f64(cfg.header_read_timeout_seconds);
     let mut conns = JoinSet::new();
+    let mut summary = tokio::time::interval(SUMMARY_EVERY);
 
     loop {
         tokio::select! {
@@ -94,24 +154,35 @@ async fn serve(cfg: ServerConfig, log: Option<Arc<AccessLog>>) -> Result<(), Str
                         continue;
                     }
                 };
+                let registration = match tracker.admit() {
+                    Admission::Admitted(r) => r,
+                    Admission::Refused => {
+                        // Best effort and never blocking: the socket is new, its buffer empty.
+                        let _ = stream.try_write(BUSY);
+                        continue;
+                    }
+                };
                 let _ = stream.set_nodelay(true);
                 let app = app.clone();
                 let stop = stop_rx.clone();
                 let tls = tls.clone();
                 conns.spawn(async move {
-                    match tls {
-                        None => serve_conn(stream, remote, app, stop, header_timeout).await,
-                        Some(acceptor) => {
-                            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                                Ok(Ok(s)) => serve_conn(s, remote, app, stop, header_timeout).await,
-                                Ok(Err(e)) => log::debug!("TLS handshake with {remote} failed: {e}"),
-                                Err(_) => log::debug!("TLS handshake with {remote} timed out"),
-                            }
-                        }
+                    let conn = registration.conn.clone();
+                    if !first_bytes(&stream, &conn, remote).await {
+                        return;
                     }
+                    // Boxed: the task of a silent connection stays a few hundred bytes, instead of
+                    // the size of hyper's and rustls' state.
+                    Box::pin(serve(stream, remote, app, stop, conn, tls)).await;
+                    drop(registration);
                 });
             }
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            _ = summary.tick() => {
+                if let Some(line) = tracker.take_summary() {
+                    log::warn!("{line}");
+                }
+            }
             _ = sigterm.recv() => { log::info!("SIGTERM: shutting down"); break; }
             _ = sigint.recv() => { log::info!("SIGINT: shutting down"); break; }
         }
@@ -137,30 +208,109 @@ async fn serve(cfg: ServerConfig, log: Option<Arc<AccessLog>>) -> Result<(), Str
     Ok(())
 }
 
+/// Wait until a new connection sends its first bytes (without buffers of any kind), within the
+/// header timeout; `false` when it timed out, failed or was evicted meanwhile.
+async fn first_bytes(stream: &TcpStream, conn: &Conn, remote: SocketAddr) -> bool {
+    let limit = conn.limits().header_timeout;
+    tokio::select! {
+        r = tokio::time::timeout(limit, stream.readable()) => match r {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
+                log::debug!("connection from {remote}: {e}");
+                false
+            }
+            Err(_) => {
+                conn.ended(Ending::HeadTimeout);
+                log::debug!("connection from {remote}: {}", Ending::HeadTimeout.describe(conn.limits()));
+                false
+            }
+        },
+        _ = conn.evicted() => {
+            conn.ended(Ending::Evicted);
+            false
+        }
+    }
+}
+
+/// TLS if configured, then HTTP.
+async fn serve(
+    stream: TcpStream,
+    remote: SocketAddr,
+    app: Arc<App>,
+    stop: watch::Receiver<bool>,
+    conn: Arc<Conn>,
+    tls: Option<TlsAcceptor>,
+) {
+    let Some(acceptor) = tls else {
+        return serve_conn(stream, remote, app, stop, conn).await;
+    };
+    let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+    let done = tokio::select! {
+        r = handshake => r,
+        _ = conn.evicted() => {
+            conn.ended(Ending::Evicted);
+            return;
+        }
+    };
+    match done {
+        Ok(Ok(s)) => serve_conn(s, remote, app, stop, conn).await,
+        Ok(Err(e)) => log::debug!("TLS handshake with {remote} failed: {e}"),
+        Err(_) => log::debug!("TLS handshake with {remote} timed out"),
+    }
+}
+
+/// Resolves with the limit the connection broke (checked every `Limits::check_every`).
+async fn watchdog(conn: &Conn) -> Ending {
+    let every = conn.limits().check_every();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = conn.evicted() => return Ending::Evicted,
+        }
+        if let Some(why) = conn.check() {
+            return why;
+        }
+    }
+}
+
 async fn serve_conn<I>(
     io: I,
     remote: SocketAddr,
     app: Arc<App>,
     mut stop: watch::Receiver<bool>,
-    header_timeout: Duration,
+    conn: Arc<Conn>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let service = service_fn(move |req| {
+    let for_requests = conn.clone();
+    let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
         let app = app.clone();
+        for_requests.begin_request();
+        req.extensions_mut().insert(for_requests.clone());
         async move { Ok::<_, std::convert::Infallible>(app.handle(req, remote).await) }
     });
-    let conn = http1::Builder::new()
+    let http = http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(header_timeout)
+        .header_read_timeout(conn.limits().header_timeout)
         .keep_alive(true)
-        .serve_connection(TokioIo::new(io), service);
-    tokio::pin!(conn);
+        .serve_connection(TokioIo::new(Metered::new(io, conn.clone())), service);
+    tokio::pin!(http);
     let result = tokio::select! {
-        r = conn.as_mut() => r,
+        r = http.as_mut() => r,
+        why = watchdog(&conn) => {
+            conn.ended(why);
+            log::debug!("connection from {remote}: {}", why.describe(conn.limits()));
+            return;
+        }
         _ = stopped(&mut stop) => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
+            http.as_mut().graceful_shutdown();
+            tokio::select! {
+                r = http.as_mut() => r,
+                why = watchdog(&conn) => {
+                    conn.ended(why);
+                    return;
+                }
+            }
         }
     };
     if let Err(e) = result {

@@ -583,9 +583,18 @@ fn registry_mode_writes_settings_and_disks_to_the_registry() {
     s.lab.call("delete_vm", json!([node]), 1, None).ok();
     assert_eq!(
         registry(&node).status(),
-        404,
-        "registry settings go with the VM"
+        401,
+        "the VM's secret goes with the VM"
     );
+    let r = reqwest::blocking::Client::new()
+        .get(format!(
+            "{}/registry/instances/{node}/settings",
+            s.lab.server.url
+        ))
+        .basic_auth("writer", Some("writer-pw"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 404, "registry settings go with the VM");
 }
 
 #[test]
@@ -762,4 +771,49 @@ fn delete_vm_with_manual_cleaning_returns_the_node_to_its_origin() {
         before,
         "cleaned, then back to available and released"
     );
+}
+
+#[test]
+fn pool_shows_ironic_text_with_control_characters_escaped() {
+    let rc = "lc-pool";
+    let (node, _) = enroll(rc, 0x1a, 0, 1, |_| {});
+    // Anyone who may edit a node in Ironic writes its extra: BOSH metadata that would clear the
+    // screen and forge a line of the table.
+    let forged = "dep\u{1b}[2J\u{1b}[H\nforged-node  active  power on";
+    client()
+        .patch_node(
+            &node,
+            &[ironic_cpi::ironic::PatchOp::add(
+                "/extra/bosh_metadata",
+                json!({"deployment": forged}),
+            )],
+        )
+        .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ironic_cpi"))
+        .arg("-c")
+        .arg(&shared().lab.config_path)
+        .arg("pool")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert!(!table.contains('\u{1b}'), "{table}");
+    let line = table
+        .lines()
+        .find(|l| l.contains(&node))
+        .unwrap_or_else(|| panic!("{node} missing:\n{table}"));
+    assert!(
+        line.contains("dep\\u{1b}[2J\\u{1b}[H\\nforged-node"),
+        "{line}"
+    );
+    assert!(
+        !table.lines().any(|l| l.starts_with("forged-node")),
+        "{table}"
+    );
+    client()
+        .patch_node(
+            &node,
+            &[ironic_cpi::ironic::PatchOp::remove("/extra/bosh_metadata")],
+        )
+        .unwrap();
 }

@@ -245,14 +245,22 @@ fn wait_for_log(lab: &ServerLab, text: &str) {
 }
 
 /// Send a GET of `path` on a small-buffer connection and read the status line of the answer
-/// (the server is then busy writing the rest, which this client does not read).
+/// (the server is then busy writing the rest, which this client does not read). A connection
+/// refused at the cap gets a 503 and is closed at once, possibly before the request arrives, so
+/// that the kernel resets it: that is a 503 too.
 fn stalled_get(lab: &ServerLab, path: &str, user: Option<(&str, &str)>) -> (TcpStream, u16) {
     let mut s = small_buffer_connection(lab);
     let creds = user.map(auth).unwrap_or_default();
-    write!(s, "GET /{path} HTTP/1.1\r\nHost: x\r\n{creds}\r\n").unwrap();
+    if write!(s, "GET /{path} HTTP/1.1\r\nHost: x\r\n{creds}\r\n").is_err() {
+        return (s, 503);
+    }
     s.set_read_timeout(Some(PATIENCE)).unwrap();
     let mut status = [0u8; 12];
-    s.read_exact(&mut status).unwrap();
+    match s.read_exact(&mut status) {
+        Ok(()) => {}
+        Err(e) if e.kind() == ErrorKind::ConnectionReset => return (s, 503),
+        Err(e) => panic!("reading the answer: {e}"),
+    }
     let code = String::from_utf8_lossy(&status[9..12]).parse().unwrap_or(0);
     (s, code)
 }

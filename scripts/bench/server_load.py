@@ -10,9 +10,13 @@ Phase 1 ("under attack") opens and holds, all at once:
 While they are held, a probe opens a new connection every PROBE_INTERVAL seconds and GETs
 /healthz; the server's RSS and open descriptors are sampled from /proc.
 
-Phase 2 ("after"): every hostile client goes away; the probe then checks how long it takes until
-/healthz, an anonymous download of the whole image, an authenticated PUT and a registry read all
-succeed again.
+Phase 2 ("they stop"): the hostile clients stop sending and reading but keep their connections
+open. The server must end them all by itself within its timeouts: its descriptor count is
+watched until it is back where it started, while /healthz, an anonymous download of the whole
+image, an authenticated PUT and a registry read are checked.
+
+Phase 3 ("gone"): the clients close what is left; 12 s later (the server's housekeeping tick)
+its RSS shows what it kept.
 
 Usage: server_load.py URL PID USER:PASSWORD IMAGE_PATH IMAGE_BYTES  (the wrapper script sets it up)
 Environment: IDLE (1000), TRICKLE (500), STALLED (1500), HOLD (seconds, 20), PROBE_INTERVAL (0.2).
@@ -101,20 +105,23 @@ async def send(s, data):
     await asyncio.wait_for(loop.sock_sendall(s, data), 5)
 
 
-async def trickle(group, s, head, step):
-    """Send `head` at once, then one byte of `step` per second until the socket fails."""
+async def trickle(group, s, head, step, quiet):
+    """Send `head` at once, then one byte of `step` per second until the socket fails or `quiet`
+    is set (then just wait for the server to close)."""
     try:
         if head:
             await send(s, head)
         i = 0
-        while True:
+        while not quiet.is_set():
             await asyncio.sleep(1)
             await send(s, step[i % len(step):i % len(step) + 1])
             i += 1
     except (OSError, asyncio.TimeoutError):
         group.closed_by_server += 1
+        return
     except asyncio.CancelledError:
-        pass
+        return
+    await watch_close(group, s)
 
 
 async def http(method, path, body=b"", auth=False, timeout=10):
@@ -169,7 +176,7 @@ async def main():
     rss0, _, fds0 = proc_status()
     print(f"before: RSS {rss0 / 1024:.1f} MiB, {fds0} descriptors")
     idle, trickling, stalled = Group("idle"), Group("trickling"), Group("stalled downloads")
-    stop = asyncio.Event()
+    stop, quiet = asyncio.Event(), asyncio.Event()
     health, samples = [], []
     prober = asyncio.create_task(probe_health(health, stop))
     sampler = asyncio.create_task(sample(samples, stop))
@@ -190,7 +197,7 @@ async def main():
             head = (f"PUT /images/trickle/{i} HTTP/1.1\r\nHost: {HOST}\r\nAuthorization: {AUTH}\r\n"
                     f"Content-Length: 1000000\r\n\r\n").encode()
             step = b"x"
-        trickling.tasks.append(asyncio.create_task(trickle(trickling, s, head, step)))
+        trickling.tasks.append(asyncio.create_task(trickle(trickling, s, head, step, quiet)))
     get_image = f"GET /images/{IMAGE_PATH} HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode()
     for _ in range(STALLED):
         s = await connect(stalled, rcvbuf=4096)
@@ -206,6 +213,17 @@ async def main():
     await asyncio.sleep(HOLD)
 
     under = health[health_before:]
+    # What the stalled downloads got: the start of a 200, a 503 (no anonymous place), or nothing.
+    answers = {}
+    for sock in stalled.socks:
+        try:
+            head = sock.recv(12, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+            kind = head.decode(errors="replace") if head else "closed"
+        except BlockingIOError:
+            kind = "no answer yet"
+        except OSError as e:
+            kind = f"error {e.errno}"
+        answers[kind] = answers.get(kind, 0) + 1
     peak_rss = max(s[0] for s in samples)
     peak_fds = max(s[2] for s in samples)
     _, hwm, _ = proc_status()
@@ -216,24 +234,24 @@ async def main():
           f"descriptors peak {peak_fds}")
     for g in (idle, trickling, stalled):
         print(f"   {g.report()}")
+    shown = ", ".join(f"{n} {k!r}" for k, n in sorted(answers.items()))
+    print(f"   stalled downloads' answers: {shown}")
 
-    # Phase 2: they all go away.
-    for g in (idle, trickling, stalled):
-        for t in g.tasks:
-            t.cancel()
-        for s in g.socks:
-            s.close()
-    gone = time.monotonic()
+    # Phase 2: they stop sending and reading, and keep their connections.
+    quiet.set()
+    stopped = time.monotonic()
     checks = {"healthz": None, "anonymous image download": None, "authenticated PUT": None,
               "registry read": None}
     body = os.urandom(64 * 1024)
-    while any(v is None for v in checks.values()) and time.monotonic() - gone < 120:
+    all_closed = None
+    while (any(v is None for v in checks.values()) or all_closed is None) \
+            and time.monotonic() - stopped < 180:
         async def attempt(name, coro, good):
             if checks[name] is not None:
                 return
             try:
                 if good(await coro):
-                    checks[name] = time.monotonic() - gone
+                    checks[name] = time.monotonic() - stopped
             except (OSError, asyncio.TimeoutError, IndexError, ValueError):
                 pass
         await attempt("healthz", http("GET", "/healthz"), lambda r: r[0] == 200)
@@ -243,17 +261,35 @@ async def main():
                       lambda r: r[0] in (200, 201, 204))
         await attempt("registry read", http("GET", "/registry/instances/load-vm/settings", auth=True),
                       lambda r: r[0] == 200)
-        await asyncio.sleep(0.1)
+        if all_closed is None and proc_status()[2] <= fds0 + 2:
+            all_closed = time.monotonic() - stopped
+        await asyncio.sleep(0.25)
+    print()
+    print("== after the clients stopped (connections left open)")
+    for name, took in checks.items():
+        shown = f"served after {took:.2f} s" if took is not None else "NOT served within 180 s"
+        print(f"   {name}: {shown}")
+    shown = f"{all_closed:.1f} s" if all_closed is not None else "NOT within 180 s"
+    print(f"   the server had closed every hostile connection after {shown} "
+          f"(descriptors back to {fds0})")
+    for g in (idle, trickling):
+        print(f"   {g.name}: the client saw {g.closed_by_server} of {len(g.socks)} closed by the server")
+
+    # Phase 3: they go away.
+    for g in (idle, trickling, stalled):
+        for t in g.tasks:
+            t.cancel()
+        for sock in g.socks:
+            sock.close()
     stop.set()
     await asyncio.gather(prober, sampler, return_exceptions=True)
-    await asyncio.sleep(1)
+    # The server gives freed memory back on its 10-second housekeeping tick.
+    await asyncio.sleep(12)
     rss1, hwm1, fds1 = proc_status()
     print()
     print("== after the clients went away")
-    for name, took in checks.items():
-        shown = f"served again after {took:.2f} s" if took is not None else "NOT served within 120 s"
-        print(f"   {name}: {shown}")
-    print(f"   server RSS {rss1 / 1024:.1f} MiB (VmHWM {hwm1 / 1024:.1f} MiB), {fds1} descriptors")
+    print(f"   12 s later: server RSS {rss1 / 1024:.1f} MiB (VmHWM {hwm1 / 1024:.1f} MiB), "
+          f"{fds1} descriptors")
 
 
 asyncio.run(main())

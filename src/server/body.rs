@@ -124,6 +124,9 @@ impl ResponseBody {
 
     /// End the connection's request phase when this body ends.
     pub fn end_request_of(&mut self, conn: Arc<Conn>) {
+        if let Inner::File(f) = &mut self.inner {
+            f.conn = Some(conn.clone());
+        }
         self.conn = Some(conn);
     }
 
@@ -199,6 +202,11 @@ type Read = Pin<Box<dyn Future<Output = io::Result<Bytes>> + Send>>;
 
 /// A byte range of an open file, read in chunks on the blocking pool, each chunk paid for out of
 /// the download budget before it is read.
+///
+/// Waiting for a share of the budget counts as the response waiting for its client: the budget
+/// runs out only when clients stop taking what they were sent, and a download queued behind them
+/// must not hold its connection past `response_write_timeout_seconds` either (else a crowd of
+/// stalled downloads would take two timeouts to clear: those holding shares, then those queued).
 pub struct FileStream {
     file: Arc<File>,
     budget: Budget,
@@ -206,6 +214,9 @@ pub struct FileStream {
     remaining: u64,
     pending: Option<Read>,
     pending_len: u64,
+    /// Set by the pending read once it holds its share (then it only waits for the disk).
+    paid: Arc<std::sync::atomic::AtomicBool>,
+    conn: Option<Arc<Conn>>,
 }
 
 impl FileStream {
@@ -217,6 +228,8 @@ impl FileStream {
             remaining: len,
             pending: None,
             pending_len: 0,
+            paid: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            conn: None,
         }
     }
 
@@ -231,11 +244,14 @@ impl FileStream {
         self.pending_len = n as u64;
         let (file, sem) = (self.file.clone(), self.budget.sem.clone());
         let kib = n.div_ceil(1024) as u32;
+        let paid = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        self.paid = paid.clone();
         self.pending = Some(Box::pin(async move {
             let share = sem
                 .acquire_many_owned(kib)
                 .await
                 .map_err(io::Error::other)?;
+            paid.store(true, std::sync::atomic::Ordering::Release);
             let data = tokio::task::spawn_blocking(move || {
                 let mut buf = vec![0u8; n];
                 file.read_exact_at(&mut buf, offset).map(|_| buf)
@@ -254,7 +270,15 @@ impl FileStream {
         let Some(pending) = self.pending.as_mut() else {
             return Poll::Ready(None);
         };
-        let read = ready!(pending.as_mut().poll(cx));
+        let polled = pending.as_mut().poll(cx);
+        if let Some(c) = &self.conn {
+            if polled.is_pending() && !self.paid.load(std::sync::atomic::Ordering::Acquire) {
+                c.queued.wait(c.now());
+            } else {
+                c.queued.settle(c.now());
+            }
+        }
+        let read = ready!(polled);
         self.pending = None;
         self.pending_len = 0;
         match read {

@@ -215,7 +215,7 @@ fn default_max_anonymous() -> usize {
     512
 }
 fn default_download_buffer() -> u64 {
-    16 * 1024 * 1024
+    8 * 1024 * 1024
 }
 fn default_max_lock() -> f64 {
     60.0

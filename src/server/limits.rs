@@ -161,6 +161,8 @@ pub struct Conn {
     pub body: Meter,
     /// Response bytes the server waited to write.
     pub write: Meter,
+    /// Time a download waited for its share of the download budget (see `body::FileStream`).
+    pub queued: Meter,
 }
 
 impl Conn {
@@ -179,6 +181,7 @@ impl Conn {
     pub fn end_request(&self) {
         let now = self.now();
         self.body.settle(now);
+        self.queued.settle(now);
         self.phase_since.store(now, Ordering::Relaxed);
         self.phase.store(HEAD, Ordering::Release);
         if self.anonymous.swap(false, Ordering::AcqRel) {
@@ -232,6 +235,7 @@ impl Conn {
         if self
             .write
             .exceeded(now, limits.write_timeout, limits.min_bytes_per_second)
+            || self.queued.exceeded(now, limits.write_timeout, 0)
         {
             return Some(Ending::ResponseNotRead);
         }
@@ -366,6 +370,7 @@ impl Tracker {
             evict: Notify::new(),
             body: Meter::default(),
             write: Meter::default(),
+            queued: Meter::default(),
         });
         conns.insert(conn.id, conn.clone());
         Admission::Admitted(Registration { conn })

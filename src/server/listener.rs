@@ -40,8 +40,30 @@ const SUMMARY_EVERY: Duration = Duration::from_secs(10);
 const BUSY: &[u8] =
     b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\nretry-after: 1\r\n\r\n";
 
+/// glibc's allocator, tuned so that memory freed after a burst goes back to the system: buffers
+/// of 64 KiB and more (download chunks) get their own mappings, returned when freed (the default
+/// threshold rises after the first free and then keeps such buffers in the heap, fragmented),
+/// and at most four arenas serve the worker and blocking threads.
+fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets allocator parameters; called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 64 * 1024);
+        libc::mallopt(libc::M_ARENA_MAX, 4);
+    }
+}
+
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free pages of the allocator's arenas to the system.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Run the server until SIGTERM/SIGINT; the error names what failed at startup.
 pub fn run(cfg: ServerConfig) -> Result<(), String> {
+    tune_allocator();
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     rt.enable_all()
         .thread_name("ironic-cpi-server")
@@ -141,6 +163,7 @@ async fn serve_all(cfg: ServerConfig, log: Option<Arc<AccessLog>>) -> Result<(),
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut conns = JoinSet::new();
     let mut summary = tokio::time::interval(SUMMARY_EVERY);
+    let mut open_before = 0;
 
     loop {
         tokio::select! {
@@ -182,6 +205,12 @@ async fn serve_all(cfg: ServerConfig, log: Option<Arc<AccessLog>>) -> Result<(),
                 if let Some(line) = tracker.take_summary() {
                     log::warn!("{line}");
                 }
+                // After a crowd has gone, give what it used back to the system.
+                let open = tracker.open();
+                if open + 64 < open_before {
+                    release_free_memory();
+                }
+                open_before = open;
             }
             _ = sigterm.recv() => { log::info!("SIGTERM: shutting down"); break; }
             _ = sigint.recv() => { log::info!("SIGINT: shutting down"); break; }
@@ -212,9 +241,12 @@ async fn serve_all(cfg: ServerConfig, log: Option<Arc<AccessLog>>) -> Result<(),
 /// header timeout; `false` when it timed out, failed or was evicted meanwhile.
 async fn first_bytes(stream: &TcpStream, conn: &Conn, remote: SocketAddr) -> bool {
     let limit = conn.limits().header_timeout;
+    // A peek, not `readable()`: that may wake without data, and hyper would then allocate its
+    // buffers for a connection that sends nothing.
+    let mut probe = [0u8; 1];
     tokio::select! {
-        r = tokio::time::timeout(limit, stream.readable()) => match r {
-            Ok(Ok(())) => true,
+        r = tokio::time::timeout(limit, stream.peek(&mut probe)) => match r {
+            Ok(Ok(_)) => true,
             Ok(Err(e)) => {
                 log::debug!("connection from {remote}: {e}");
                 false

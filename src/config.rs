@@ -783,6 +783,49 @@ mod tests {
     }
 
     #[test]
+    fn errors_never_show_the_values_they_refuse() {
+        let mut v = minimal();
+        v["registry"] =
+            json!({"endpoint": "http://r:25777", "username": "r", "password": 98765432101u64});
+        let e = Config::from_value(v).unwrap_err();
+        assert!(e.message.contains("registry.password"), "{}", e.message);
+        assert!(!e.message.contains("98765432101"), "{}", e.message);
+        let mut v = minimal();
+        v["ironic"]["auth"] = json!({"type": "S3cretVariant", "password": "x"});
+        let e = Config::from_value(v).unwrap_err();
+        assert!(!e.message.contains("S3cretVariant"), "{}", e.message);
+    }
+
+    #[test]
+    fn registry_endpoints_carry_no_credentials_and_agents_get_their_own() {
+        let mut v = minimal();
+        v["registry"] = json!({"endpoint": "http://r:25777", "username": "r", "password": "p"});
+        let c = Config::from_value(v.clone()).unwrap();
+        assert_eq!(
+            c.registry.unwrap().agent_credentials,
+            AgentCredentials::PerVm
+        );
+        for key in ["endpoint", "agent_endpoint"] {
+            let mut bad = v.clone();
+            bad["registry"][key] = json!("http://agent:S3cret-pw@r:25777/registry");
+            let e = Config::from_value(bad).unwrap_err();
+            assert!(
+                e.message.contains(&format!("registry.{key}")),
+                "{}",
+                e.message
+            );
+            assert!(!e.message.contains("S3cret-pw"), "{}", e.message);
+        }
+        v["registry"]["embed_credentials_for_agent"] = json!(true);
+        let e = Config::from_value(v).unwrap_err();
+        assert!(
+            e.message.contains("embed_credentials_for_agent"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
     fn relative_ca_files_are_next_to_the_config_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("cpi.json");

@@ -701,6 +701,7 @@ fn server_defaults_users_tls_and_bpm() {
         "max_connections": 1000, "max_anonymous_requests": 100, "header_read_timeout_seconds": 10,
         "body_read_timeout_seconds": "20", "response_write_timeout_seconds": 40,
         "min_bytes_per_second": 512, "download_buffer_bytes": 8388608, "max_lock_seconds": 30,
+        "send_buffer_bytes": 0,
         "locks": true}});
     let root = TempDir::new().expect("tempdir");
     let job = render_job("ironic_cpi_server", &props, root.path());
@@ -732,6 +733,7 @@ fn server_defaults_users_tls_and_bpm() {
         ("response_write_timeout_seconds", json!(40.0)),
         ("min_bytes_per_second", json!(512)),
         ("download_buffer_bytes", json!(8388608)),
+        ("send_buffer_bytes", json!(0)),
         ("max_lock_seconds", json!(30.0)),
     ] {
         assert_eq!(value[key], want, "{key}");

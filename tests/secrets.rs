@@ -215,7 +215,7 @@ impl Lab {
     }
 }
 
-use common::config_variant as write_config;
+use common::{config_variant as write_config, files_under};
 
 /// Every file of the config drive Ironic got for `node`: path -> bytes, and the ISO itself.
 fn drive_files(lab: &CpiLab, node: &str) -> Vec<(String, Vec<u8>)> {
@@ -299,20 +299,6 @@ fn enroll(lab: &CpiLab, rc: &str, count: u16) {
 
 fn vm_cid(out: &CallOutcome) -> String {
     out.ok()[0].as_str().unwrap().to_string()
-}
-
-/// Every file under `dir`, recursively.
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(files_under(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }
 
 /// The first example request of a method in `spec/`: its arguments.

@@ -7,9 +7,10 @@
 //!
 //! The full-size load (thousands of connections) is `scripts/bench/server-load`.
 
+mod common;
+
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
-use std::os::fd::FromRawFd;
 use std::time::{Duration, Instant};
 
 use ironic_cpi::lab::server::{raw_http, ServerLab, ServerOpts, READ_USER, WRITE_USER};
@@ -33,38 +34,17 @@ fn addr(lab: &ServerLab) -> String {
 /// server after a few KiB.
 fn small_buffer_connection(lab: &ServerLab) -> TcpStream {
     let target: std::net::SocketAddr = addr(lab).parse().unwrap();
-    let std::net::SocketAddr::V4(v4) = target else {
-        panic!("the lab listens on IPv4")
-    };
-    // SAFETY: plain socket calls on a descriptor this function owns until it is handed to
-    // TcpStream.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
-        assert!(fd >= 0);
-        let size: libc::c_int = 4096;
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            &size as *const _ as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-        let sa = libc::sockaddr_in {
-            sin_family: libc::AF_INET as libc::sa_family_t,
-            sin_port: v4.port().to_be(),
-            sin_addr: libc::in_addr {
-                s_addr: u32::from(*v4.ip()).to_be(),
-            },
-            sin_zero: [0; 8],
-        };
-        let rc = libc::connect(
-            fd,
-            &sa as *const _ as *const libc::sockaddr,
-            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-        );
-        assert_eq!(rc, 0, "connect: {}", std::io::Error::last_os_error());
-        TcpStream::from_raw_fd(fd)
-    }
+    let s = socket2::Socket::new(
+        socket2::Domain::for_address(target),
+        socket2::Type::STREAM,
+        None,
+    )
+    .unwrap();
+    // Before connecting, so that the window the client offers is small from the start.
+    s.set_recv_buffer_size(4096).unwrap();
+    s.connect(&target.into())
+        .unwrap_or_else(|e| panic!("connect {target}: {e}"));
+    s.into()
 }
 
 /// Read until the server closes the connection; the bytes read, or `None` when it stayed open
@@ -125,26 +105,13 @@ fn strict(extra: Value) -> ServerLab {
 }
 
 fn temp_files(dir: &std::path::Path) -> usize {
-    walk(dir)
+    common::files_under(dir)
         .iter()
         .filter(|p| {
             p.file_name()
                 .is_some_and(|n| n.to_string_lossy().starts_with(".ironic-cpi-"))
         })
         .count()
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }
 
 #[test]

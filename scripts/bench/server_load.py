@@ -240,38 +240,59 @@ async def main():
     # Phase 2: they stop sending and reading, and keep their connections.
     quiet.set()
     stopped = time.monotonic()
-    checks = {"healthz": None, "anonymous image download": None, "authenticated PUT": None,
-              "registry read": None}
+    print(f"\n(the clients stop {stopped - t0:.1f} s after the first connection)")
     body = os.urandom(64 * 1024)
-    all_closed = None
-    while (any(v is None for v in checks.values()) or all_closed is None) \
-            and time.monotonic() - stopped < 180:
-        async def attempt(name, coro, good):
-            if checks[name] is not None:
-                return
+    probes = {
+        "healthz": (lambda: http("GET", "/healthz", timeout=5), lambda r: r[0] == 200),
+        "anonymous image download": (
+            lambda: http("GET", f"/images/{IMAGE_PATH}", timeout=10),
+            lambda r: r[0] == 200 and len(r[1]) == IMAGE_BYTES),
+        "authenticated PUT": (lambda: http("PUT", "/images/after/put.bin", body, auth=True, timeout=5),
+                              lambda r: r[0] in (200, 201, 204)),
+        "registry read": (
+            lambda: http("GET", "/registry/instances/load-vm/settings", auth=True, timeout=5),
+            lambda r: r[0] == 200),
+    }
+    checks = {}
+
+    async def until_served(name, make, good):
+        # Each kind of request on its own, retried until it succeeds.
+        while time.monotonic() - stopped < 180:
             try:
-                if good(await coro):
+                if good(await make()):
                     checks[name] = time.monotonic() - stopped
+                    return
             except (OSError, asyncio.TimeoutError, IndexError, ValueError):
                 pass
-        await attempt("healthz", http("GET", "/healthz"), lambda r: r[0] == 200)
-        await attempt("anonymous image download", http("GET", f"/images/{IMAGE_PATH}", timeout=30),
-                      lambda r: r[0] == 200 and len(r[1]) == IMAGE_BYTES)
-        await attempt("authenticated PUT", http("PUT", "/images/after/put.bin", body, auth=True),
-                      lambda r: r[0] in (200, 201, 204))
-        await attempt("registry read", http("GET", "/registry/instances/load-vm/settings", auth=True),
-                      lambda r: r[0] == 200)
-        if all_closed is None and proc_status()[2] <= fds0 + 2:
-            all_closed = time.monotonic() - stopped
-        await asyncio.sleep(0.25)
+            await asyncio.sleep(0.25)
+
+    timeline = []
+
+    async def until_all_closed():
+        next_mark = 0
+        while time.monotonic() - stopped < 180:
+            t, fds = time.monotonic() - stopped, proc_status()[2]
+            if t >= next_mark:
+                timeline.append(f"{t:.0f}s {fds}")
+                next_mark += 5
+            if fds <= fds0 + 2:
+                return t
+            await asyncio.sleep(0.25)
+        return None
+
+    watcher = asyncio.create_task(until_all_closed())
+    await asyncio.gather(*(until_served(n, m, g) for n, (m, g) in probes.items()))
+    all_closed = await watcher
     print()
     print("== after the clients stopped (connections left open)")
-    for name, took in checks.items():
+    for name in probes:
+        took = checks.get(name)
         shown = f"served after {took:.2f} s" if took is not None else "NOT served within 180 s"
         print(f"   {name}: {shown}")
     shown = f"{all_closed:.1f} s" if all_closed is not None else "NOT within 180 s"
     print(f"   the server had closed every hostile connection after {shown} "
           f"(descriptors back to {fds0})")
+    print(f"   its descriptors meanwhile: {', '.join(timeline)}")
     for g in (idle, trickling):
         print(f"   {g.name}: the client saw {g.closed_by_server} of {len(g.socks)} closed by the server")
 

@@ -25,16 +25,22 @@ use super::limits::Conn;
 
 /// The largest piece of a file read at once; smaller ones when the budget runs low.
 const READ_CHUNK: usize = 256 * 1024;
-/// The smallest piece, when the budget is nearly spent.
-const MIN_CHUNK: usize = 16 * 1024;
+/// The smallest piece, when many downloads share the budget.
+const MIN_CHUNK: usize = 8 * 1024;
 
 /// Memory every file download together may hold in read buffers, counted in KiB. A chunk keeps
 /// its share until hyper has written it out, so clients that stop reading hold at most this much
 /// between them; a download waits (fairly, first come first served) when it is spent.
+///
+/// Each download reads chunks of at most its fair part of the budget (the budget divided by the
+/// downloads running), and reads ahead only while half the budget is free: clients that stop
+/// reading then hold one small chunk each, instead of a few of them holding it all while the
+/// others queue.
 #[derive(Clone)]
 pub struct Budget {
     sem: Arc<Semaphore>,
     total_kib: usize,
+    downloads: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Budget {
@@ -43,25 +49,23 @@ impl Budget {
         Budget {
             sem: Arc::new(Semaphore::new(total_kib)),
             total_kib,
+            downloads: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
         }
     }
 
-    /// Chunks shrink as the budget runs low, so that many slow clients share it.
     fn chunk(&self, remaining: u64) -> usize {
-        let avail = self.sem.available_permits();
-        let size = if avail * 2 >= self.total_kib {
-            READ_CHUNK
-        } else if avail * 8 >= self.total_kib {
-            READ_CHUNK / 4
-        } else {
-            MIN_CHUNK
-        };
-        size.min(self.total_kib * 1024)
+        let running = self
+            .downloads
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .max(1);
+        let fair = (self.total_kib * 1024 / running).clamp(MIN_CHUNK, READ_CHUNK);
+        fair.min(self.total_kib * 1024)
             .min(remaining.try_into().unwrap_or(usize::MAX))
     }
 
-    fn can_take(&self, n: usize) -> bool {
-        self.sem.available_permits() >= n.div_ceil(1024)
+    fn may_read_ahead(&self, n: usize) -> bool {
+        let avail = self.sem.available_permits();
+        avail * 2 >= self.total_kib && avail >= n.div_ceil(1024)
     }
 }
 
@@ -200,6 +204,14 @@ impl Body for ResponseBody {
 
 type Read = Pin<Box<dyn Future<Output = io::Result<Bytes>> + Send>>;
 
+impl Drop for FileStream {
+    fn drop(&mut self) {
+        self.budget
+            .downloads
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// A byte range of an open file, read in chunks on the blocking pool, each chunk paid for out of
 /// the download budget before it is read.
 ///
@@ -221,6 +233,9 @@ pub struct FileStream {
 
 impl FileStream {
     pub fn new(file: File, offset: u64, len: u64, budget: Budget) -> FileStream {
+        budget
+            .downloads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         FileStream {
             file: Arc::new(file),
             budget,
@@ -285,7 +300,10 @@ impl FileStream {
             Ok(bytes) => {
                 // Read the next chunk while hyper writes this one, when the budget allows it
                 // without waiting; a client that stops reading then holds one chunk, not two.
-                if self.budget.can_take(self.budget.chunk(self.remaining)) {
+                if self
+                    .budget
+                    .may_read_ahead(self.budget.chunk(self.remaining))
+                {
                     self.start_read();
                 }
                 Poll::Ready(Some(Ok(bytes)))

@@ -52,8 +52,9 @@ pub struct ServerConfig {
     /// Longest a response may wait for the client to take more bytes.
     #[serde(default = "default_transfer_timeout")]
     pub response_write_timeout_seconds: f64,
-    /// The time a transfer waits for its client may add up to the timeout above plus one second
-    /// per this many bytes moved: clients that trickle are cut. 0 turns the rate check off.
+    /// Slowest transfer: the time a body or response waits for its client is an allowance of the
+    /// timeout, refilled by one second per this many bytes moved and never above the timeout, so
+    /// clients that trickle are cut. 0 turns the rate check off.
     #[serde(default = "default_min_rate")]
     pub min_bytes_per_second: u64,
     /// Connections open at once; at the cap, the one waiting longest for a request head is closed
@@ -67,6 +68,11 @@ pub struct ServerConfig {
     /// Memory all file downloads together may hold in read buffers; a download waits for its share.
     #[serde(default = "default_download_buffer")]
     pub download_buffer_bytes: u64,
+    /// Kernel send buffer of each connection (SO_SNDBUF; the kernel doubles it); 0 leaves it to
+    /// the kernel's autotuning, which lets a client that does not read hold megabytes of kernel
+    /// memory.
+    #[serde(default = "default_send_buffer")]
+    pub send_buffer_bytes: u64,
     /// Longest life of a WebDAV lock (on mounts with `locks`), whatever the client asks.
     #[serde(default = "default_max_lock")]
     pub max_lock_seconds: f64,
@@ -216,6 +222,9 @@ fn default_max_anonymous() -> usize {
 }
 fn default_download_buffer() -> u64 {
     8 * 1024 * 1024
+}
+fn default_send_buffer() -> u64 {
+    256 * 1024
 }
 fn default_max_lock() -> f64 {
     60.0
@@ -383,6 +392,9 @@ impl ServerConfig {
         if self.download_buffer_bytes < 64 * 1024 {
             return bad("download_buffer_bytes", "must be at least 65536");
         }
+        if self.send_buffer_bytes > i32::MAX as u64 / 2 {
+            return bad("send_buffer_bytes", "must be at most 1073741823");
+        }
         if self.worker_threads > 1024 {
             return bad("worker_threads", "must be at most 1024");
         }
@@ -450,6 +462,9 @@ mod tests {
         assert!(c.registry.enabled && !c.registry.anonymous_read);
         assert!(c.access_log);
         assert_eq!(c.max_xml_body_bytes, 1024 * 1024);
+        assert_eq!((c.max_connections, c.max_anonymous_requests), (4096, 512));
+        assert_eq!(c.download_buffer_bytes, 8 * 1024 * 1024);
+        assert!(c.mounts.iter().all(|m| !m.locks));
     }
 
     #[test]
@@ -491,6 +506,30 @@ mod tests {
                 json!({"root": "/x", "registry": {"max_settings_bytes": 0}}),
                 "registry.max_settings_bytes",
             ),
+            (
+                json!({"root": "/x", "max_connections": 0}),
+                "max_connections",
+            ),
+            (
+                json!({"root": "/x", "max_connections": 10, "max_anonymous_requests": 11}),
+                "max_anonymous_requests",
+            ),
+            (
+                json!({"root": "/x", "body_read_timeout_seconds": 0}),
+                "body_read_timeout_seconds",
+            ),
+            (
+                json!({"root": "/x", "response_write_timeout_seconds": 1e300}),
+                "response_write_timeout_seconds",
+            ),
+            (
+                json!({"root": "/x", "download_buffer_bytes": 1000}),
+                "download_buffer_bytes",
+            ),
+            (
+                json!({"root": "/x", "max_lock_seconds": -1}),
+                "max_lock_seconds",
+            ),
         ];
         for (value, key) in cases {
             let e = ServerConfig::from_value(value.clone()).unwrap_err();
@@ -503,5 +542,12 @@ mod tests {
         let v = json!({"root": "/x", "users": [{"username": "u", "role": "read", "password_bcrypt": "hunter2secret"}]});
         let e = ServerConfig::from_value(v).unwrap_err();
         assert!(!e.0.contains("hunter2secret"), "{e}");
+        // A password YAML read as a number.
+        let v = json!({"root": "/x", "users": [{"username": "u", "role": "read", "password": 8675309123u64}]});
+        let e = ServerConfig::from_value(v).unwrap_err();
+        assert!(
+            e.0.contains("users[0].password") && !e.0.contains("8675309123"),
+            "{e}"
+        );
     }
 }

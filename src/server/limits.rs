@@ -11,15 +11,16 @@
 //! - **Timeouts, on every phase.** The request head (and the idle time between requests) has
 //!   `header_read_timeout_seconds`. A request body may make the server wait at most
 //!   `body_read_timeout_seconds` for its next bytes, and a response may wait at most
-//!   `response_write_timeout_seconds` for the client to take more; in both directions the time
-//!   spent waiting for the client must also stay below that timeout plus one second per
-//!   `min_bytes_per_second` bytes moved, which ends clients that trickle a byte now and then.
-//!   Time the server itself spends (disk, bcrypt) never counts against the client.
+//!   `response_write_timeout_seconds` for the client to take more (or for its share of the
+//!   download budget). In both directions the waiting time is an allowance of that timeout,
+//!   refilled by one second per `min_bytes_per_second` bytes moved and never above the timeout
+//!   (`Meter`): clients that trickle, or stall after a fast start, run out after about one
+//!   timeout. Time the server itself spends (disk, bcrypt) never counts against the client.
 
 use std::collections::HashMap;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -38,6 +39,7 @@ pub struct Limits {
     pub body_timeout: Duration,
     pub write_timeout: Duration,
     pub min_bytes_per_second: u64,
+    pub send_buffer_bytes: u64,
 }
 
 impl Limits {
@@ -49,6 +51,7 @@ impl Limits {
             body_timeout: Duration::from_secs_f64(cfg.body_read_timeout_seconds),
             write_timeout: Duration::from_secs_f64(cfg.response_write_timeout_seconds),
             min_bytes_per_second: cfg.min_bytes_per_second,
+            send_buffer_bytes: cfg.send_buffer_bytes,
         }
     }
 
@@ -96,6 +99,14 @@ impl Ending {
 }
 
 /// Time the server waits for a client in one direction, and the bytes moved.
+///
+/// Judged as an allowance of waiting time (a token bucket): it starts full at the timeout, time
+/// spent waiting for the client drains it, each byte the client moves refills it by
+/// `1 / min_rate` seconds, and it never holds more than the timeout. It runs out after one wait
+/// of the timeout, after about one timeout for a client that moves a byte now and then, and one
+/// timeout after the last burst for a client that was fast and then stopped (a receiver that does
+/// not read still takes a few bytes now and then, when its kernel compacts its receive queue): a
+/// fast start banks no licence to stall.
 #[derive(Default)]
 pub struct Meter {
     /// Milliseconds (since the tracker's start) + 1 at which the current wait began; 0 = none.
@@ -103,6 +114,11 @@ pub struct Meter {
     /// Milliseconds of finished waits.
     waited: AtomicU64,
     bytes: AtomicU64,
+    /// The allowance in milliseconds, and the waits and bytes it has accounted for (only the
+    /// watchdog writes these).
+    allowance: AtomicI64,
+    counted_waited: AtomicU64,
+    counted_bytes: AtomicU64,
 }
 
 impl Meter {
@@ -117,6 +133,11 @@ impl Meter {
         self.bytes.fetch_add(n, Ordering::Relaxed);
     }
 
+    /// Whether a wait is going on.
+    fn waiting(&self) -> bool {
+        self.waiting_since.load(Ordering::Relaxed) > 0
+    }
+
     /// End the current wait, if any, without bytes (the side stopped asking).
     pub fn settle(&self, now: u64) {
         let since = self.waiting_since.swap(0, Ordering::Relaxed);
@@ -126,25 +147,42 @@ impl Meter {
         }
     }
 
-    /// Whether the client made the server wait too long: one wait over `timeout`, or all waits
-    /// together over `timeout` plus a second per `min_rate` bytes moved.
-    fn exceeded(&self, now: u64, timeout: Duration, min_rate: u64) -> bool {
+    fn waited_until(&self, now: u64) -> u64 {
         let since = self.waiting_since.load(Ordering::Relaxed);
         let current = if since > 0 {
             now.saturating_sub(since - 1)
         } else {
             0
         };
-        let timeout = timeout.as_millis() as u64;
-        if current > timeout {
-            return true;
-        }
-        if min_rate == 0 {
-            return false;
-        }
-        let allowed = timeout
-            .saturating_add(self.bytes.load(Ordering::Relaxed).saturating_mul(1000) / min_rate);
-        self.waited.load(Ordering::Relaxed) + current > allowed
+        self.waited.load(Ordering::Relaxed) + current
+    }
+
+    /// Whether the client has used up its allowance (see the type). With `min_rate` 0 any byte
+    /// refills it: only a single wait of the timeout counts.
+    fn exceeded(&self, now: u64, timeout: Duration, min_rate: u64) -> bool {
+        let cap = timeout.as_millis() as i64;
+        let waited = self.waited_until(now);
+        let bytes = self.bytes.load(Ordering::Relaxed);
+        let drained = waited.saturating_sub(self.counted_waited.swap(waited, Ordering::Relaxed));
+        let moved = bytes.saturating_sub(self.counted_bytes.swap(bytes, Ordering::Relaxed));
+        let refill = match min_rate {
+            0 if moved > 0 => cap,
+            0 => 0,
+            rate => (moved.saturating_mul(1000) / rate).min(cap as u64) as i64,
+        };
+        let left = (self.allowance.load(Ordering::Relaxed) - drained as i64 + refill).min(cap);
+        self.allowance.store(left, Ordering::Relaxed);
+        left < 0
+    }
+
+    /// A new request: a full allowance.
+    fn restart(&self, now: u64, timeout: Duration) {
+        self.counted_waited
+            .store(self.waited_until(now), Ordering::Relaxed);
+        self.counted_bytes
+            .store(self.bytes.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.allowance
+            .store(timeout.as_millis() as i64, Ordering::Relaxed);
     }
 }
 
@@ -163,6 +201,8 @@ pub struct Conn {
     pub write: Meter,
     /// Time a download waited for its share of the download budget (see `body::FileStream`).
     pub queued: Meter,
+    /// When response bytes last went out.
+    wrote_at: AtomicU64,
 }
 
 impl Conn {
@@ -172,7 +212,11 @@ impl Conn {
 
     /// A request head arrived: the request phase begins.
     pub fn begin_request(&self) {
-        self.phase_since.store(self.now(), Ordering::Relaxed);
+        let now = self.now();
+        let limits = &self.tracker.limits;
+        self.body.restart(now, limits.body_timeout);
+        self.write.restart(now, limits.write_timeout);
+        self.phase_since.store(now, Ordering::Relaxed);
         self.phase.store(REQUEST, Ordering::Release);
     }
 
@@ -232,10 +276,19 @@ impl Conn {
         {
             return Some(Ending::BodyTooSlow);
         }
-        if self
-            .write
-            .exceeded(now, limits.write_timeout, limits.min_bytes_per_second)
-            || self.queued.exceeded(now, limits.write_timeout, 0)
+        // A response that wants to go out (to a full socket, or for a share of the download
+        // budget, which runs out only when clients stop reading) and has not moved a byte for the
+        // timeout: however its time was split between the two waits.
+        let last = self
+            .wrote_at
+            .load(Ordering::Relaxed)
+            .max(self.phase_since.load(Ordering::Relaxed));
+        let stuck = (self.write.waiting() || self.queued.waiting())
+            && now.saturating_sub(last) > limits.write_timeout.as_millis() as u64;
+        if stuck
+            || self
+                .write
+                .exceeded(now, limits.write_timeout, limits.min_bytes_per_second)
         {
             return Some(Ending::ResponseNotRead);
         }
@@ -371,6 +424,7 @@ impl Tracker {
             body: Meter::default(),
             write: Meter::default(),
             queued: Meter::default(),
+            wrote_at: AtomicU64::new(0),
         });
         conns.insert(conn.id, conn.clone());
         Admission::Admitted(Registration { conn })
@@ -423,7 +477,13 @@ impl<I> Metered<I> {
     fn note(&self, r: &Poll<io::Result<usize>>) {
         match r {
             Poll::Pending => self.conn.write.wait(self.conn.now()),
-            Poll::Ready(Ok(n)) => self.conn.write.progress(self.conn.now(), *n as u64),
+            Poll::Ready(Ok(n)) => {
+                let now = self.conn.now();
+                self.conn.write.progress(now, *n as u64);
+                if *n > 0 {
+                    self.conn.wrote_at.store(now, Ordering::Relaxed);
+                }
+            }
             Poll::Ready(Err(_)) => self.conn.write.settle(self.conn.now()),
         }
     }
@@ -489,33 +549,47 @@ mod tests {
             body_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(10),
             min_bytes_per_second: 1000,
+            send_buffer_bytes: 0,
         }
     }
 
-    #[test]
-    fn meter_catches_long_waits_and_trickles() {
+    /// A meter as a new request starts it, judged every second like the watchdog does.
+    fn run(events: &[(u64, u64)], t: Duration, rate: u64) -> Option<u64> {
+        // events: (wait this many ms, then move this many bytes)
         let m = Meter::default();
-        let t = Duration::from_secs(10);
-        m.wait(0);
-        assert!(!m.exceeded(9_000, t, 1000));
-        assert!(m.exceeded(10_001, t, 1000));
-        m.progress(10_001, 1);
-        assert!(!m.exceeded(10_001, t, 0));
-        // Nine-second waits for one byte each: every wait is short, the rate is not.
-        let mut now = 10_001;
-        let mut caught = false;
-        for _ in 0..5 {
+        m.restart(0, t);
+        let mut now = 0;
+        for &(wait, bytes) in events {
             m.wait(now);
-            now += 9_000;
-            caught |= m.exceeded(now, t, 1000);
-            m.progress(now, 1);
+            for _ in 0..wait / 1000 {
+                now += 1000;
+                if m.exceeded(now, t, rate) {
+                    return Some(now);
+                }
+            }
+            now += wait % 1000;
+            m.progress(now, bytes);
         }
-        assert!(caught);
-        // Fast transfers earn their waits.
-        let fast = Meter::default();
-        fast.progress(0, 100_000_000);
-        fast.wait(0);
-        assert!(!fast.exceeded(9_000, t, 1000));
+        None
+    }
+
+    #[test]
+    fn meter_catches_long_waits_trickles_and_stalls_after_a_burst() {
+        let t = Duration::from_secs(10);
+        // One long wait.
+        assert_eq!(run(&[(60_000, 1)], t, 1000), Some(11_000));
+        // A byte every nine seconds: each wait is short, the rate is not.
+        let trickle = [(9_000, 1); 10];
+        assert!(run(&trickle, t, 1000).is_some_and(|at| at <= 20_000));
+        // Fast at first, then a few bytes now and then: cut a timeout after the burst.
+        let mut burst = vec![(0, 50_000_000)];
+        burst.extend([(6_000, 100); 10]);
+        assert!(run(&burst, t, 1000).is_some_and(|at| at <= 12_000));
+        // A steady slow client above the rate is fine, and so is one that never waits.
+        assert_eq!(run(&[(2_000, 4_000); 30], t, 1000), None);
+        assert_eq!(run(&[(0, 1); 30], t, 1000), None);
+        // Without a rate, only a single wait of the timeout counts.
+        assert_eq!(run(&trickle, t, 0), None);
     }
 
     #[test]

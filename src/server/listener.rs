@@ -186,6 +186,7 @@ async fn serve_all(cfg: ServerConfig, log: Option<Arc<AccessLog>>) -> Result<(),
                     }
                 };
                 let _ = stream.set_nodelay(true);
+                set_send_buffer(&stream, tracker.limits.send_buffer_bytes);
                 let app = app.clone();
                 let stop = stop_rx.clone();
                 let tls = tls.clone();
@@ -237,6 +238,18 @@ async fn serve_all(cfg: ServerConfig, log: Option<Arc<AccessLog>>) -> Result<(),
     Ok(())
 }
 
+/// Bound the kernel memory a client that stops reading can make the server hold (autotuning
+/// grows a send buffer to megabytes, and a download fills it before it waits for the client).
+fn set_send_buffer(stream: &TcpStream, bytes: u64) {
+    if bytes == 0 {
+        return;
+    }
+    let size = usize::try_from(bytes).unwrap_or(usize::MAX);
+    if let Err(e) = socket2::SockRef::from(stream).set_send_buffer_size(size) {
+        log::debug!("SO_SNDBUF {size}: {e}");
+    }
+}
+
 /// Wait until a new connection sends its first bytes (without buffers of any kind), within the
 /// header timeout; `false` when it timed out, failed or was evicted meanwhile.
 async fn first_bytes(stream: &TcpStream, conn: &Conn, remote: SocketAddr) -> bool {
@@ -273,8 +286,9 @@ async fn serve(
     conn: Arc<Conn>,
     tls: Option<TlsAcceptor>,
 ) {
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
     let Some(acceptor) = tls else {
-        return serve_conn(stream, remote, app, stop, conn).await;
+        return serve_conn(stream, fd, remote, app, stop, conn).await;
     };
     let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream));
     let done = tokio::select! {
@@ -285,10 +299,23 @@ async fn serve(
         }
     };
     match done {
-        Ok(Ok(s)) => serve_conn(s, remote, app, stop, conn).await,
+        Ok(Ok(s)) => serve_conn(s, fd, remote, app, stop, conn).await,
         Ok(Err(e)) => log::debug!("TLS handshake with {remote} failed: {e}"),
         Err(_) => log::debug!("TLS handshake with {remote} timed out"),
     }
+}
+
+/// A connection cut while data waits to go out (or to be read) is reset rather than closed: the
+/// kernel would otherwise keep an orphan socket holding the unsent data, for minutes, trying to
+/// deliver it to a client that does not read. (`fd` belongs to the connection, which is dropped
+/// right after.)
+fn abort_if_stuck(fd: std::os::fd::RawFd, why: Ending) {
+    if !matches!(why, Ending::ResponseNotRead | Ending::BodyTooSlow) {
+        return;
+    }
+    // SAFETY: the connection that owns `fd` is alive until the caller returns.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    let _ = socket2::SockRef::from(&fd).set_linger(Some(Duration::ZERO));
 }
 
 /// Resolves with the limit the connection broke (checked every `Limits::check_every`).
@@ -307,6 +334,7 @@ async fn watchdog(conn: &Conn) -> Ending {
 
 async fn serve_conn<I>(
     io: I,
+    fd: std::os::fd::RawFd,
     remote: SocketAddr,
     app: Arc<App>,
     mut stop: watch::Receiver<bool>,
@@ -332,6 +360,7 @@ async fn serve_conn<I>(
         why = watchdog(&conn) => {
             conn.ended(why);
             log::debug!("connection from {remote}: {}", why.describe(conn.limits()));
+            abort_if_stuck(fd, why);
             return;
         }
         _ = stopped(&mut stop) => {
@@ -340,6 +369,7 @@ async fn serve_conn<I>(
                 r = http.as_mut() => r,
                 why = watchdog(&conn) => {
                     conn.ended(why);
+                    abort_if_stuck(fd, why);
                     return;
                 }
             }

@@ -63,6 +63,20 @@ pub fn pool_state(client: &IronicClient, rc: &str) -> Vec<Value> {
         .collect()
 }
 
+/// Every file under `dir`, recursively (nothing when it does not exist).
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
 /// The CPI config at `base` with `edit` applied, written to `dir/name`.
 pub fn config_variant(
     base: &Path,

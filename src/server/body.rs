@@ -21,7 +21,7 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::access_log::Record;
-use super::limits::Conn;
+use super::limits::{Conn, Meter};
 
 /// The largest piece of a file read at once; smaller ones when the budget runs low.
 const READ_CHUNK: usize = 256 * 1024;
@@ -215,10 +215,11 @@ impl Drop for FileStream {
 /// A byte range of an open file, read in chunks on the blocking pool, each chunk paid for out of
 /// the download budget before it is read.
 ///
-/// Waiting for a share of the budget counts as the response waiting for its client: the budget
-/// runs out only when clients stop taking what they were sent, and a download queued behind them
-/// must not hold its connection past `response_write_timeout_seconds` either (else a crowd of
-/// stalled downloads would take two timeouts to clear: those holding shares, then those queued).
+/// Waiting for a share of the budget counts as the response waiting for its client (one wait with
+/// waiting for the socket, `Meter::BUDGET`): the budget runs out only when clients stop taking
+/// what they were sent, and a download queued behind them must not hold its connection past
+/// `response_write_timeout_seconds` either (else a crowd of stalled downloads would take a timeout
+/// for those holding shares, then another for those queued).
 pub struct FileStream {
     file: Arc<File>,
     budget: Budget,
@@ -288,9 +289,9 @@ impl FileStream {
         let polled = pending.as_mut().poll(cx);
         if let Some(c) = &self.conn {
             if polled.is_pending() && !self.paid.load(std::sync::atomic::Ordering::Acquire) {
-                c.queued.wait(c.now());
+                c.write.wait_for(c.now(), Meter::BUDGET);
             } else {
-                c.queued.settle(c.now());
+                c.write.settle_for(c.now(), Meter::BUDGET);
             }
         }
         let read = ready!(polled);

@@ -13,9 +13,12 @@
 //!   `body_read_timeout_seconds` for its next bytes, and a response may wait at most
 //!   `response_write_timeout_seconds` for the client to take more (or for its share of the
 //!   download budget). In both directions the waiting time is an allowance of that timeout,
-//!   refilled by one second per `min_bytes_per_second` bytes moved and never above the timeout
-//!   (`Meter`): clients that trickle, or stall after a fast start, run out after about one
-//!   timeout. Time the server itself spends (disk, bcrypt) never counts against the client.
+//!   refilled by one second per `min_bytes_per_second` bytes the client moves and never above the
+//!   timeout (`Meter`): clients that trickle, or stall after a fast start, run out after about one
+//!   timeout. A response's progress is what the client's TCP stack acknowledged, not what the
+//!   server's kernel took into its send buffer (hundreds of KiB that a client that never reads
+//!   would otherwise get credit for). Time the server itself spends (disk, bcrypt) never counts
+//!   against the client.
 
 use std::collections::HashMap;
 use std::io;
@@ -106,15 +109,21 @@ impl Ending {
 /// of the timeout, after about one timeout for a client that moves a byte now and then, and one
 /// timeout after the last burst for a client that was fast and then stopped (a receiver that does
 /// not read still takes a few bytes now and then, when its kernel compacts its receive queue): a
-/// fast start banks no licence to stall.
+/// fast start banks no licence to stall. A response counts as progress only what the client's TCP
+/// stack acknowledged (`Conn::check`), and its waits for the socket and for the download budget
+/// are one wait: a download queued behind stalled ones, then let through to fill its own send
+/// buffer, has not earned a second timeout.
 #[derive(Default)]
 pub struct Meter {
+    /// What the server is waiting for (`SOCKET`, `BUDGET`): one wait lasts while any of them does,
+    /// so that two reasons at once do not drain the allowance twice.
+    reasons: AtomicU8,
     /// Milliseconds (since the tracker's start) + 1 at which the current wait began; 0 = none.
     waiting_since: AtomicU64,
     /// Milliseconds of finished waits.
     waited: AtomicU64,
     bytes: AtomicU64,
-    /// The allowance in milliseconds, and the waits and bytes it has accounted for (only the
+    /// The allowance in milliseconds, and the waits and progress it has accounted for (only the
     /// watchdog writes these).
     allowance: AtomicI64,
     counted_waited: AtomicU64,
@@ -122,10 +131,25 @@ pub struct Meter {
 }
 
 impl Meter {
+    /// The socket: the client sends or takes no bytes.
+    pub const SOCKET: u8 = 1;
+    /// A download waits for its share of the download budget, which runs out only when clients
+    /// stop reading.
+    pub const BUDGET: u8 = 2;
+
     pub fn wait(&self, now: u64) {
-        let _ =
-            self.waiting_since
-                .compare_exchange(0, now + 1, Ordering::Relaxed, Ordering::Relaxed);
+        self.wait_for(now, Self::SOCKET);
+    }
+
+    pub fn wait_for(&self, now: u64, reason: u8) {
+        if self.reasons.fetch_or(reason, Ordering::Relaxed) == 0 {
+            let _ = self.waiting_since.compare_exchange(
+                0,
+                now + 1,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        }
     }
 
     pub fn progress(&self, now: u64, n: u64) {
@@ -133,13 +157,17 @@ impl Meter {
         self.bytes.fetch_add(n, Ordering::Relaxed);
     }
 
-    /// Whether a wait is going on.
-    fn waiting(&self) -> bool {
-        self.waiting_since.load(Ordering::Relaxed) > 0
+    /// End the socket wait, if any (the side moved bytes, or stopped asking).
+    pub fn settle(&self, now: u64) {
+        self.settle_for(now, Self::SOCKET);
     }
 
-    /// End the current wait, if any, without bytes (the side stopped asking).
-    pub fn settle(&self, now: u64) {
+    /// End the wait for `reason`; the wait goes on while another reason holds it.
+    pub fn settle_for(&self, now: u64, reason: u8) {
+        let before = self.reasons.fetch_and(!reason, Ordering::Relaxed);
+        if before & reason == 0 || before & !reason != 0 {
+            return;
+        }
         let since = self.waiting_since.swap(0, Ordering::Relaxed);
         if since > 0 {
             self.waited
@@ -157,14 +185,16 @@ impl Meter {
         self.waited.load(Ordering::Relaxed) + current
     }
 
-    /// Whether the client has used up its allowance (see the type). With `min_rate` 0 any byte
-    /// refills it: only a single wait of the timeout counts.
-    fn exceeded(&self, now: u64, timeout: Duration, min_rate: u64) -> bool {
+    /// Whether the client has used up its allowance (see the type). `moved` is how many bytes
+    /// the client has moved so far, by whatever measure the caller keeps using (default: the
+    /// bytes counted here). With `min_rate` 0 any progress refills it: only a single wait of the
+    /// timeout counts.
+    fn exceeded(&self, now: u64, timeout: Duration, min_rate: u64, moved: Option<u64>) -> bool {
         let cap = timeout.as_millis() as i64;
         let waited = self.waited_until(now);
-        let bytes = self.bytes.load(Ordering::Relaxed);
+        let total = moved.unwrap_or_else(|| self.bytes.load(Ordering::Relaxed));
         let drained = waited.saturating_sub(self.counted_waited.swap(waited, Ordering::Relaxed));
-        let moved = bytes.saturating_sub(self.counted_bytes.swap(bytes, Ordering::Relaxed));
+        let moved = total.saturating_sub(self.counted_bytes.swap(total, Ordering::Relaxed));
         let refill = match min_rate {
             0 if moved > 0 => cap,
             0 => 0,
@@ -179,8 +209,6 @@ impl Meter {
     fn restart(&self, now: u64, timeout: Duration) {
         self.counted_waited
             .store(self.waited_until(now), Ordering::Relaxed);
-        self.counted_bytes
-            .store(self.bytes.load(Ordering::Relaxed), Ordering::Relaxed);
         self.allowance
             .store(timeout.as_millis() as i64, Ordering::Relaxed);
     }
@@ -197,12 +225,9 @@ pub struct Conn {
     evict: Notify,
     /// Request body bytes the server waited for.
     pub body: Meter,
-    /// Response bytes the server waited to write.
+    /// Response bytes the server waited to write, or waited for the download budget to read
+    /// (`Meter::BUDGET`, see `body::FileStream`).
     pub write: Meter,
-    /// Time a download waited for its share of the download budget (see `body::FileStream`).
-    pub queued: Meter,
-    /// When response bytes last went out.
-    wrote_at: AtomicU64,
 }
 
 impl Conn {
@@ -225,7 +250,7 @@ impl Conn {
     pub fn end_request(&self) {
         let now = self.now();
         self.body.settle(now);
-        self.queued.settle(now);
+        self.write.settle_for(now, Meter::BUDGET);
         self.phase_since.store(now, Ordering::Relaxed);
         self.phase.store(HEAD, Ordering::Release);
         if self.anonymous.swap(false, Ordering::AcqRel) {
@@ -256,8 +281,10 @@ impl Conn {
         taken
     }
 
-    /// The limit this connection broke, if any.
-    pub fn check(&self) -> Option<Ending> {
+    /// The limit this connection broke, if any. `acked` is how many bytes the client's TCP stack
+    /// has acknowledged on this connection (TCP_INFO), when the kernel says: a response's progress
+    /// is what reached the client, not what the server's kernel buffered for it.
+    pub fn check(&self, acked: Option<u64>) -> Option<Ending> {
         let limits = &self.tracker.limits;
         let now = self.now();
         if self.evicted.load(Ordering::Acquire) {
@@ -272,24 +299,16 @@ impl Conn {
         }
         if self
             .body
-            .exceeded(now, limits.body_timeout, limits.min_bytes_per_second)
+            .exceeded(now, limits.body_timeout, limits.min_bytes_per_second, None)
         {
             return Some(Ending::BodyTooSlow);
         }
-        // A response that wants to go out (to a full socket, or for a share of the download
-        // budget, which runs out only when clients stop reading) and has not moved a byte for the
-        // timeout: however its time was split between the two waits.
-        let last = self
-            .wrote_at
-            .load(Ordering::Relaxed)
-            .max(self.phase_since.load(Ordering::Relaxed));
-        let stuck = (self.write.waiting() || self.queued.waiting())
-            && now.saturating_sub(last) > limits.write_timeout.as_millis() as u64;
-        if stuck
-            || self
-                .write
-                .exceeded(now, limits.write_timeout, limits.min_bytes_per_second)
-        {
+        if self.write.exceeded(
+            now,
+            limits.write_timeout,
+            limits.min_bytes_per_second,
+            acked,
+        ) {
             return Some(Ending::ResponseNotRead);
         }
         None
@@ -423,8 +442,6 @@ impl Tracker {
             evict: Notify::new(),
             body: Meter::default(),
             write: Meter::default(),
-            queued: Meter::default(),
-            wrote_at: AtomicU64::new(0),
         });
         conns.insert(conn.id, conn.clone());
         Admission::Admitted(Registration { conn })
@@ -477,13 +494,7 @@ impl<I> Metered<I> {
     fn note(&self, r: &Poll<io::Result<usize>>) {
         match r {
             Poll::Pending => self.conn.write.wait(self.conn.now()),
-            Poll::Ready(Ok(n)) => {
-                let now = self.conn.now();
-                self.conn.write.progress(now, *n as u64);
-                if *n > 0 {
-                    self.conn.wrote_at.store(now, Ordering::Relaxed);
-                }
-            }
+            Poll::Ready(Ok(n)) => self.conn.write.progress(self.conn.now(), *n as u64),
             Poll::Ready(Err(_)) => self.conn.write.settle(self.conn.now()),
         }
     }
@@ -563,7 +574,7 @@ mod tests {
             m.wait(now);
             for _ in 0..wait / 1000 {
                 now += 1000;
-                if m.exceeded(now, t, rate) {
+                if m.exceeded(now, t, rate, None) {
                     return Some(now);
                 }
             }
@@ -593,6 +604,35 @@ mod tests {
     }
 
     #[test]
+    fn two_reasons_make_one_wait_and_only_acknowledged_bytes_refill() {
+        let t = Duration::from_secs(10);
+        // A full socket and a spent budget at once drain the allowance once; the wait lasts
+        // while either does.
+        let m = Meter::default();
+        m.restart(0, t);
+        m.wait_for(0, Meter::SOCKET);
+        m.wait_for(0, Meter::BUDGET);
+        assert!(!m.exceeded(6_000, t, 1000, Some(0)));
+        m.settle_for(6_000, Meter::SOCKET);
+        assert!(!m.exceeded(9_000, t, 1000, Some(0)));
+        assert!(m.exceeded(11_000, t, 1000, Some(0)));
+        // 400 KB taken by the server's send buffer, none of it acknowledged: no credit.
+        let stalled = |acked: Option<u64>| {
+            let m = Meter::default();
+            m.restart(0, t);
+            m.wait(0);
+            m.progress(5_000, 400_000);
+            m.wait(5_000);
+            m.exceeded(11_000, t, 1000, acked)
+        };
+        assert!(stalled(Some(0)));
+        assert!(
+            !stalled(None),
+            "counted by bytes written, the kernel's buffer earns a timeout"
+        );
+    }
+
+    #[test]
     fn the_cap_evicts_the_longest_waiting_head_and_refuses_when_all_are_busy() {
         let t = Tracker::new(limits(2));
         let Admission::Admitted(a) = t.admit() else {
@@ -605,8 +645,8 @@ mod tests {
         let Admission::Admitted(_c) = t.admit() else {
             panic!("refused")
         };
-        assert_eq!(a.conn.check(), Some(Ending::Evicted));
-        assert_eq!(b.conn.check(), None);
+        assert_eq!(a.conn.check(None), Some(Ending::Evicted));
+        assert_eq!(b.conn.check(None), None);
         _c.conn.begin_request();
         assert!(matches!(t.admit(), Admission::Refused));
         assert!(t.take_summary().unwrap().contains("1 refused"));

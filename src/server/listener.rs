@@ -318,15 +318,36 @@ fn abort_if_stuck(fd: std::os::fd::RawFd, why: Ending) {
     let _ = socket2::SockRef::from(&fd).set_linger(Some(Duration::ZERO));
 }
 
+/// Bytes the peer's TCP stack has acknowledged on socket `fd` (`tcpi_bytes_acked`, Linux 4.1 and
+/// later): what a client has received, however much the server's kernel has buffered for it.
+fn bytes_acked(fd: std::os::fd::RawFd) -> Option<u64> {
+    // SAFETY: an all-zero tcp_info is valid (plain integers).
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `info`, on a descriptor the caller's
+    // connection keeps open.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            &mut info as *mut libc::tcp_info as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    let end = std::mem::offset_of!(libc::tcp_info, tcpi_bytes_acked) + std::mem::size_of::<u64>();
+    (rc == 0 && len as usize >= end).then_some(info.tcpi_bytes_acked)
+}
+
 /// Resolves with the limit the connection broke (checked every `Limits::check_every`).
-async fn watchdog(conn: &Conn) -> Ending {
+async fn watchdog(conn: &Conn, fd: std::os::fd::RawFd) -> Ending {
     let every = conn.limits().check_every();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = conn.evicted() => return Ending::Evicted,
         }
-        if let Some(why) = conn.check() {
+        if let Some(why) = conn.check(bytes_acked(fd)) {
             return why;
         }
     }
@@ -357,7 +378,7 @@ async fn serve_conn<I>(
     tokio::pin!(http);
     let result = tokio::select! {
         r = http.as_mut() => r,
-        why = watchdog(&conn) => {
+        why = watchdog(&conn, fd) => {
             conn.ended(why);
             log::debug!("connection from {remote}: {}", why.describe(conn.limits()));
             abort_if_stuck(fd, why);
@@ -367,7 +388,7 @@ async fn serve_conn<I>(
             http.as_mut().graceful_shutdown();
             tokio::select! {
                 r = http.as_mut() => r,
-                why = watchdog(&conn) => {
+                why = watchdog(&conn, fd) => {
                     conn.ended(why);
                     abort_if_stuck(fd, why);
                     return;

@@ -275,17 +275,32 @@ impl RepositoryConfig {
 pub struct RegistryConfig {
     /// Registry base URL as the CPI reaches it (the agent appends `/instances/<id>/settings`).
     pub endpoint: String,
-    /// Endpoint written into user data for agents, when they reach it by another address.
+    /// Endpoint written into user data for agents, when they reach it by another address (no
+    /// credentials in it: each agent gets its own, see `agent_credentials`).
     #[serde(default)]
     pub agent_endpoint: Option<String>,
+    /// The CPI's user (a write user of the companion server).
     pub username: String,
     pub password: Secret,
-    /// Put `username:password@` into the endpoint the agent reads. Off by default: the config drive
-    /// is readable by anything on the node, and may be published on WebDAV.
+    /// How an agent authenticates when it reads its settings.
     #[serde(default)]
-    pub embed_credentials_for_agent: bool,
+    pub agent_credentials: AgentCredentials,
     #[serde(default)]
     pub ca_cert_file: Option<String>,
+}
+
+/// How an agent of a registry-era stemcell proves which VM it is.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentCredentials {
+    /// A random secret per VM, only in that VM's config drive (as `<vm id>:<secret>@` in the
+    /// registry endpoint); the companion server gets its SHA-256 with the settings and lets that
+    /// secret read those settings only.
+    #[default]
+    PerVm,
+    /// No credentials in the endpoint, for a registry that tells VMs apart by other means (the
+    /// Ruby bosh-registry's source-address check).
+    None,
 }
 
 /// What every agent needs to reach the director, as other CPIs name it.
@@ -494,9 +509,10 @@ impl Config {
         }
         let config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
             let path = e.path().to_string();
-            let inner = e.into_inner();
+            // serde quotes the value it refused, and a password may be that value.
+            let inner = crate::redact::serde_message(&e.into_inner().to_string());
             if path == "." {
-                CpiError::cpi(format!("{inner}"))
+                CpiError::cpi(inner)
             } else {
                 CpiError::cpi(format!("key '{path}': {inner}"))
             }
@@ -620,8 +636,21 @@ impl Config {
         }
         if let Some(registry) = &self.registry {
             check_url("registry.endpoint", &registry.endpoint)?;
+            if has_userinfo(&registry.endpoint) {
+                return bad(
+                    "registry.endpoint",
+                    "must not carry user:password@ (use registry.username and registry.password)",
+                );
+            }
             if let Some(agent) = &registry.agent_endpoint {
                 check_url("registry.agent_endpoint", agent)?;
+                if has_userinfo(agent) {
+                    return bad(
+                        "registry.agent_endpoint",
+                        "must not carry user:password@: they would be on every node; each agent \
+                         gets credentials of its own (registry.agent_credentials)",
+                    );
+                }
             }
         }
         if let Some(blobstore) = &self.agent.blobstore {
@@ -660,6 +689,10 @@ fn check_url(key: &str, s: &str) -> Result<()> {
         ))),
         Err(e) => Err(CpiError::cpi(format!("key '{key}': not a URL ({e})"))),
     }
+}
+
+fn has_userinfo(s: &str) -> bool {
+    url::Url::parse(s).is_ok_and(|u| !u.username().is_empty() || u.password().is_some())
 }
 
 /// Parse "1.52" into (1, 52).
@@ -791,6 +824,49 @@ mod tests {
         assert!(
             !shown.contains("hunter2") && !shown.contains("regpw"),
             "{shown}"
+        );
+    }
+
+    #[test]
+    fn errors_never_show_the_values_they_refuse() {
+        let mut v = minimal();
+        v["registry"] =
+            json!({"endpoint": "http://r:25777", "username": "r", "password": 98765432101u64});
+        let e = Config::from_value(v).unwrap_err();
+        assert!(e.message.contains("registry.password"), "{}", e.message);
+        assert!(!e.message.contains("98765432101"), "{}", e.message);
+        let mut v = minimal();
+        v["ironic"]["auth"] = json!({"type": "S3cretVariant", "password": "x"});
+        let e = Config::from_value(v).unwrap_err();
+        assert!(!e.message.contains("S3cretVariant"), "{}", e.message);
+    }
+
+    #[test]
+    fn registry_endpoints_carry_no_credentials_and_agents_get_their_own() {
+        let mut v = minimal();
+        v["registry"] = json!({"endpoint": "http://r:25777", "username": "r", "password": "p"});
+        let c = Config::from_value(v.clone()).unwrap();
+        assert_eq!(
+            c.registry.unwrap().agent_credentials,
+            AgentCredentials::PerVm
+        );
+        for key in ["endpoint", "agent_endpoint"] {
+            let mut bad = v.clone();
+            bad["registry"][key] = json!("http://agent:S3cret-pw@r:25777/registry");
+            let e = Config::from_value(bad).unwrap_err();
+            assert!(
+                e.message.contains(&format!("registry.{key}")),
+                "{}",
+                e.message
+            );
+            assert!(!e.message.contains("S3cret-pw"), "{}", e.message);
+        }
+        v["registry"]["embed_credentials_for_agent"] = json!(true);
+        let e = Config::from_value(v).unwrap_err();
+        assert!(
+            e.message.contains("embed_credentials_for_agent"),
+            "{}",
+            e.message
         );
     }
 

@@ -11,6 +11,7 @@ pub mod lab;
 pub mod logging;
 pub mod mac;
 pub mod pool;
+pub mod redact;
 pub mod registry;
 pub mod repository;
 pub mod rpc;

@@ -12,9 +12,17 @@ pub fn set_request_id(id: Option<&str>) {
 }
 
 /// `RUST_LOG` selects levels (default `info`); output goes to stderr only, never stdout.
+/// dav-server's own debug lines name every request path, unguessable ones included: they show
+/// only when `RUST_LOG` names `dav_server`.
 pub fn init(program: &'static str) {
     let env = env_logger::Env::default().default_filter_or("info");
-    let _ = env_logger::Builder::from_env(env)
+    let named = std::env::var("RUST_LOG").is_ok_and(|v| v.contains("dav_server"));
+    let mut builder = env_logger::Builder::new();
+    if !named {
+        builder.filter_module("dav_server", log::LevelFilter::Info);
+    }
+    let _ = builder
+        .parse_env(env)
         .target(env_logger::Target::Stderr)
         .format(move |buf, record| {
             let ts = humantime::format_rfc3339_millis(std::time::SystemTime::now());

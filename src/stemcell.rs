@@ -61,8 +61,9 @@ pub fn lookup(repo: &Repository, cid: &str) -> Result<StemcellMeta> {
     })?;
     serde_json::from_slice(&bytes).map_err(|e| {
         CpiError::cloud(format!(
-            "stemcell {cid}: {} is not valid stemcell metadata: {e}",
-            repo.url(&meta_path(cid))
+            "stemcell {cid}: {} is not valid stemcell metadata: {}",
+            repo.url(&meta_path(cid)),
+            crate::redact::serde_message(&e.to_string())
         ))
     })
 }
@@ -239,10 +240,10 @@ fn extract_root_img(
     data_tx: mpsc::SyncSender<std::io::Result<Vec<u8>>>,
 ) -> Result<Extracted> {
     let fail = |what: String| CpiError::cloud(format!("stemcell image {}: {what}", path.display()));
-    let mut file = BufReader::new(std::fs::File::open(path).map_err(|e| fail(e.to_string()))?);
+    let mut file = BufReader::new(std::fs::File::open(path).map_err(|e| fail(reason(&e)))?);
     let gz = {
         use std::io::BufRead;
-        let head = file.fill_buf().map_err(|e| fail(e.to_string()))?;
+        let head = file.fill_buf().map_err(|e| fail(reason(&e)))?;
         head.starts_with(&[0x1f, 0x8b])
     };
     let input: Box<dyn Read> = if gz {
@@ -253,10 +254,14 @@ fn extract_root_img(
     let mut archive = tar::Archive::new(input);
     let entries = archive
         .entries()
-        .map_err(|e| fail(format!("not a tar archive: {e}")))?;
+        .map_err(|e| fail(format!("not a tar archive ({})", reason(&e))))?;
     for entry in entries {
-        let mut entry = entry.map_err(|e| fail(format!("corrupt tar archive: {e}")))?;
-        let entry_path = entry.path().map_err(|e| fail(e.to_string()))?.into_owned();
+        let mut entry =
+            entry.map_err(|e| fail(format!("not a valid tar archive ({})", reason(&e))))?;
+        let entry_path = entry
+            .path()
+            .map_err(|e| fail(format!("an entry's name does not parse ({})", reason(&e))))?
+            .into_owned();
         // Only an exact `root.img` (or `./root.img`) counts: nothing is written to disk, and a
         // `../root.img` or `/root.img` is not the stemcell's image.
         let components: Vec<_> = entry_path
@@ -269,7 +274,10 @@ fn extract_root_img(
         if !is_root_img {
             continue;
         }
-        let size = entry.header().size().map_err(|e| fail(e.to_string()))?;
+        let size = entry
+            .header()
+            .size()
+            .map_err(|e| fail(format!("an entry's size does not parse ({})", reason(&e))))?;
         if size_tx.send(size).is_err() {
             return Err(fail("upload ended early".into()));
         }
@@ -282,8 +290,8 @@ fn extract_root_img(
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) => {
-                    let _ = data_tx.send(Err(std::io::Error::other(e.to_string())));
-                    return Err(fail(format!("reading root.img: {e}")));
+                    let _ = data_tx.send(Err(std::io::Error::other(reason(&e))));
+                    return Err(fail(format!("reading root.img: {}", reason(&e))));
                 }
             };
             chunk.truncate(n);
@@ -310,6 +318,20 @@ fn extract_root_img(
     Err(fail(
         "it holds no root.img (is this a stemcell's image file?)".into(),
     ))
+}
+
+/// Why reading the image failed, without the bytes it read: the tar and gzip decoders quote
+/// what they could not parse, and the file may be anything (a config, a key, `/etc/shadow` behind
+/// an `image` symlink). Errors of the system (permission denied, I/O error) are shown as they are.
+fn reason(e: &std::io::Error) -> String {
+    if e.raw_os_error().is_some() {
+        e.to_string()
+    } else {
+        match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => "the file ends early".to_string(),
+            _ => "its content is not a gzipped tar archive of the expected form".to_string(),
+        }
+    }
 }
 
 /// The upload's body: chunks from the extraction thread; an extraction error becomes a read

@@ -1,20 +1,32 @@
 //! What a VM leaves outside Ironic: its agent settings in the registry and its config drive
 //! published in the metadata repository. create_vm writes them, and create_vm's rollback and
 //! delete_vm remove them, through this module only.
+//!
+//! Both hold the agent's credentials, so both are kept to the VM that needs them:
+//! - registry settings are readable only with that VM's own secret (`registry::AgentAccess`);
+//! - a published config drive lives under an unguessable path (`<node>/<256 random bits>/`), is
+//!   never logged with that path, and is removed as soon as the deploy has finished (or failed),
+//!   since Ironic reads it only while deploying. Servers must not list the metadata collection to
+//!   clients that may read it (the companion server never does; see docs/server.md for nginx).
+
+use serde_json::Value;
 
 use crate::call::Call;
 use crate::configdrive::ConfigDrive;
 use crate::error::{CpiError, Result};
+use crate::registry::{AgentAccess, RegistryClient};
+use crate::repository::Repository;
 
-/// Inline when small enough for Ironic's database; otherwise (or when asked) published to the
-/// metadata repository, gzipped and base64-encoded as Ironic's `configdrive` takes it.
+/// Inline when small enough for Ironic's database; otherwise (or with
+/// `defaults.publish_configdrive`) published to the metadata repository and passed by URL,
+/// gzipped and base64-encoded as Ironic's `configdrive` takes it.
 pub fn configdrive_param(call: &Call, uuid: &str, drive: &ConfigDrive) -> Result<String> {
     let defaults = &call.config()?.defaults;
     // Ironic stores the base64 text, so that is what must fit under the limit.
-    let inline = drive.base64_len() <= defaults.configdrive_inline_max_bytes;
-    let publish = !inline || defaults.publish_configdrive || defaults.publish_configdrive_files;
+    let inline = drive.base64_len() <= defaults.configdrive_inline_max_bytes
+        && !defaults.publish_configdrive;
     let encoded = drive.to_base64();
-    if !publish {
+    if inline {
         call.note(format!(
             "config drive: {} bytes gzipped, sent inline",
             drive.gzipped().len()
@@ -24,39 +36,102 @@ pub fn configdrive_param(call: &Call, uuid: &str, drive: &ConfigDrive) -> Result
     let Some(repo) = call.metadata_repository()? else {
         return Err(CpiError::cloud(format!(
             "the config drive is {} bytes (gzipped, base64), above \
-             defaults.configdrive_inline_max_bytes ({}), and no metadata_repository is configured \
-             to publish it",
+             defaults.configdrive_inline_max_bytes ({}) or asked to be published \
+             (defaults.publish_configdrive), and no metadata_repository is configured to \
+             publish it",
             drive.base64_len(),
             defaults.configdrive_inline_max_bytes
         )));
     };
-    let path = published_path(uuid);
-    repo.put_bytes(&path, encoded.clone().into_bytes())?;
-    if defaults.publish_configdrive_files {
-        for (file, content) in drive.files() {
-            repo.put_bytes(&format!("{uuid}/files/{file}"), content.clone())?;
-        }
-    }
-    if inline {
-        call.note(format!(
-            "config drive: {} bytes gzipped, sent inline, copy published at {}",
-            drive.gzipped().len(),
-            repo.url(&path)
-        ));
-        Ok(encoded)
+    let files = if defaults.publish_configdrive_files {
+        drive.files()
     } else {
-        call.note(format!(
-            "config drive: {} bytes gzipped, passed to Ironic by URL {}",
-            drive.gzipped().len(),
-            repo.public_url(&path)
-        ));
-        Ok(repo.public_url(&path))
+        &[]
+    };
+    let path = publish(&repo, uuid, encoded.into_bytes(), files)?;
+    call.note(format!(
+        "config drive: {} bytes gzipped, passed to Ironic by URL {} (removed once deployed)",
+        drive.gzipped().len(),
+        shown(&repo.public_url(&path))
+    ));
+    Ok(repo.public_url(&path))
+}
+
+/// Put a node's config drive (and, when given, its plain files) under a new unguessable
+/// collection of the node; returns the drive's path relative to the repository.
+pub fn publish(
+    repo: &Repository,
+    node_uuid: &str,
+    encoded: Vec<u8>,
+    files: &[(String, Vec<u8>)],
+) -> Result<String> {
+    let dir = format!("{node_uuid}/{}", hex::encode(rand::random::<[u8; 32]>()));
+    let path = format!("{dir}/configdrive.gz.b64");
+    repo.put_bytes(&path, encoded)?;
+    for (file, content) in files {
+        repo.put_bytes(&format!("{dir}/files/{file}"), content.clone())?;
+    }
+    Ok(path)
+}
+
+/// Remove every config drive published for a node; `false` when there was none.
+pub fn unpublish(repo: &Repository, node_uuid: &str) -> Result<bool> {
+    repo.delete(&format!("{node_uuid}/"))
+}
+
+/// A published drive's URL for logs: the unguessable part, which works as a password, hidden.
+pub fn shown(url: &str) -> String {
+    match url.rsplit_once('/').and_then(|(dir, file)| {
+        dir.rsplit_once('/')
+            .map(|(parent, _token)| format!("{parent}/<hidden>/{file}"))
+    }) {
+        Some(s) => s,
+        None => "<hidden>".to_string(),
     }
 }
 
-/// Where a node's config drive is published (gzipped, base64, as Ironic's `configdrive` takes it).
-pub fn published_path(node_uuid: &str) -> String {
-    format!("{node_uuid}/configdrive.gz.b64")
+/// The deploy has finished: Ironic needs the published drive no more.
+pub fn deployed(call: &Call, node_uuid: &str) {
+    match call.metadata_repository() {
+        Ok(Some(repo)) => match unpublish(&repo, node_uuid) {
+            Ok(true) => call.note("removed the published config drive"),
+            Ok(false) => {}
+            Err(e) => log::warn!(
+                "could not remove the published config drive of {node_uuid} (delete_vm will): {e}"
+            ),
+        },
+        Ok(None) => {}
+        Err(e) => log::warn!("metadata repository: {e}"),
+    }
+}
+
+/// The registry as one VM's create_vm uses it: the VM's own endpoint and credentials, and the
+/// first PUT of its settings that makes them readable with those credentials.
+pub struct VmRegistry {
+    client: RegistryClient,
+    uuid: String,
+    access: AgentAccess,
+}
+
+impl VmRegistry {
+    /// The endpoint for the VM's user data (holds the VM's secret: never log it).
+    pub fn agent_endpoint(&self) -> String {
+        self.access.endpoint().to_string()
+    }
+
+    pub fn put_settings(&self, settings: &Value) -> Result<()> {
+        self.client
+            .put_settings_for(&self.uuid, settings, &self.access)
+    }
+}
+
+/// The registry for the VM on node `uuid`, when this call uses one.
+pub fn registry(call: &Call, uuid: &str) -> Result<Option<VmRegistry>> {
+    Ok(call.registry()?.map(|client| VmRegistry {
+        access: client.agent_access(uuid),
+        client,
+        uuid: uuid.to_string(),
+    }))
 }
 
 /// Registry settings and published config drives of a node's VM; missing ones are fine.
@@ -72,11 +147,28 @@ pub fn remove(call: &Call, node_uuid: &str) {
     }
     match call.metadata_repository() {
         Ok(Some(repo)) => {
-            if let Err(e) = repo.delete(&format!("{node_uuid}/")) {
+            if let Err(e) = unpublish(&repo, node_uuid) {
                 log::warn!("could not delete the published config drive of {node_uuid}: {e}");
             }
         }
         Ok(None) => {}
         Err(e) => log::warn!("metadata repository: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logs_never_show_the_unguessable_part() {
+        let token = "ab".repeat(32);
+        let url = format!("http://10.0.0.2:25780/metadata/node-1/{token}/configdrive.gz.b64");
+        let s = shown(&url);
+        assert_eq!(
+            s,
+            "http://10.0.0.2:25780/metadata/node-1/<hidden>/configdrive.gz.b64"
+        );
+        assert!(!s.contains(&token));
     }
 }

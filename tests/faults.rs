@@ -50,7 +50,7 @@ fn enroll(client: &IronicClient, rc: &str, byte: u8, count: u16) -> Vec<String> 
         .collect()
 }
 
-use common::{assert_retryable_creation_failure, pool_state};
+use common::{assert_retryable_creation_failure, files_under, pool_state};
 
 /// The lab's CPI config with `edit` applied, in `dir`.
 fn config_variant(lab: &CpiLab, dir: &Path, edit: impl FnOnce(&mut Value)) -> PathBuf {
@@ -407,22 +407,6 @@ fn stop_during_deploy(
     } else {
         assert_retryable_creation_failure(&out);
     }
-}
-
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return out;
-    };
-    for e in entries.flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(files_under(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }
 
 /// The companion server SIGKILLed while create_stemcell streams a large image into it: the CPI

@@ -29,7 +29,7 @@ fn shared() -> &'static Shared {
     static LAB: OnceLock<Shared> = OnceLock::new();
     LAB.get_or_init(|| {
         let _ = env_logger::builder().is_test(true).try_init();
-        let lab = common::start_lab(IronicLabOptions::default(), true, true);
+        let lab = common::start_lab(IronicLabOptions::default(), true, false);
         let dir = tempfile::tempdir().unwrap();
         let image = make_stemcell_image(dir.path(), 3 * 1024 * 1024 + 17, true).unwrap();
         let image_sha256 = root_img_sha256(&image);
@@ -152,9 +152,9 @@ fn call(method: &str, args: Value) -> ironic_cpi::lab::cpi::CallOutcome {
     shared().lab.call(method, args, 2, Some(3))
 }
 
-/// The config drive create_vm sent, as published in the metadata repository, read with isoinfo.
-fn published_drive_file(node: &str, path: &str) -> Vec<u8> {
-    let (_iso, _dir, iso_path) = common::published_drive(&shared().lab.server.url, node);
+/// The config drive create_vm gave Ironic, read with isoinfo.
+fn drive_file(node: &str, path: &str) -> Vec<u8> {
+    let (_iso, _dir, iso_path) = common::config_drive(&shared().lab, node);
     let label = std::process::Command::new("isoinfo")
         .args(["-d", "-i"])
         .arg(&iso_path)
@@ -218,7 +218,7 @@ fn create_by_mac_deploys_and_delete_restores_the_pool() {
     assert_eq!(hex::encode(Sha256::digest(&image)), s.image_sha256);
 
     let user_data: Value =
-        serde_json::from_slice(&published_drive_file(&b, "/ec2/latest/user-data")).unwrap();
+        serde_json::from_slice(&drive_file(&b, "/ec2/latest/user-data")).unwrap();
     assert_eq!(user_data["agent_id"], out_agent_id(&out));
     assert_eq!(user_data["networks"]["default"]["mac"], json!(b_macs[1]));
     assert_eq!(user_data["env"], env(), "env is copied verbatim");
@@ -238,7 +238,7 @@ fn create_by_mac_deploys_and_delete_restores_the_pool() {
         "{networks:?}"
     );
     let meta: Value =
-        serde_json::from_slice(&published_drive_file(&b, "/ec2/latest/meta-data.json")).unwrap();
+        serde_json::from_slice(&drive_file(&b, "/ec2/latest/meta-data.json")).unwrap();
     assert_eq!(meta["instance-id"], json!(b));
 
     assert_eq!(call("has_vm", json!([vm])).ok(), &json!(true));
@@ -540,26 +540,8 @@ fn registry_mode_writes_settings_and_disks_to_the_registry() {
     );
     let vm = out.ok().as_str().unwrap().to_string();
     assert_eq!(node_of(&vm), node);
-    let registry = |id: &str| {
-        reqwest::blocking::Client::new()
-            .get(format!(
-                "{}/registry/instances/{id}/settings",
-                s.lab.server.url
-            ))
-            .basic_auth("reader", Some("reader-pw"))
-            .send()
-            .unwrap()
-    };
-    let body: Value = registry(&node).json().unwrap();
-    let settings: Value = serde_json::from_str(body["settings"].as_str().unwrap()).unwrap();
-    assert_eq!(settings["agent_id"], json!(agent));
-    assert_eq!(settings["env"], env());
     let user_data: Value =
-        serde_json::from_slice(&published_drive_file(&node, "/ec2/latest/user-data")).unwrap();
-    assert_eq!(
-        user_data["registry"]["endpoint"],
-        json!(format!("{}/registry", s.lab.server.url))
-    );
+        serde_json::from_slice(&drive_file(&node, "/ec2/latest/user-data")).unwrap();
     assert!(
         user_data["agent_id"].as_str().unwrap_or("").is_empty(),
         "registry mode: agent_id empty"
@@ -572,8 +554,42 @@ fn registry_mode_writes_settings_and_disks_to_the_registry() {
     );
     assert!(
         !user_data.to_string().contains("writer-pw"),
-        "no registry credentials in user data"
+        "the CPI's credentials are in no user data"
     );
+    // The agent's way (bosh-agent v2.477.0 http_registry.go): GET <endpoint>/instances/<server
+    // name>/settings, the URL's userinfo as basic auth. Out of the box, with the server's default
+    // registry settings (no anonymous reads, no read user).
+    let endpoint = url::Url::parse(user_data["registry"]["endpoint"].as_str().unwrap()).unwrap();
+    assert_eq!(endpoint.username(), node, "the VM's own user");
+    let mut bare = endpoint.clone();
+    bare.set_username("").unwrap();
+    bare.set_password(None).unwrap();
+    assert_eq!(
+        bare.as_str().trim_end_matches('/'),
+        format!("{}/registry", s.lab.server.url)
+    );
+    let registry = |id: &str| {
+        let mut url = endpoint.clone();
+        url.set_username("").unwrap();
+        url.set_password(None).unwrap();
+        reqwest::blocking::Client::new()
+            .get(format!(
+                "{}/instances/{id}/settings",
+                url.as_str().trim_end_matches('/')
+            ))
+            .basic_auth(endpoint.username(), endpoint.password())
+            .send()
+            .unwrap()
+    };
+    let body: Value = registry(&node).json().unwrap();
+    assert_eq!(
+        body["settings"].as_str().map(|_| ()),
+        Some(()),
+        "the agent reads its settings: {body}"
+    );
+    let settings: Value = serde_json::from_str(body["settings"].as_str().unwrap()).unwrap();
+    assert_eq!(settings["agent_id"], json!(agent));
+    assert_eq!(settings["env"], env());
 
     let disk = s
         .lab
@@ -600,9 +616,18 @@ fn registry_mode_writes_settings_and_disks_to_the_registry() {
     s.lab.call("delete_vm", json!([vm]), 1, None).ok();
     assert_eq!(
         registry(&node).status(),
-        404,
-        "registry settings go with the VM"
+        401,
+        "the VM's secret goes with the VM"
     );
+    let r = reqwest::blocking::Client::new()
+        .get(format!(
+            "{}/registry/instances/{node}/settings",
+            s.lab.server.url
+        ))
+        .basic_auth("writer", Some("writer-pw"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 404, "registry settings go with the VM");
 }
 
 /// The network that carries the default gateway goes on the NIC the node boots from (Ironic's
@@ -643,7 +668,7 @@ fn the_default_network_goes_on_the_pxe_nic() {
     assert_eq!(result[1]["z-public"]["mac"], json!(macs[2]), "{result}");
     assert_eq!(result[1]["a-storage"]["mac"], json!(macs[0]), "{result}");
     let user_data: Value =
-        serde_json::from_slice(&published_drive_file(&node, "/ec2/latest/user-data")).unwrap();
+        serde_json::from_slice(&drive_file(&node, "/ec2/latest/user-data")).unwrap();
     assert_eq!(user_data["networks"]["z-public"]["mac"], json!(macs[2]));
     assert_eq!(user_data["networks"]["a-storage"]["mac"], json!(macs[0]));
     call("delete_vm", json!([node])).ok();
@@ -863,4 +888,49 @@ fn delete_vm_with_manual_cleaning_returns_the_node_to_its_origin() {
         before,
         "cleaned, then back to available and released"
     );
+}
+
+#[test]
+fn pool_shows_ironic_text_with_control_characters_escaped() {
+    let rc = "lc-pool";
+    let (node, _) = enroll(rc, 0x1a, 0, 1, |_| {});
+    // Anyone who may edit a node in Ironic writes its extra: BOSH metadata that would clear the
+    // screen and forge a line of the table.
+    let forged = "dep\u{1b}[2J\u{1b}[H\nforged-node  active  power on";
+    client()
+        .patch_node(
+            &node,
+            &[ironic_cpi::ironic::PatchOp::add(
+                "/extra/bosh_metadata",
+                json!({"deployment": forged}),
+            )],
+        )
+        .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ironic_cpi"))
+        .arg("-c")
+        .arg(&shared().lab.config_path)
+        .arg("pool")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert!(!table.contains('\u{1b}'), "{table}");
+    let line = table
+        .lines()
+        .find(|l| l.contains(&node))
+        .unwrap_or_else(|| panic!("{node} missing:\n{table}"));
+    assert!(
+        line.contains("dep\\u{1b}[2J\\u{1b}[H\\nforged-node"),
+        "{line}"
+    );
+    assert!(
+        !table.lines().any(|l| l.starts_with("forged-node")),
+        "{table}"
+    );
+    client()
+        .patch_node(
+            &node,
+            &[ironic_cpi::ironic::PatchOp::remove("/extra/bosh_metadata")],
+        )
+        .unwrap();
 }

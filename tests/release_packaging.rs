@@ -508,7 +508,7 @@ fn stemcell_tarball(dir: &Path) -> PathBuf {
 /// `bosh delete-env` and checks that the pool is as it was.
 fn create_env_and_delete_env(work: &Path, home: &Path, compiled: &Path, tree: &Path) {
     let started = Instant::now();
-    let lab = common::start_lab(IronicLabOptions::default(), false, true);
+    let lab = common::start_lab(IronicLabOptions::default(), false, false);
     let client = lab.client().unwrap();
     let mut spec = NodeSpec::new("create-env-0");
     spec.resource_class = Some("create-env".into());
@@ -533,7 +533,7 @@ fn create_env_and_delete_env(work: &Path, home: &Path, compiled: &Path, tree: &P
                                 "username": "writer", "password": "writer-pw"},
         "metadata_repository": {"url": format!("{}/metadata", lab.server.url),
                                 "username": "writer", "password": "writer-pw"},
-        "defaults": {"publish_configdrive": true},
+        "defaults": {"configdrive_inline_max_bytes": 61440},
         "agent": {"mbus": mbus},
         "ironic_cpi_server": {"users": [{"username": "cpi", "role": "write", "password": "w"}],
                               "tls": {"certificate": cert["certificate"],
@@ -588,7 +588,7 @@ fn create_env_and_delete_env(work: &Path, home: &Path, compiled: &Path, tree: &P
     )
     .unwrap();
     let deploying = Instant::now();
-    // The VM: the node deployed, with the config drive the CPI built (published, as configured).
+    // The VM: the node deployed, with the config drive the CPI built (inline in instance_info).
     let deadline = Instant::now() + Duration::from_secs(900);
     loop {
         if let Some(status) = cli.try_wait() {
@@ -616,7 +616,7 @@ fn create_env_and_delete_env(work: &Path, home: &Path, compiled: &Path, tree: &P
     // jobs"): keep a copy while they are installed.
     let rendered = work.join("cli-rendered");
     copy_installed_jobs(home, &rendered);
-    let (_iso, _iso_dir, iso_path) = common::published_drive(&lab.server.url, &node);
+    let (_iso, _iso_dir, iso_path) = common::config_drive(&lab, &node);
     let out = Command::new("isoinfo")
         .args(["-R", "-i"])
         .arg(&iso_path)

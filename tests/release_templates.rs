@@ -299,6 +299,37 @@ fn keystone_finds_ironic_without_a_url() {
 }
 
 #[test]
+fn numeric_credentials_are_refused_without_being_shown() {
+    // An unquoted YAML password is a number: refused, named, never echoed.
+    for (patch, property) in [
+        (
+            json!({"ironic": {"auth": {"type": "http_basic", "username": "u", "password": 918273645}}}),
+            "ironic.auth.password",
+        ),
+        (
+            json!({"registry": {"endpoint": "http://r:25780/registry", "username": "r",
+                                "password": 918273645}}),
+            "registry.password",
+        ),
+        (
+            json!({"stemcell_repository": {"url": "http://r:25780/images", "username": "r",
+                                           "password": 918273645}}),
+            "stemcell_repository.password",
+        ),
+        (
+            json!({"nats": {"address": "10.0.0.6", "user": "nats", "password": 918273645}}),
+            "nats.password",
+        ),
+    ] {
+        let props = with(minimal(), patch);
+        let e = render("ironic_cpi", "cpi.json.erb", &props)
+            .expect_err(&format!("rendering {props} must fail"));
+        assert!(e.contains(property) && e.contains("quote"), "{props}: {e}");
+        assert!(!e.contains("918273645"), "the value is shown: {e}");
+    }
+}
+
+#[test]
 fn numbers_given_as_strings_become_json_numbers() {
     let props = with(
         minimal(),
@@ -325,7 +356,7 @@ fn registry_on_and_off() {
         on["registry"],
         json!({"endpoint": "http://10.0.0.6:25780/registry",
                "agent_endpoint": "http://192.168.0.6:25780/registry",
-               "username": "registry", "password": "rpw", "embed_credentials_for_agent": false})
+               "username": "registry", "password": "rpw", "agent_credentials": "per_vm"})
     );
 }
 
@@ -687,8 +718,15 @@ fn server_defaults_users_tls_and_bpm() {
         .iter()
         .map(|m| (m.prefix.as_str(), m.anonymous_read))
         .collect();
-    assert_eq!(mounts, [("/images", true), ("/metadata", false)]);
+    // Config drives are published under unguessable paths that only writers can list: Ironic
+    // reads them anonymously, as it reads images.
+    assert_eq!(mounts, [("/images", true), ("/metadata", true)]);
     assert!(config.registry.enabled && !config.registry.anonymous_read);
+    assert_eq!(
+        (config.max_connections, config.max_anonymous_requests),
+        (4096, 512)
+    );
+    assert_eq!(config.header_read_timeout_seconds, 30.0);
     assert!(config.tls.is_none() && config.users.is_empty());
 
     let bpm: Value = serde_json::from_str(
@@ -716,7 +754,12 @@ fn server_defaults_users_tls_and_bpm() {
         "users": [{"username": "cpi", "role": "write", "password": "w"},
                   {"username": "agents", "role": "read", "password_bcrypt": hash}],
         "tls": {"certificate": cert, "private_key": key},
-        "metadata": {"anonymous_read": true}, "registry": {"enabled": false}}});
+        "metadata": {"anonymous_read": false}, "registry": {"enabled": false},
+        "max_connections": 1000, "max_anonymous_requests": 100, "header_read_timeout_seconds": 10,
+        "body_read_timeout_seconds": "20", "response_write_timeout_seconds": 40,
+        "min_bytes_per_second": 512, "download_buffer_bytes": 8388608, "max_lock_seconds": 30,
+        "send_buffer_bytes": 0,
+        "locks": true}});
     let root = TempDir::new().expect("tempdir");
     let job = render_job("ironic_cpi_server", &props, root.path());
     let value = checked_server_json(&job);
@@ -737,6 +780,21 @@ fn server_defaults_users_tls_and_bpm() {
         json!({"username": "agents", "role": "read", "password_bcrypt": hash})
     );
     assert_eq!(value["registry"]["enabled"], json!(false));
+    assert_eq!(value["mounts"][1]["anonymous_read"], json!(false));
+    assert_eq!(value["mounts"][0]["locks"], json!(true));
+    for (key, want) in [
+        ("max_connections", json!(1000)),
+        ("max_anonymous_requests", json!(100)),
+        ("header_read_timeout_seconds", json!(10.0)),
+        ("body_read_timeout_seconds", json!(20.0)),
+        ("response_write_timeout_seconds", json!(40.0)),
+        ("min_bytes_per_second", json!(512)),
+        ("download_buffer_bytes", json!(8388608)),
+        ("send_buffer_bytes", json!(0)),
+        ("max_lock_seconds", json!(30.0)),
+    ] {
+        assert_eq!(value[key], want, "{key}");
+    }
 
     let e = render(
         "ironic_cpi_server",

@@ -65,7 +65,15 @@ fn parse(out: &str) -> (BTreeMap<String, Summary>, BTreeMap<String, Vec<String>>
 
 #[test]
 fn litmus_suites() {
-    let lab = ServerLab::start(ServerOpts::default()).expect("server starts");
+    // Locks are off unless a mount asks for them; litmus's locks suite needs them.
+    let lab = ServerLab::start(ServerOpts {
+        extra: serde_json::json!({"mounts": [
+            {"prefix": "/images", "dir": "images", "locks": true},
+            {"prefix": "/metadata", "dir": "metadata"},
+        ]}),
+        ..Default::default()
+    })
+    .expect("server starts");
     // litmus writes debug.log and child.log into its working directory.
     let scratch = tempfile::tempdir().unwrap();
     let out = Command::new("timeout")

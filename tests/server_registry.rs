@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use ironic_cpi::config::{RegistryConfig, Secret};
+use ironic_cpi::config::{AgentCredentials, RegistryConfig, Secret};
 use ironic_cpi::lab::server::{raw_http, ServerLab, ServerOpts, READ_USER, WRITE_USER};
 use ironic_cpi::registry::RegistryClient;
 use reqwest::blocking::{Client, RequestBuilder};
@@ -47,20 +47,21 @@ fn put_get_delete_with_auth() {
     );
     assert_eq!((s, v), (200, json!({"status": "ok"})));
 
-    for user in [READ_USER, WRITE_USER] {
-        let (s, v) = body_json(with(c.get(&url), Some(user)).send().unwrap());
-        assert_eq!(s, 200);
-        assert_eq!(v["status"], "ok");
-        assert_eq!(
-            v["settings"].as_str(),
-            Some(doc),
-            "stored verbatim, as a string"
-        );
-    }
+    let (s, v) = body_json(with(c.get(&url), Some(WRITE_USER)).send().unwrap());
+    assert_eq!(s, 200);
+    assert_eq!(v["status"], "ok");
+    assert_eq!(
+        v["settings"].as_str(),
+        Some(doc),
+        "stored verbatim, as a string"
+    );
+    // Settings hold credentials: a read user is not a VM, and reads none of them.
+    let (s, v) = body_json(with(c.get(&url), Some(READ_USER)).send().unwrap());
+    assert_eq!((s, v), (403, json!({"status": "access_denied"})));
 
     let (s, v) = body_json(with(c.delete(&url), Some(WRITE_USER)).send().unwrap());
     assert_eq!((s, v), (200, json!({"status": "ok"})));
-    let (s, v) = body_json(with(c.get(&url), Some(READ_USER)).send().unwrap());
+    let (s, v) = body_json(with(c.get(&url), Some(WRITE_USER)).send().unwrap());
     assert_eq!((s, v), (404, json!({"status": "not_found"})));
     // Deleting what is not there is fine, as in the Ruby registry.
     let (s, v) = body_json(with(c.delete(&url), Some(WRITE_USER)).send().unwrap());
@@ -139,7 +140,7 @@ fn refusals_have_the_registry_bodies() {
 #[test]
 fn anonymous_reads_when_configured() {
     let lab = ServerLab::start(ServerOpts {
-        anonymous_read: true,
+        extra: json!({"registry": {"anonymous_read": true}}),
         ..Default::default()
     })
     .unwrap();
@@ -188,7 +189,7 @@ fn concurrent_puts_never_tear_a_document() {
             std::thread::spawn(move || {
                 let mut seen = 0;
                 while !stop.load(Ordering::Relaxed) {
-                    let r = with(c.get(&url), Some(READ_USER)).send().unwrap();
+                    let r = with(c.get(&url), Some(WRITE_USER)).send().unwrap();
                     assert_eq!(r.status().as_u16(), 200);
                     let v: Value = r.json().unwrap();
                     let s = v["settings"].as_str().unwrap();
@@ -237,7 +238,7 @@ fn client_cfg(lab: &ServerLab, password: &str) -> RegistryConfig {
         agent_endpoint: None,
         username: WRITE_USER.0.into(),
         password: Secret::new(password),
-        embed_credentials_for_agent: false,
+        agent_credentials: AgentCredentials::PerVm,
         ca_cert_file: None,
     }
 }
@@ -311,7 +312,7 @@ fn documents_edited_through_webdav_are_served_at_once() {
     let c = Client::new();
     let url = settings_url(&lab, "vm-dav");
     let get = || -> Value {
-        with(c.get(&url), Some(READ_USER))
+        with(c.get(&url), Some(WRITE_USER))
             .send()
             .unwrap()
             .json()
@@ -349,4 +350,138 @@ fn documents_edited_through_webdav_are_served_at_once() {
         .send()
         .unwrap();
     assert_eq!(r.text().unwrap(), r#"{"v":3}"#);
+}
+
+/// What a registry-era agent sends: `GET <endpoint>/instances/<id>/settings` with the userinfo
+/// of its endpoint URL as basic auth (Go's HTTP client does that for URL credentials).
+fn agent_get(endpoint: &str, id: &str) -> (u16, Value) {
+    let u = url::Url::parse(endpoint).unwrap();
+    let mut bare = u.clone();
+    bare.set_username("").unwrap();
+    bare.set_password(None).unwrap();
+    let url = format!(
+        "{}/instances/{id}/settings",
+        bare.as_str().trim_end_matches('/')
+    );
+    let mut req = Client::new().get(url);
+    if !u.username().is_empty() {
+        req = req.basic_auth(u.username(), u.password());
+    }
+    body_json(req.send().unwrap())
+}
+
+fn sha256_hex(s: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(s.as_bytes()))
+}
+
+#[test]
+fn each_vm_reads_only_its_own_settings() {
+    let lab = lab();
+    let c = Client::new();
+    let put = |id: &str, doc: &str, digest: Option<&str>| {
+        let mut r = with(c.put(settings_url(lab, id)), Some(WRITE_USER)).body(doc.to_string());
+        if let Some(d) = digest {
+            r = r.header("X-Agent-Password-SHA256", d);
+        }
+        r.send().unwrap().status().as_u16()
+    };
+    let get = |id: &str, user: (&str, &str)| {
+        body_json(
+            with(c.get(settings_url(lab, id)), Some(user))
+                .send()
+                .unwrap(),
+        )
+    };
+    assert_eq!(
+        put("vm-a", r#"{"a":1}"#, Some(&sha256_hex("secret-a"))),
+        200
+    );
+    assert_eq!(
+        put("vm-b", r#"{"b":1}"#, Some(&sha256_hex("secret-b"))),
+        200
+    );
+
+    let (s, v) = get("vm-a", ("vm-a", "secret-a"));
+    assert_eq!((s, v["settings"].clone()), (200, json!(r#"{"a":1}"#)));
+    for (id, user) in [
+        ("vm-a", ("vm-a", "secret-b")), // the wrong secret
+        ("vm-a", ("vm-b", "secret-b")), // another VM's credentials
+        ("vm-b", ("vm-a", "secret-a")),
+        ("vm-a", ("vm-a", "")),
+    ] {
+        let (s, v) = get(id, user);
+        assert_eq!(
+            (s, v),
+            (401, json!({"status": "access_denied"})),
+            "{id} as {user:?}"
+        );
+    }
+    // A VM's credentials write nothing.
+    let r = with(c.put(settings_url(lab, "vm-a")), Some(("vm-a", "secret-a")))
+        .body("{}")
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+
+    // The CPI's read-modify-write (no header) keeps the VM's secret; a new one replaces it.
+    assert_eq!(put("vm-a", r#"{"a":2}"#, None), 200);
+    assert_eq!(
+        get("vm-a", ("vm-a", "secret-a")).1["settings"],
+        json!(r#"{"a":2}"#)
+    );
+    assert_eq!(
+        put("vm-a", r#"{"a":3}"#, Some(&sha256_hex("secret-a2"))),
+        200
+    );
+    assert_eq!(get("vm-a", ("vm-a", "secret-a")).0, 401);
+    assert_eq!(get("vm-a", ("vm-a", "secret-a2")).0, 200);
+    for bad in ["abc", &"zz".repeat(32), &sha256_hex("x")[..63]] {
+        assert_eq!(put("vm-a", "{}", Some(bad)), 400, "{bad}");
+    }
+    assert_eq!(
+        get("vm-a", ("vm-a", "secret-a2")).1["settings"],
+        json!(r#"{"a":3}"#)
+    );
+
+    // Deleting the settings deletes the secret: a later VM on the same node needs its own.
+    let r = with(c.delete(settings_url(lab, "vm-a")), Some(WRITE_USER))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(!lab.root.join("registry/vm-a.agent-sha256").exists());
+    assert_eq!(put("vm-a", r#"{"a":4}"#, None), 200);
+    assert_eq!(get("vm-a", ("vm-a", "secret-a2")).0, 401);
+
+    // The digest on disk is not the secret.
+    let stored = std::fs::read_to_string(lab.root.join("registry/vm-b.agent-sha256")).unwrap();
+    assert_eq!(stored, sha256_hex("secret-b"));
+}
+
+#[test]
+fn the_cpi_gives_each_agent_credentials_that_work_out_of_the_box() {
+    // The server's defaults: no anonymous registry reads.
+    let lab = lab();
+    let cpi = RegistryClient::new(&client_cfg(lab, WRITE_USER.1)).unwrap();
+    let settings = json!({"agent_id": "agent-9", "disks": {"persistent": {}}});
+    let (one, two) = (cpi.agent_access("vm-one"), cpi.agent_access("vm-two"));
+    cpi.put_settings_for("vm-one", &settings, &one).unwrap();
+    cpi.put_settings_for("vm-two", &json!({"agent_id": "agent-10"}), &two)
+        .unwrap();
+    let (s, v) = agent_get(one.endpoint(), "vm-one");
+    assert_eq!(s, 200, "{v}");
+    let got: Value = serde_json::from_str(v["settings"].as_str().unwrap()).unwrap();
+    assert_eq!(got, settings);
+    assert_eq!(agent_get(one.endpoint(), "vm-two").0, 401);
+    assert_eq!(agent_get(two.endpoint(), "vm-one").0, 401);
+    // Without the credentials (an endpoint as a shared config would give): refused.
+    assert_eq!(agent_get(&lab.at("registry"), "vm-one").0, 401);
+    // attach_disk's read-modify-write keeps the agent's access.
+    let mut changed = cpi.get_settings("vm-one").unwrap().unwrap();
+    changed["disks"]["persistent"]["disk-1"] = json!({"path": "/dev/sdc"});
+    cpi.put_settings("vm-one", &changed).unwrap();
+    assert_eq!(agent_get(one.endpoint(), "vm-one").0, 200);
+    cpi.delete_settings("vm-one").unwrap();
+    cpi.delete_settings("vm-two").unwrap();
+    assert_eq!(agent_get(one.endpoint(), "vm-one").0, 401);
 }

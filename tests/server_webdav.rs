@@ -217,6 +217,49 @@ fn anonymous_read_mount() {
             .as_u16(),
         401
     );
+
+    // Anonymous clients and readers fetch what they can name; only writers list collections,
+    // so that an unguessable path (a published config drive) stays unguessable.
+    let propfind = reqwest::Method::from_bytes(b"PROPFIND").unwrap();
+    let list = |method: reqwest::Method, path: &str, user: Option<(&str, &str)>| {
+        let mut r = c.request(method, lab.at(path)).header("Depth", "1");
+        if let Some((u, p)) = user {
+            r = r.basic_auth(u, Some(p));
+        }
+        r.send().unwrap().status().as_u16()
+    };
+    for path in ["images/", "images", "metadata/"] {
+        assert_eq!(
+            list(propfind.clone(), path, None),
+            401,
+            "anonymous PROPFIND {path}"
+        );
+        assert_eq!(
+            list(propfind.clone(), path, Some(READ_USER)),
+            403,
+            "reader PROPFIND {path}"
+        );
+        assert_eq!(
+            list(reqwest::Method::GET, path, None),
+            403,
+            "anonymous GET {path}"
+        );
+        assert_eq!(
+            list(reqwest::Method::GET, path, Some(READ_USER)),
+            403,
+            "reader GET {path}"
+        );
+        assert_eq!(
+            list(propfind.clone(), path, Some(WRITE_USER)),
+            207,
+            "writer PROPFIND {path}"
+        );
+        assert_eq!(
+            list(reqwest::Method::GET, path, Some(WRITE_USER)),
+            200,
+            "writer GET {path}"
+        );
+    }
 }
 
 #[test]

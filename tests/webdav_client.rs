@@ -5,9 +5,9 @@ use std::io::Read;
 
 use ironic_cpi::config::{RepositoryConfig, Secret};
 use ironic_cpi::lab::nginx::NginxLab;
-use ironic_cpi::lab::server::{self_signed_cert, ServerLab, ServerOpts, WRITE_USER};
+use ironic_cpi::lab::server::{self_signed_cert, ServerLab, ServerOpts, READ_USER, WRITE_USER};
 use ironic_cpi::repository::Repository;
-use ironic_cpi::ErrorKind;
+use ironic_cpi::{vm_data, ErrorKind};
 
 fn config(url: String, user: Option<(&str, &str)>) -> RepositoryConfig {
     RepositoryConfig {
@@ -220,4 +220,93 @@ fn https_with_the_configured_ca_file() {
         "{}",
         e.message
     );
+}
+
+/// What create_vm does with a config drive Ironic downloads: publish it under an unguessable
+/// path, readable by that URL without credentials (Ironic has none) but found by no listing,
+/// and removed once the deploy is over.
+fn published_drives_are_readable_only_by_their_url(repo: &Repository, server: &str) {
+    let files = [("ec2/latest/user-data".to_string(), b"{}".to_vec())];
+    let path = vm_data::publish(repo, "node-pub", b"drive".to_vec(), &files)
+        .unwrap_or_else(|e| panic!("{server}: {e}"));
+    let again = vm_data::publish(repo, "node-pub", b"drive".to_vec(), &[]).unwrap();
+    assert_ne!(path, again, "{server}: a new unguessable path each time");
+    let token = path.split('/').nth(1).unwrap().to_string();
+    assert_eq!(token.len(), 64, "{server}: {path}");
+
+    let anonymous = reqwest::blocking::Client::new();
+    let r = anonymous.get(repo.public_url(&path)).send().unwrap();
+    assert_eq!(r.status().as_u16(), 200, "{server}: GET by URL");
+    assert_eq!(r.text().unwrap(), "drive");
+    let propfind = reqwest::Method::from_bytes(b"PROPFIND").unwrap();
+    for listing in [
+        repo.public_url("node-pub/"),
+        format!("{}/", repo.public_url("")),
+    ] {
+        let r = anonymous.get(&listing).send().unwrap();
+        let status = r.status().as_u16();
+        assert_ne!(status, 200, "{server}: anonymous GET {listing} lists");
+        assert!(!r.text().unwrap().contains(&token), "{server}: {listing}");
+        let r = anonymous
+            .request(propfind.clone(), &listing)
+            .header("Depth", "1")
+            .send()
+            .unwrap();
+        assert!(
+            matches!(r.status().as_u16(), 401 | 403 | 405),
+            "{server}: anonymous PROPFIND {listing}: {}",
+            r.status()
+        );
+        assert!(!r.text().unwrap().contains(&token), "{server}: {listing}");
+    }
+
+    assert!(vm_data::unpublish(repo, "node-pub").unwrap(), "{server}");
+    let r = anonymous.get(repo.public_url(&path)).send().unwrap();
+    assert_eq!(r.status().as_u16(), 404, "{server}: removed");
+    assert!(
+        !vm_data::unpublish(repo, "node-pub").unwrap(),
+        "{server}: nothing left"
+    );
+}
+
+#[test]
+fn published_config_drives_on_the_companion_server() {
+    let lab = ServerLab::start(ServerOpts {
+        anonymous_read: true,
+        ..Default::default()
+    })
+    .unwrap();
+    let repo = Repository::new(&config(lab.at("metadata"), Some(WRITE_USER))).unwrap();
+    published_drives_are_readable_only_by_their_url(&repo, "companion server");
+    // Read users fetch by URL too, and list nothing either.
+    let path = vm_data::publish(&repo, "node-r", b"d".to_vec(), &[]).unwrap();
+    let reader = reqwest::blocking::Client::new();
+    let r = reader
+        .request(
+            reqwest::Method::from_bytes(b"PROPFIND").unwrap(),
+            lab.at("metadata/node-r/"),
+        )
+        .basic_auth(READ_USER.0, Some(READ_USER.1))
+        .header("Depth", "1")
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    let r = reader
+        .get(repo.public_url(&path))
+        .basic_auth(READ_USER.0, Some(READ_USER.1))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+}
+
+#[test]
+fn published_config_drives_on_nginx() {
+    let dir = tempfile::tempdir().unwrap();
+    let nginx = NginxLab::start_secured(&dir.path().join("dav"), ("cpi", "cpi-pw")).unwrap();
+    let repo = Repository::new(&config(
+        format!("{}/metadata", nginx.url),
+        Some(("cpi", "cpi-pw")),
+    ))
+    .unwrap();
+    published_drives_are_readable_only_by_their_url(&repo, "nginx");
 }

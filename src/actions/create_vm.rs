@@ -2,6 +2,9 @@
 //! node (`pool::provision`): reserve, provide, deploy, wait for `active`, and return the node
 //! exactly as it was on any failure.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+
 use serde_json::{json, Map, Value};
 
 use crate::call::Call;
@@ -14,7 +17,7 @@ use crate::pool::provision::{Image, Plan, Provisioner, VmFiles};
 use crate::pool::whoami::on_this_host;
 use crate::rpc::Args;
 use crate::stemcell;
-use crate::vm_data;
+use crate::vm_data::{self, VmRegistry};
 
 pub fn run(call: &Call, args: &Args) -> Result<Value> {
     let agent_id = args.string(0)?;
@@ -51,6 +54,7 @@ pub fn run(call: &Call, args: &Args) -> Result<Value> {
         networks: &networks,
         env: Value::Object(env),
         defaults,
+        registries: RefCell::new(HashMap::new()),
     };
     let note = |m: String| call.note(m);
     let provisioner = Provisioner {
@@ -71,6 +75,8 @@ pub fn run(call: &Call, args: &Args) -> Result<Value> {
         me: call.process(),
     };
     let created = provisioner.create(&plan, &mut rand::rng())?;
+    // Ironic has written the drive: a published copy (it holds the agent's secrets) goes now.
+    vm_data::deployed(call, &created.cid.node);
     let cid = created.cid.to_string();
     if call.api_version() >= 2 {
         Ok(json!([cid, Value::Object(created.networks)]))
@@ -87,13 +93,19 @@ struct AgentFiles<'a> {
     env: Value,
     /// The config's defaults with this vm_type's disk layout.
     defaults: Defaults,
+    /// Per candidate node: the registry access whose credentials its drive carries (each
+    /// drive gets fresh ones), used again when the drive's node is reserved.
+    registries: RefCell<HashMap<String, VmRegistry>>,
 }
 
 impl VmFiles for AgentFiles<'_> {
     fn build(&self, node: &Node, macs: &[String], pxe_macs: &[String]) -> Result<ConfigDrive> {
         let cfg = self.call.config()?;
-        let registry = self.call.registry()?;
+        let registry = vm_data::registry(self.call, &node.uuid)?;
         let endpoint = registry.as_ref().map(|r| r.agent_endpoint());
+        if let Some(r) = registry {
+            self.registries.borrow_mut().insert(node.uuid.clone(), r);
+        }
         configdrive::build(&DriveInput {
             agent_id: self.agent_id,
             node_uuid: &node.uuid,
@@ -109,8 +121,8 @@ impl VmFiles for AgentFiles<'_> {
     }
 
     fn publish(&self, node_uuid: &str, drive: &ConfigDrive) -> Result<String> {
-        if let Some(registry) = self.call.registry()? {
-            registry.put_settings(node_uuid, drive.settings())?;
+        if let Some(registry) = self.registries.borrow().get(node_uuid) {
+            registry.put_settings(drive.settings())?;
             self.call.note(format!(
                 "wrote agent settings to the registry under {node_uuid}"
             ));

@@ -17,6 +17,7 @@ use ironic_cpi::ironic::Node;
 use ironic_cpi::pool::teardown::Teardown;
 use ironic_cpi::pool::whoami::{on_this_host, Process};
 use ironic_cpi::pool::{inventory, orphans, view};
+use ironic_cpi::redact;
 use ironic_cpi::rpc::{dispatch, request::MAX_REQUEST_BYTES, Response};
 
 #[derive(Parser, Debug)]
@@ -174,13 +175,15 @@ fn check_config(path: Option<PathBuf>) -> ExitCode {
     };
     match Config::load(&path, &serde_json::Map::new()) {
         Ok(config) => {
+            // URLs may carry `user:password@`: show them without.
+            let shown = |u: Option<&str>| u.map_or("none".to_string(), redact::url);
             println!(
                 "{}: valid (Ironic at {}, registry {}, stemcell repository {}, metadata repository {})",
                 path.display(),
-                config.ironic.url,
+                shown(Some(&config.ironic.url)),
                 if config.registry.is_some() { "configured" } else { "none" },
-                config.stemcell_repository.as_ref().map_or("none", |r| r.url.as_str()),
-                config.metadata_repository.as_ref().map_or("none", |r| r.url.as_str()),
+                shown(config.stemcell_repository.as_ref().map(|r| r.url.as_str())),
+                shown(config.metadata_repository.as_ref().map(|r| r.url.as_str())),
             );
             ExitCode::SUCCESS
         }

@@ -210,6 +210,30 @@ impl IronicLab {
         self.process.pid()
     }
 
+    /// The `instance_info` Ironic stored for a node, read from its database: the API masks the
+    /// config drive (`"******"`), and tests need to see the drive a node really got.
+    pub fn stored_instance_info(&self, node_uuid: &str) -> Result<Value, String> {
+        let script = "import json, sqlite3, sys\n\
+            db = sqlite3.connect(sys.argv[1])\n\
+            row = db.execute('SELECT instance_info FROM nodes WHERE uuid = ?', (sys.argv[2],)).fetchone()\n\
+            print(row[0] if row and row[0] else '{}')\n";
+        let out = Command::new(self.venv.join("bin/python"))
+            .arg("-c")
+            .arg(script)
+            .arg(self.dir.join("ironic.sqlite"))
+            .arg(node_uuid)
+            .output()
+            .map_err(|e| format!("cannot run the venv's python: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "reading instance_info of {node_uuid}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        serde_json::from_slice(&out.stdout)
+            .map_err(|e| format!("instance_info of {node_uuid} is not JSON: {e}"))
+    }
+
     /// Stop now (also happens on drop).
     pub fn stop(&mut self) {
         self.process.stop();

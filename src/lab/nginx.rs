@@ -21,10 +21,27 @@ pub struct NginxLab {
 }
 
 /// The nginx configuration: WebDAV on `root`, one process (`master_process off`) so that killing
-/// the child leaves no workers behind.
-pub fn config(prefix: &Path, root: &Path, port: u16, workers: u32, master: bool) -> String {
+/// the child leaves no workers behind. With `htpasswd`, set up as docs/server.md recommends for a
+/// metadata repository: anonymous GET and HEAD of files only (no listings), everything else for
+/// the users of that file.
+pub fn config(
+    prefix: &Path,
+    root: &Path,
+    port: u16,
+    workers: u32,
+    master: bool,
+    htpasswd: Option<&Path>,
+) -> String {
     let p = prefix.display();
     let master = if master { "on" } else { "off" };
+    let access = match htpasswd {
+        None => "autoindex on;".to_string(),
+        Some(file) => format!(
+            "autoindex off;\n            limit_except GET HEAD {{\n                \
+             auth_basic \"dav\";\n                auth_basic_user_file {};\n            }}",
+            file.display()
+        ),
+    };
     format!(
         r#"load_module {DAV_EXT_MODULE};
 daemon off;
@@ -52,7 +69,7 @@ http {{
             dav_ext_methods PROPFIND OPTIONS;
             create_full_put_path on;
             dav_access user:rw group:r all:r;
-            autoindex on;
+            {access}
         }}
     }}
 }}
@@ -62,7 +79,17 @@ http {{
 }
 
 impl NginxLab {
+    /// nginx WebDAV on `root` without any authentication.
     pub fn start(root: &Path) -> Result<NginxLab, String> {
+        Self::start_with(root, None)
+    }
+
+    /// nginx WebDAV on `root` where only `user` may write and list; anyone may GET a file.
+    pub fn start_secured(root: &Path, user: (&str, &str)) -> Result<NginxLab, String> {
+        Self::start_with(root, Some(user))
+    }
+
+    fn start_with(root: &Path, user: Option<(&str, &str)>) -> Result<NginxLab, String> {
         std::fs::create_dir_all(root)
             .map_err(|e| format!("cannot create {}: {e}", root.display()))?;
         let root = root
@@ -72,7 +99,7 @@ impl NginxLab {
         // The port is picked by binding port 0 and releasing it; another process may take it in
         // between, so try a few times.
         for _ in 0..5 {
-            match Self::try_start(&root) {
+            match Self::try_start(&root, user) {
                 Ok(lab) => return Ok(lab),
                 Err(e) => last = e,
             }
@@ -80,15 +107,22 @@ impl NginxLab {
         Err(last)
     }
 
-    fn try_start(root: &Path) -> Result<NginxLab, String> {
+    fn try_start(root: &Path, user: Option<(&str, &str)>) -> Result<NginxLab, String> {
         let dir = tempfile::Builder::new()
             .prefix("ironic-cpi-nginx-lab.")
             .tempdir()
             .map_err(|e| format!("cannot create a temp dir: {e}"))?;
         let prefix = dir.path().to_path_buf();
         let port = free_port()?;
+        let htpasswd = prefix.join("htpasswd");
+        if let Some((u, pw)) = user {
+            // nginx reads RFC 2307 schemes; {PLAIN} is fine for a throw-away test server.
+            std::fs::write(&htpasswd, format!("{u}:{{PLAIN}}{pw}\n"))
+                .map_err(|e| format!("cannot write {}: {e}", htpasswd.display()))?;
+        }
         let conf = prefix.join("nginx.conf");
-        std::fs::write(&conf, config(&prefix, root, port, 1, false))
+        let auth = user.map(|_| htpasswd.as_path());
+        std::fs::write(&conf, config(&prefix, root, port, 1, false, auth))
             .map_err(|e| format!("cannot write {}: {e}", conf.display()))?;
         let mut cmd = Command::new(NGINX);
         cmd.arg("-p")

@@ -24,7 +24,7 @@ pub struct ServerOpts {
     /// Storage root; a fresh temp directory when `None`. Give the root of a previous lab to
     /// restart "the same" server.
     pub root: Option<PathBuf>,
-    /// `anonymous_read` for every mount and the registry.
+    /// `anonymous_read` for every mount (the registry keeps its default: per-VM reads).
     pub anonymous_read: bool,
     /// Keys laid over the generated config (top level, replaced whole).
     pub extra: Value,
@@ -71,7 +71,6 @@ impl ServerLab {
             "root": root,
             "users": users,
             "mounts": [mount("/images", "images"), mount("/metadata", "metadata")],
-            "registry": {"anonymous_read": opts.anonymous_read},
             "shutdown_grace_seconds": 10,
             "worker_threads": 2,
         });

@@ -68,7 +68,7 @@ impl VmCloudProperties {
                 let path = e.path().to_string();
                 CpiError::cloud(format!(
                     "cloud_properties: key '{path}': {}",
-                    e.into_inner()
+                    crate::redact::serde_message(&e.into_inner().to_string())
                 ))
             })?;
         props.macs = props

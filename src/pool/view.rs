@@ -117,18 +117,21 @@ pub fn render(rows: &[Row]) -> String {
     let cells: Vec<[String; 10]> = rows
         .iter()
         .map(|r| {
+            // Every field comes from Ironic, where anyone who may edit a node writes what they
+            // like: escape control characters so no field can drive the terminal.
             [
-                r.uuid.clone(),
-                r.name.clone(),
-                r.state.clone(),
-                r.power.clone(),
-                if r.maintenance { "yes" } else { "no" }.into(),
-                r.resource_class.clone(),
-                r.macs.clone(),
-                r.held_by.clone(),
-                r.bosh.clone(),
-                r.disks.clone(),
+                r.uuid.as_str(),
+                r.name.as_str(),
+                r.state.as_str(),
+                r.power.as_str(),
+                if r.maintenance { "yes" } else { "no" },
+                r.resource_class.as_str(),
+                r.macs.as_str(),
+                r.held_by.as_str(),
+                r.bosh.as_str(),
+                r.disks.as_str(),
             ]
+            .map(crate::redact::control_chars)
         })
         .collect();
     let mut widths = header.map(str::len);
@@ -226,5 +229,37 @@ mod tests {
         ] {
             assert!(table.contains(want), "{want} missing in\n{table}");
         }
+    }
+
+    #[test]
+    fn control_characters_from_ironic_are_escaped() {
+        let owner = Node {
+            provision_state: Some("available".into()),
+            ..Default::default()
+        };
+        let record = crate::pool::record::VmRecord::new(
+            "i-1",
+            "evil\u{1b}[2J\nforged row",
+            &owner,
+            crate::pool::whoami::Process::current(None),
+            None,
+        )
+        .container();
+        let node = Node {
+            uuid: "u1".into(),
+            name: Some("name\u{7}\r".into()),
+            provision_state: Some("active".into()),
+            instance_uuid: Some("i-1".into()),
+            extra: json!({"bosh_vm": record}).as_object().unwrap().clone(),
+            ..Default::default()
+        };
+        let table = render(&rows(
+            &PoolSnapshot::new(vec![node], vec![]),
+            SystemTime::now(),
+            Duration::from_secs(900),
+        ));
+        assert!(!table.contains('\u{1b}') && !table.contains('\u{7}') && !table.contains('\r'));
+        assert_eq!(table.lines().count(), 3, "{table}");
+        assert!(table.contains("evil\\u{1b}[2J\\nforged row"), "{table}");
     }
 }

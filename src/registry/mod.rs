@@ -5,26 +5,49 @@
 //! `settings` string holding a JSON object; DELETE accepts 200 and 404. One difference: a GET
 //! answered 404 means "no settings" (`None`) rather than an error, so callers can tell absence
 //! from failure.
+//!
+//! Each agent reads its settings with credentials of its own (`agent_access`): a random secret
+//! that goes only into that VM's config drive, while the PUT of its settings tells the companion
+//! server the secret's SHA-256 (`X-Agent-Password-SHA256`). Nothing on a node can read another
+//! node's settings, and no shared credential is on any node.
 
 use reqwest::blocking::{Client, RequestBuilder};
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
+use sha2::Digest;
 
-use crate::config::{RegistryConfig, Secret};
+use crate::config::{AgentCredentials, RegistryConfig, Secret};
 use crate::error::{CpiError, Result};
 use crate::repository::http;
 
 /// Seconds for one registry request (documents are small).
 const TIMEOUT_SECS: u64 = 30;
+/// The header that carries the digest of a VM's read secret (the companion server's name).
+pub const READER_HEADER: &str = "X-Agent-Password-SHA256";
 
 pub struct RegistryClient {
     endpoint: String,
     agent_endpoint: String,
     username: String,
     password: Secret,
-    embed_credentials: bool,
+    agent_credentials: AgentCredentials,
     client: Client,
+}
+
+/// How one VM's agent reaches and authenticates to the registry.
+pub struct AgentAccess {
+    /// The endpoint for its user data; with `per_vm` credentials it holds the VM's secret.
+    endpoint: Secret,
+    /// Hex SHA-256 of that secret, for the companion server.
+    digest: Option<String>,
+}
+
+impl AgentAccess {
+    /// The endpoint to write into the VM's user data (it may hold the VM's secret: never log it).
+    pub fn endpoint(&self) -> &str {
+        self.endpoint.expose()
+    }
 }
 
 impl RegistryClient {
@@ -45,21 +68,36 @@ impl RegistryClient {
             agent_endpoint,
             username: cfg.username.clone(),
             password: cfg.password.clone(),
-            embed_credentials: cfg.embed_credentials_for_agent,
+            agent_credentials: cfg.agent_credentials,
             client,
         })
     }
 
-    /// Store the settings of instance `id` (replaces what was there).
+    /// Store the settings of instance `id` (replaces what was there); who may read them stays as
+    /// it was.
     pub fn put_settings(&self, id: &str, settings: &Value) -> Result<()> {
+        self.put(id, settings, None)
+    }
+
+    /// Store the first settings of a VM, readable by its agent with `access`.
+    pub fn put_settings_for(&self, id: &str, settings: &Value, access: &AgentAccess) -> Result<()> {
+        self.put(id, settings, access.digest.as_deref())
+    }
+
+    fn put(&self, id: &str, settings: &Value, reader: Option<&str>) -> Result<()> {
         let url = self.settings_url(id)?;
         let body = serde_json::to_vec(settings)
             .map_err(|e| CpiError::cpi(format!("cannot encode the settings of {id}: {e}")))?;
         let doing = format!("storing the agent settings of {id}");
         let resp = http::send("PUT", &url, &doing, true, || {
-            self.request(Method::PUT, &url)
+            let r = self
+                .request(Method::PUT, &url)
                 .header(CONTENT_TYPE, "application/json")
-                .body(body.clone())
+                .body(body.clone());
+            match reader {
+                Some(d) => r.header(READER_HEADER, d),
+                None => r,
+            }
         })?;
         if resp.status().is_success() {
             Ok(())
@@ -108,25 +146,33 @@ impl RegistryClient {
         }
     }
 
-    /// The endpoint written into user data for the agent: `agent_endpoint` (or `endpoint`), with
-    /// `user:password@` only when `embed_credentials_for_agent` is set. Contains the password
-    /// then: never log it.
-    pub fn agent_endpoint(&self) -> String {
-        if !self.embed_credentials {
-            return self.agent_endpoint.clone();
+    /// The endpoint and credentials for the agent of VM `id`: `agent_endpoint` (or `endpoint`),
+    /// with `per_vm` credentials a fresh random secret as `<id>:<secret>@` (the agent's HTTP
+    /// client turns URL userinfo into basic auth).
+    pub fn agent_access(&self, id: &str) -> AgentAccess {
+        let plain = AgentAccess {
+            endpoint: Secret::new(self.agent_endpoint.clone()),
+            digest: None,
+        };
+        if self.agent_credentials == AgentCredentials::None {
+            return plain;
         }
-        match url::Url::parse(&self.agent_endpoint) {
-            Ok(mut u) => {
-                let _ = u.set_username(&self.username);
-                let _ = u.set_password(Some(self.password.expose()));
-                let mut s = u.to_string();
-                // The agent appends "/instances/…": a trailing slash would double it.
-                while s.ends_with('/') {
-                    s.pop();
-                }
-                s
-            }
-            Err(_) => self.agent_endpoint.clone(),
+        let Ok(mut u) = url::Url::parse(&self.agent_endpoint) else {
+            return plain;
+        };
+        // 256 random bits from the thread's CSPRNG, as hex: safe in a URL as it is.
+        let secret = hex::encode(rand::random::<[u8; 32]>());
+        if u.set_username(id).is_err() || u.set_password(Some(&secret)).is_err() {
+            return plain;
+        }
+        let mut s = u.to_string();
+        // The agent appends "/instances/…": a trailing slash would double it.
+        while s.ends_with('/') {
+            s.pop();
+        }
+        AgentAccess {
+            endpoint: Secret::new(s),
+            digest: Some(hex::encode(sha2::Sha256::digest(secret.as_bytes()))),
         }
     }
 
@@ -168,23 +214,33 @@ mod tests {
             agent_endpoint: None,
             username: "admin".into(),
             password: Secret::new("p@ss w"),
-            embed_credentials_for_agent: false,
+            agent_credentials: AgentCredentials::None,
             ca_cert_file: None,
         }
     }
 
     #[test]
-    fn agent_endpoint_embeds_credentials_only_when_asked() {
+    fn each_agent_gets_a_secret_of_its_own() {
         let c = RegistryClient::new(&cfg()).unwrap();
-        assert_eq!(c.agent_endpoint(), "http://10.0.0.2:25780/registry");
+        let plain = c.agent_access("vm-1");
+        assert_eq!(plain.endpoint(), "http://10.0.0.2:25780/registry");
+        assert!(plain.digest.is_none());
         let mut k = cfg();
-        k.embed_credentials_for_agent = true;
-        k.agent_endpoint = Some("http://192.168.0.2:25780".into());
+        k.agent_credentials = AgentCredentials::PerVm;
+        k.agent_endpoint = Some("http://192.168.0.2:25780/registry/".into());
         let c = RegistryClient::new(&k).unwrap();
+        let (a, b) = (c.agent_access("vm-1"), c.agent_access("vm-1"));
+        let u = url::Url::parse(a.endpoint()).unwrap();
+        assert_eq!(u.username(), "vm-1");
+        let secret = u.password().unwrap();
+        assert_eq!(secret.len(), 64);
         assert_eq!(
-            c.agent_endpoint(),
-            "http://admin:p%40ss%20w@192.168.0.2:25780"
+            a.digest.as_deref(),
+            Some(hex::encode(sha2::Sha256::digest(secret.as_bytes())).as_str())
         );
+        assert_ne!(a.endpoint(), b.endpoint(), "a new secret for every VM");
+        assert!(a.endpoint().ends_with("@192.168.0.2:25780/registry"));
+        assert!(!a.endpoint().contains("admin") && !a.endpoint().contains("p%40ss"));
         assert_eq!(
             c.settings_url("vm-1").unwrap(),
             "http://10.0.0.2:25780/registry/instances/vm-1/settings"

@@ -166,7 +166,7 @@ impl<'a> Args<'a> {
                 self.method,
                 i + 1,
                 self.name(i),
-                e.into_inner()
+                crate::redact::serde_message(&e.into_inner().to_string())
             ))
         })
     }

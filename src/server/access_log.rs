@@ -2,7 +2,9 @@
 //!
 //! Requests append their line to a shared buffer; the writer thread empties it every
 //! `FLUSH_EVERY` (sooner when it grows large). A request never waits for a write(2) on stderr, and
-//! under load there is no wake-up per request. The line holds the method, path (no query), status,
+//! under load there is no wake-up per request. The line holds the method, path (no query, and
+//! unguessable names hidden: a path segment of 32 or more hex digits, like the random directory
+//! of a published config drive, works as a password and is logged as `<hidden>`), status,
 //! body bytes, duration, remote address and user name; never an `Authorization` header or a
 //! password.
 
@@ -120,11 +122,25 @@ impl Record {
             self.remote,
             printable(user),
             self.method,
-            printable(&self.path),
+            printable(&hide_tokens(&self.path)),
             self.status,
         );
         self.tx.send(&line);
     }
+}
+
+/// `path` with every segment of 32 or more hex digits replaced by `<hidden>`.
+pub fn hide_tokens(path: &str) -> String {
+    path.split('/')
+        .map(|seg| {
+            if seg.len() >= 32 && seg.bytes().all(|b| b.is_ascii_hexdigit()) {
+                "<hidden>"
+            } else {
+                seg
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 /// Keep a log line one line: quote characters and controls are percent-encoded.
@@ -145,6 +161,18 @@ fn printable(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unguessable_names_are_hidden() {
+        let token = "0123456789abcdef".repeat(4);
+        assert_eq!(
+            hide_tokens(&format!(
+                "/metadata/2f0e3c1a-aaaa-bbbb-cccc-0123456789ab/{token}/x"
+            )),
+            "/metadata/2f0e3c1a-aaaa-bbbb-cccc-0123456789ab/<hidden>/x"
+        );
+        assert_eq!(hide_tokens("/images/abc/root.img"), "/images/abc/root.img");
+    }
 
     #[test]
     fn lines_stay_one_line() {

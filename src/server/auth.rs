@@ -118,7 +118,7 @@ impl Authenticator {
 /// A valid bcrypt hash (of a random string) for timing equalisation.
 const DUMMY_HASH: &str = "$2b$10$N9qo8uLOickgx2ZMRZoMyeIjZAgcfl7p92ldGxad68LJZdL17lhWy";
 
-fn parse_basic(header: &[u8]) -> Option<(String, String)> {
+pub fn parse_basic(header: &[u8]) -> Option<(String, String)> {
     let text = std::str::from_utf8(header).ok()?.trim();
     let (scheme, rest) = text.split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("basic") {

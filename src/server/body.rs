@@ -2,22 +2,84 @@
 //!
 //! Responses are one small enum instead of a boxed trait object: the fast paths (registry, small
 //! files) hand out a `Bytes` that is already in memory, and large files stream from disk in
-//! bounded chunks with one chunk read ahead, so memory stays flat whatever the file size.
+//! chunks whose memory comes out of one budget shared by every download (`Budget`), so memory
+//! stays bounded whatever the file sizes and however many clients stop reading.
+//!
+//! Both directions tell the connection's limits (`limits::Conn`) when the server waits for the
+//! client, and the end of a response ends the request's phase.
 
 use std::fs::File;
+use std::future::Future;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use tokio::task::JoinHandle;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::access_log::Record;
+use super::limits::{Conn, Meter};
 
-/// Bytes read from disk per step when streaming a file.
+/// The largest piece of a file read at once; smaller ones when the budget runs low.
 const READ_CHUNK: usize = 256 * 1024;
+/// The smallest piece, when many downloads share the budget.
+const MIN_CHUNK: usize = 8 * 1024;
+
+/// Memory every file download together may hold in read buffers, counted in KiB. A chunk keeps
+/// its share until hyper has written it out, so clients that stop reading hold at most this much
+/// between them; a download waits (fairly, first come first served) when it is spent.
+///
+/// Each download reads chunks of at most its fair part of the budget (the budget divided by the
+/// downloads running), and reads ahead only while half the budget is free: clients that stop
+/// reading then hold one small chunk each, instead of a few of them holding it all while the
+/// others queue.
+#[derive(Clone)]
+pub struct Budget {
+    sem: Arc<Semaphore>,
+    total_kib: usize,
+    downloads: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Budget {
+    pub fn new(bytes: u64) -> Budget {
+        let total_kib = (bytes / 1024).clamp(64, Semaphore::MAX_PERMITS as u64) as usize;
+        Budget {
+            sem: Arc::new(Semaphore::new(total_kib)),
+            total_kib,
+            downloads: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+        }
+    }
+
+    fn chunk(&self, remaining: u64) -> usize {
+        let running = self
+            .downloads
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .max(1);
+        let fair = (self.total_kib * 1024 / running).clamp(MIN_CHUNK, READ_CHUNK);
+        fair.min(self.total_kib * 1024)
+            .min(remaining.try_into().unwrap_or(usize::MAX))
+    }
+
+    fn may_read_ahead(&self, n: usize) -> bool {
+        let avail = self.sem.available_permits();
+        avail * 2 >= self.total_kib && avail >= n.div_ceil(1024)
+    }
+}
+
+/// A chunk read from disk and the share of the budget it holds until hyper drops it.
+struct Chunk {
+    data: Vec<u8>,
+    _share: OwnedSemaphorePermit,
+}
+
+impl AsRef<[u8]> for Chunk {
+    fn as_ref(&self) -> &[u8] {
+        &self.data
+    }
+}
 
 pub enum Inner {
     Full(Option<Bytes>),
@@ -32,6 +94,8 @@ pub struct ResponseBody {
     /// The response's Content-Length: bodies hyper never polls (HEAD, empty) are still complete.
     expected: Option<u64>,
     record: Option<Record>,
+    /// The connection, whose request phase ends with this body.
+    conn: Option<Arc<Conn>>,
 }
 
 impl ResponseBody {
@@ -58,7 +122,16 @@ impl ResponseBody {
             done: false,
             expected: None,
             record: None,
+            conn: None,
         }
+    }
+
+    /// End the connection's request phase when this body ends.
+    pub fn end_request_of(&mut self, conn: Arc<Conn>) {
+        if let Inner::File(f) = &mut self.inner {
+            f.conn = Some(conn.clone());
+        }
+        self.conn = Some(conn);
     }
 
     /// Write the access log line when this body ends (or is dropped, when the client goes away).
@@ -71,6 +144,9 @@ impl ResponseBody {
         self.done = true;
         if let Some(r) = self.record.take() {
             r.emit(self.sent, complete);
+        }
+        if let Some(c) = self.conn.take() {
+            c.end_request();
         }
     }
 }
@@ -126,23 +202,50 @@ impl Body for ResponseBody {
     }
 }
 
-/// A byte range of an open file, read in chunks on the blocking pool.
+type Read = Pin<Box<dyn Future<Output = io::Result<Bytes>> + Send>>;
+
+impl Drop for FileStream {
+    fn drop(&mut self) {
+        self.budget
+            .downloads
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// A byte range of an open file, read in chunks on the blocking pool, each chunk paid for out of
+/// the download budget before it is read.
+///
+/// Waiting for a share of the budget counts as the response waiting for its client (one wait with
+/// waiting for the socket, `Meter::BUDGET`): the budget runs out only when clients stop taking
+/// what they were sent, and a download queued behind them must not hold its connection past
+/// `response_write_timeout_seconds` either (else a crowd of stalled downloads would take a timeout
+/// for those holding shares, then another for those queued).
 pub struct FileStream {
-    file: Option<File>,
+    file: Arc<File>,
+    budget: Budget,
     offset: u64,
     remaining: u64,
-    pending: Option<JoinHandle<(File, io::Result<Bytes>)>>,
+    pending: Option<Read>,
     pending_len: u64,
+    /// Set by the pending read once it holds its share (then it only waits for the disk).
+    paid: Arc<std::sync::atomic::AtomicBool>,
+    conn: Option<Arc<Conn>>,
 }
 
 impl FileStream {
-    pub fn new(file: File, offset: u64, len: u64) -> FileStream {
+    pub fn new(file: File, offset: u64, len: u64, budget: Budget) -> FileStream {
+        budget
+            .downloads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         FileStream {
-            file: Some(file),
+            file: Arc::new(file),
+            budget,
             offset,
             remaining: len,
             pending: None,
             pending_len: 0,
+            paid: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            conn: None,
         }
     }
 
@@ -150,18 +253,31 @@ impl FileStream {
         if self.remaining == 0 || self.pending.is_some() {
             return;
         }
-        let Some(file) = self.file.take() else {
-            return;
-        };
-        let n = (self.remaining as usize).min(READ_CHUNK);
+        let n = self.budget.chunk(self.remaining);
         let offset = self.offset;
         self.offset += n as u64;
         self.remaining -= n as u64;
         self.pending_len = n as u64;
-        self.pending = Some(tokio::task::spawn_blocking(move || {
-            let mut buf = BytesMut::zeroed(n);
-            let r = file.read_exact_at(&mut buf, offset).map(|_| buf.freeze());
-            (file, r)
+        let (file, sem) = (self.file.clone(), self.budget.sem.clone());
+        let kib = n.div_ceil(1024) as u32;
+        let paid = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        self.paid = paid.clone();
+        self.pending = Some(Box::pin(async move {
+            let share = sem
+                .acquire_many_owned(kib)
+                .await
+                .map_err(io::Error::other)?;
+            paid.store(true, std::sync::atomic::Ordering::Release);
+            let data = tokio::task::spawn_blocking(move || {
+                let mut buf = vec![0u8; n];
+                file.read_exact_at(&mut buf, offset).map(|_| buf)
+            })
+            .await
+            .map_err(io::Error::other)??;
+            Ok(Bytes::from_owner(Chunk {
+                data,
+                _share: share,
+            }))
         }));
     }
 
@@ -170,43 +286,61 @@ impl FileStream {
         let Some(pending) = self.pending.as_mut() else {
             return Poll::Ready(None);
         };
-        let joined = ready!(Pin::new(pending).poll(cx));
+        let polled = pending.as_mut().poll(cx);
+        if let Some(c) = &self.conn {
+            if polled.is_pending() && !self.paid.load(std::sync::atomic::Ordering::Acquire) {
+                c.write.wait_for(c.now(), Meter::BUDGET);
+            } else {
+                c.write.settle_for(c.now(), Meter::BUDGET);
+            }
+        }
+        let read = ready!(polled);
         self.pending = None;
         self.pending_len = 0;
-        match joined {
-            Ok((file, Ok(bytes))) => {
-                self.file = Some(file);
-                // Read the next chunk while hyper writes this one.
-                self.start_read();
+        match read {
+            Ok(bytes) => {
+                // Read the next chunk while hyper writes this one, when the budget allows it
+                // without waiting; a client that stops reading then holds one chunk, not two.
+                if self
+                    .budget
+                    .may_read_ahead(self.budget.chunk(self.remaining))
+                {
+                    self.start_read();
+                }
                 Poll::Ready(Some(Ok(bytes)))
-            }
-            Ok((_, Err(e))) => {
-                self.remaining = 0;
-                Poll::Ready(Some(Err(e)))
             }
             Err(e) => {
                 self.remaining = 0;
-                Poll::Ready(Some(Err(io::Error::other(e))))
+                Poll::Ready(Some(Err(e)))
             }
         }
     }
 }
 
-use std::future::Future;
-
-/// A request body that fails once more than `limit` bytes arrived.
+/// A request body that fails once more than `limit` bytes arrived, and tells the connection's
+/// limits how long the server waits for it.
 pub struct Limited {
     inner: Incoming,
     left: u64,
     limit: u64,
+    conn: Option<Arc<Conn>>,
 }
 
 impl Limited {
-    pub fn new(inner: Incoming, limit: u64) -> Limited {
+    pub fn new(inner: Incoming, limit: u64, conn: Option<Arc<Conn>>) -> Limited {
         Limited {
             inner,
             left: limit,
             limit,
+            conn,
+        }
+    }
+}
+
+impl Drop for Limited {
+    fn drop(&mut self) {
+        if let Some(c) = &self.conn {
+            c.body.settle(c.now());
         }
     }
 }
@@ -237,7 +371,17 @@ impl Body for Limited {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = &mut *self;
-        match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if let Some(c) = &this.conn {
+            match &polled {
+                Poll::Pending => c.body.wait(c.now()),
+                Poll::Ready(Some(Ok(frame))) => c
+                    .body
+                    .progress(c.now(), frame.data_ref().map_or(0, |d| d.len() as u64)),
+                Poll::Ready(_) => c.body.settle(c.now()),
+            }
+        }
+        match ready!(polled) {
             Some(Ok(frame)) => {
                 if let Some(d) = frame.data_ref() {
                     let n = d.len() as u64;

@@ -42,9 +42,40 @@ pub struct ServerConfig {
     /// One line per request on stderr.
     #[serde(default = "default_true")]
     pub access_log: bool,
-    /// Seconds a client has to send the request head (slow-loris guard).
+    /// Seconds a client has to send a complete request head, counted from the connection's start
+    /// or the end of the previous response (so also the idle time allowed between requests).
     #[serde(default = "default_header_timeout")]
     pub header_read_timeout_seconds: f64,
+    /// Longest wait for the next bytes of a request body (see `min_bytes_per_second` too).
+    #[serde(default = "default_transfer_timeout")]
+    pub body_read_timeout_seconds: f64,
+    /// Longest a response may wait for the client to take more bytes.
+    #[serde(default = "default_transfer_timeout")]
+    pub response_write_timeout_seconds: f64,
+    /// Slowest transfer: the time a body or response waits for its client is an allowance of the
+    /// timeout, refilled by one second per this many bytes moved and never above the timeout, so
+    /// clients that trickle are cut. 0 turns the rate check off.
+    #[serde(default = "default_min_rate")]
+    pub min_bytes_per_second: u64,
+    /// Connections open at once; at the cap, the one waiting longest for a request head is closed
+    /// to make room, and when all are busy new ones get 503.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Anonymous requests served at once (503 beyond), so that they cannot take the room of
+    /// authenticated clients and health checks.
+    #[serde(default = "default_max_anonymous")]
+    pub max_anonymous_requests: usize,
+    /// Memory all file downloads together may hold in read buffers; a download waits for its share.
+    #[serde(default = "default_download_buffer")]
+    pub download_buffer_bytes: u64,
+    /// Kernel send buffer of each connection (SO_SNDBUF; the kernel doubles it); 0 leaves it to
+    /// the kernel's autotuning, which lets a client that does not read hold megabytes of kernel
+    /// memory.
+    #[serde(default = "default_send_buffer")]
+    pub send_buffer_bytes: u64,
+    /// Longest life of a WebDAV lock (on mounts with `locks`), whatever the client asks.
+    #[serde(default = "default_max_lock")]
+    pub max_lock_seconds: f64,
     /// Files up to this size are kept in memory after the first GET (validated by a stat on
     /// every request and dropped on every write); 0 disables the cache.
     #[serde(default = "default_cache_file_max")]
@@ -68,6 +99,10 @@ pub struct MountConfig {
     /// Everything without credentials. For throw-away test setups only.
     #[serde(default)]
     pub anonymous_write: bool,
+    /// Answer WebDAV LOCK and UNLOCK (interactive clients want them). A lock binds only the user
+    /// who took it and lives at most `max_lock_seconds`.
+    #[serde(default)]
+    pub locks: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -138,12 +173,14 @@ fn default_mounts() -> Vec<MountConfig> {
             dir: "images".into(),
             anonymous_read: false,
             anonymous_write: false,
+            locks: false,
         },
         MountConfig {
             prefix: "/metadata".into(),
             dir: "metadata".into(),
             anonymous_read: false,
             anonymous_write: false,
+            locks: false,
         },
     ]
 }
@@ -170,6 +207,27 @@ fn default_true() -> bool {
 }
 fn default_header_timeout() -> f64 {
     30.0
+}
+fn default_transfer_timeout() -> f64 {
+    30.0
+}
+fn default_min_rate() -> u64 {
+    1024
+}
+fn default_max_connections() -> usize {
+    4096
+}
+fn default_max_anonymous() -> usize {
+    512
+}
+fn default_download_buffer() -> u64 {
+    8 * 1024 * 1024
+}
+fn default_send_buffer() -> u64 {
+    256 * 1024
+}
+fn default_max_lock() -> f64 {
+    60.0
 }
 fn default_cache_file_max() -> u64 {
     64 * 1024
@@ -210,9 +268,10 @@ impl ServerConfig {
         }
         let config: ServerConfig = serde_path_to_error::deserialize(value).map_err(|e| {
             let path = e.path().to_string();
-            let inner = e.into_inner();
+            // serde quotes the value it refused, and a password may be that value.
+            let inner = crate::redact::serde_message(&e.into_inner().to_string());
             if path == "." {
-                ConfigError(format!("{inner}"))
+                ConfigError(inner)
             } else {
                 ConfigError(format!("key '{path}': {inner}"))
             }
@@ -304,9 +363,37 @@ impl ServerConfig {
         if !(self.shutdown_grace_seconds.is_finite() && self.shutdown_grace_seconds >= 0.0) {
             return bad("shutdown_grace_seconds", "must be a number >= 0");
         }
-        if !(self.header_read_timeout_seconds.is_finite() && self.header_read_timeout_seconds > 0.0)
-        {
-            return bad("header_read_timeout_seconds", "must be a number > 0");
+        for (key, v) in [
+            (
+                "header_read_timeout_seconds",
+                self.header_read_timeout_seconds,
+            ),
+            ("body_read_timeout_seconds", self.body_read_timeout_seconds),
+            (
+                "response_write_timeout_seconds",
+                self.response_write_timeout_seconds,
+            ),
+            ("max_lock_seconds", self.max_lock_seconds),
+        ] {
+            // The upper bound keeps Duration arithmetic from overflowing.
+            if !(v.is_finite() && v > 0.0 && v <= 1e6) {
+                return bad(key, "must be a number of seconds > 0 and at most 1e6");
+            }
+        }
+        if self.max_connections == 0 {
+            return bad("max_connections", "must be at least 1");
+        }
+        if self.max_anonymous_requests > self.max_connections {
+            return bad(
+                "max_anonymous_requests",
+                "must not be above max_connections (room is kept for authenticated clients)",
+            );
+        }
+        if self.download_buffer_bytes < 64 * 1024 {
+            return bad("download_buffer_bytes", "must be at least 65536");
+        }
+        if self.send_buffer_bytes > i32::MAX as u64 / 2 {
+            return bad("send_buffer_bytes", "must be at most 1073741823");
         }
         if self.worker_threads > 1024 {
             return bad("worker_threads", "must be at most 1024");
@@ -375,6 +462,9 @@ mod tests {
         assert!(c.registry.enabled && !c.registry.anonymous_read);
         assert!(c.access_log);
         assert_eq!(c.max_xml_body_bytes, 1024 * 1024);
+        assert_eq!((c.max_connections, c.max_anonymous_requests), (4096, 512));
+        assert_eq!(c.download_buffer_bytes, 8 * 1024 * 1024);
+        assert!(c.mounts.iter().all(|m| !m.locks));
     }
 
     #[test]
@@ -416,6 +506,30 @@ mod tests {
                 json!({"root": "/x", "registry": {"max_settings_bytes": 0}}),
                 "registry.max_settings_bytes",
             ),
+            (
+                json!({"root": "/x", "max_connections": 0}),
+                "max_connections",
+            ),
+            (
+                json!({"root": "/x", "max_connections": 10, "max_anonymous_requests": 11}),
+                "max_anonymous_requests",
+            ),
+            (
+                json!({"root": "/x", "body_read_timeout_seconds": 0}),
+                "body_read_timeout_seconds",
+            ),
+            (
+                json!({"root": "/x", "response_write_timeout_seconds": 1e300}),
+                "response_write_timeout_seconds",
+            ),
+            (
+                json!({"root": "/x", "download_buffer_bytes": 1000}),
+                "download_buffer_bytes",
+            ),
+            (
+                json!({"root": "/x", "max_lock_seconds": -1}),
+                "max_lock_seconds",
+            ),
         ];
         for (value, key) in cases {
             let e = ServerConfig::from_value(value.clone()).unwrap_err();
@@ -428,5 +542,12 @@ mod tests {
         let v = json!({"root": "/x", "users": [{"username": "u", "role": "read", "password_bcrypt": "hunter2secret"}]});
         let e = ServerConfig::from_value(v).unwrap_err();
         assert!(!e.0.contains("hunter2secret"), "{e}");
+        // A password YAML read as a number.
+        let v = json!({"root": "/x", "users": [{"username": "u", "role": "read", "password": 8675309123u64}]});
+        let e = ServerConfig::from_value(v).unwrap_err();
+        assert!(
+            e.0.contains("users[0].password") && !e.0.contains("8675309123"),
+            "{e}"
+        );
     }
 }

@@ -29,8 +29,9 @@ use futures_util::{FutureExt, StreamExt};
 use super::atomic::{self, is_reserved_name};
 use super::paths::resolves_under;
 
-/// Upload data is written to disk in pieces of this size.
-const WRITE_CHUNK: usize = 1024 * 1024;
+/// Upload data is gathered up to this size before a write to disk. The buffer grows with the
+/// data, so an upload that trickles holds only what it sent.
+const WRITE_CHUNK: usize = 256 * 1024;
 
 #[derive(Clone)]
 pub struct SafeFs {
@@ -325,9 +326,6 @@ impl AtomicFile {
     }
 
     async fn push(&mut self, data: &[u8]) -> FsResult<()> {
-        if self.buf.capacity() == 0 {
-            self.buf.reserve_exact(WRITE_CHUNK);
-        }
         self.buf.extend_from_slice(data);
         if self.buf.len() >= WRITE_CHUNK {
             self.write_out().await?;

@@ -21,7 +21,7 @@ use bytes::Bytes;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Response, StatusCode};
 
-use super::body::{FileStream, ResponseBody};
+use super::body::{Budget, FileStream, ResponseBody};
 use super::davfs::etag;
 use super::paths::opened_under;
 
@@ -228,6 +228,7 @@ pub fn serve(
     path: &Path,
     base: &Path,
     cache: &Cache,
+    budget: &Budget,
 ) -> Option<Response<ResponseBody>> {
     if CONDITIONAL.iter().any(|h| headers.contains_key(*h)) {
         return None;
@@ -303,7 +304,7 @@ pub fn serve(
     let body = if head {
         ResponseBody::empty()
     } else {
-        ResponseBody::file(FileStream::new(file, start, len))
+        ResponseBody::file(FileStream::new(file, start, len, budget.clone()))
     };
     let etag = header_value(&format!("\"{}\"", etag(&m)));
     let lm = header_value(&http_date(m.modified().unwrap_or(UNIX_EPOCH)));

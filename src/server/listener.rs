@@ -1,4 +1,8 @@
-//! Accepting connections (plain or TLS), serving HTTP/1.1 on them, and graceful shutdown.
+//! Accepting connections (plain or TLS), serving HTTP/1.1 on them under the connection limits
+//! (`limits`), and graceful shutdown.
+//!
+//! A new connection costs no HTTP buffers until its first bytes arrive; then hyper serves it,
+//! beside a watchdog that ends it when it breaks a limit or is evicted to make room.
 //!
 //! On SIGTERM or SIGINT the listener closes at once (new connections are refused), idle keep-alive
 //! connections are closed, and requests in flight get `shutdown_grace_seconds` to finish; what is
@@ -12,7 +16,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_rustls::rustls;
@@ -20,15 +24,50 @@ use tokio_rustls::TlsAcceptor;
 
 use super::access_log::AccessLog;
 use super::config::{ServerConfig, TlsConfig};
+use super::limits::{Admission, Conn, Ending, Limits, Metered, Tracker};
 use super::service::App;
 
 /// Seconds a TLS handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Blocking threads (file reads and writes, fsync, bcrypt): enough for the disk, few enough that
+/// thousands of slow downloads cannot multiply threads and their memory.
+const MAX_BLOCKING_THREADS: usize = 64;
+/// Descriptors kept for files, the listener and the log, beyond two per connection.
+const SPARE_DESCRIPTORS: u64 = 64;
+/// How often what the limits did is logged (when they did anything).
+const SUMMARY_EVERY: Duration = Duration::from_secs(10);
+/// The answer to a connection that arrives when every place is busy.
+const BUSY: &[u8] =
+    b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\nretry-after: 1\r\n\r\n";
+
+/// glibc's allocator, tuned so that memory freed after a burst goes back to the system: buffers
+/// of 64 KiB and more (download chunks) get their own mappings, returned when freed (the default
+/// threshold rises after the first free and then keeps such buffers in the heap, fragmented),
+/// and at most four arenas serve the worker and blocking threads.
+fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets allocator parameters; called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 64 * 1024);
+        libc::mallopt(libc::M_ARENA_MAX, 4);
+    }
+}
+
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free pages of the allocator's arenas to the system.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
 
 /// Run the server until SIGTERM/SIGINT; the error names what failed at startup.
 pub fn run(cfg: ServerConfig) -> Result<(), String> {
+    tune_allocator();
     let mut rt = tokio::runtime::Builder::new_multi_thread();
-    rt.enable_all().thread_name("ironic-cpi-server");
+    rt.enable_all()
+        .thread_name("ironic-cpi-server")
+        .max_blocking_threads(MAX_BLOCKING_THREADS);
     if cfg.worker_threads > 0 {
         rt.worker_threads(cfg.worker_threads);
     }
@@ -36,7 +75,7 @@ pub fn run(cfg: ServerConfig) -> Result<(), String> {
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     let log = cfg.access_log.then(AccessLog::start);
-    let result = rt.block_on(serve(cfg, log.clone()));
+    let result = rt.block_on(serve_all(cfg, log.clone()));
     if let Some(l) = log {
         l.finish();
     }
@@ -53,12 +92,55 @@ pub fn check(cfg: &ServerConfig) -> Result<(), String> {
     Ok(())
 }
 
-async fn serve(cfg: ServerConfig, log: Option<Arc<AccessLog>>) -> Result<(), String> {
+/// Raise the soft descriptor limit to the hard one, and keep `max_connections` within it (each
+/// connection may hold a file or an upload's temp file too), so that accept never fails for want
+/// of descriptors.
+fn descriptor_limits(limits: &mut Limits) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return;
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            lim.rlim_cur = lim.rlim_max;
+        }
+    }
+    let fit = (lim.rlim_cur.saturating_sub(SPARE_DESCRIPTORS) / 2).max(1) as usize;
+    if limits.max_connections > fit {
+        log::warn!(
+            "max_connections {} lowered to {fit}: the descriptor limit is {} (raise it, e.g. \
+             ulimit -n or BPM's open_files)",
+            limits.max_connections,
+            lim.rlim_cur
+        );
+        limits.max_connections = fit;
+        limits.max_anonymous_requests = limits.max_anonymous_requests.min(fit);
+    }
+    log::info!(
+        "limits: {} connections, {} anonymous requests, descriptor limit {}",
+        limits.max_connections,
+        limits.max_anonymous_requests,
+        lim.rlim_cur
+    );
+}
+
+async fn serve_all(cfg: ServerConfig, log: Option<Arc<AccessLog>>) -> Result<(), String> {
     let addr = cfg.listen_addr().map_err(|e| e.0)?;
     let tls = match &cfg.tls {
         Some(t) => Some(tls_acceptor(t)?),
         None => None,
     };
+    let mut limits = Limits::from_config(&cfg);
+    descriptor_limits(&mut limits);
+    let tracker = Tracker::new(limits);
     let app = Arc::new(App::new(&cfg, log)?);
     if cfg.users.is_empty() {
         log::warn!(
@@ -79,8 +161,9 @@ async fn serve(cfg: ServerConfig, log: Option<Arc<AccessLog>>) -> Result<(), Str
     let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
         .map_err(|e| format!("cannot watch SIGINT: {e}"))?;
     let (stop_tx, stop_rx) = watch::channel(false);
-    let header_timeout = Duration::from_secs_f64(cfg.header_read_timeout_seconds);
     let mut conns = JoinSet::new();
+    let mut summary = tokio::time::interval(SUMMARY_EVERY);
+    let mut open_before = 0;
 
     loop {
         tokio::select! {
@@ -94,24 +177,42 @@ async fn serve(cfg: ServerConfig, log: Option<Arc<AccessLog>>) -> Result<(), Str
                         continue;
                     }
                 };
+                let registration = match tracker.admit() {
+                    Admission::Admitted(r) => r,
+                    Admission::Refused => {
+                        // Best effort and never blocking: the socket is new, its buffer empty.
+                        let _ = stream.try_write(BUSY);
+                        continue;
+                    }
+                };
                 let _ = stream.set_nodelay(true);
+                set_send_buffer(&stream, tracker.limits.send_buffer_bytes);
                 let app = app.clone();
                 let stop = stop_rx.clone();
                 let tls = tls.clone();
                 conns.spawn(async move {
-                    match tls {
-                        None => serve_conn(stream, remote, app, stop, header_timeout).await,
-                        Some(acceptor) => {
-                            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                                Ok(Ok(s)) => serve_conn(s, remote, app, stop, header_timeout).await,
-                                Ok(Err(e)) => log::debug!("TLS handshake with {remote} failed: {e}"),
-                                Err(_) => log::debug!("TLS handshake with {remote} timed out"),
-                            }
-                        }
+                    let conn = registration.conn.clone();
+                    if !first_bytes(&stream, &conn, remote).await {
+                        return;
                     }
+                    // Boxed: the task of a silent connection stays a few hundred bytes, instead of
+                    // the size of hyper's and rustls' state.
+                    Box::pin(serve(stream, remote, app, stop, conn, tls)).await;
+                    drop(registration);
                 });
             }
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            _ = summary.tick() => {
+                if let Some(line) = tracker.take_summary() {
+                    log::warn!("{line}");
+                }
+                // After a crowd has gone, give what it used back to the system.
+                let open = tracker.open();
+                if open + 64 < open_before {
+                    release_free_memory();
+                }
+                open_before = open;
+            }
             _ = sigterm.recv() => { log::info!("SIGTERM: shutting down"); break; }
             _ = sigint.recv() => { log::info!("SIGINT: shutting down"); break; }
         }
@@ -137,30 +238,162 @@ async fn serve(cfg: ServerConfig, log: Option<Arc<AccessLog>>) -> Result<(), Str
     Ok(())
 }
 
+/// Bound the kernel memory a client that stops reading can make the server hold (autotuning
+/// grows a send buffer to megabytes, and a download fills it before it waits for the client).
+fn set_send_buffer(stream: &TcpStream, bytes: u64) {
+    if bytes == 0 {
+        return;
+    }
+    let size = usize::try_from(bytes).unwrap_or(usize::MAX);
+    if let Err(e) = socket2::SockRef::from(stream).set_send_buffer_size(size) {
+        log::debug!("SO_SNDBUF {size}: {e}");
+    }
+}
+
+/// Wait until a new connection sends its first bytes (without buffers of any kind), within the
+/// header timeout; `false` when it timed out, failed or was evicted meanwhile.
+async fn first_bytes(stream: &TcpStream, conn: &Conn, remote: SocketAddr) -> bool {
+    let limit = conn.limits().header_timeout;
+    // A peek, not `readable()`: that may wake without data, and hyper would then allocate its
+    // buffers for a connection that sends nothing.
+    let mut probe = [0u8; 1];
+    tokio::select! {
+        r = tokio::time::timeout(limit, stream.peek(&mut probe)) => match r {
+            Ok(Ok(_)) => true,
+            Ok(Err(e)) => {
+                log::debug!("connection from {remote}: {e}");
+                false
+            }
+            Err(_) => {
+                conn.ended(Ending::HeadTimeout);
+                log::debug!("connection from {remote}: {}", Ending::HeadTimeout.describe(conn.limits()));
+                false
+            }
+        },
+        _ = conn.evicted() => {
+            conn.ended(Ending::Evicted);
+            false
+        }
+    }
+}
+
+/// TLS if configured, then HTTP.
+async fn serve(
+    stream: TcpStream,
+    remote: SocketAddr,
+    app: Arc<App>,
+    stop: watch::Receiver<bool>,
+    conn: Arc<Conn>,
+    tls: Option<TlsAcceptor>,
+) {
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
+    let Some(acceptor) = tls else {
+        return serve_conn(stream, fd, remote, app, stop, conn).await;
+    };
+    let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+    let done = tokio::select! {
+        r = handshake => r,
+        _ = conn.evicted() => {
+            conn.ended(Ending::Evicted);
+            return;
+        }
+    };
+    match done {
+        Ok(Ok(s)) => serve_conn(s, fd, remote, app, stop, conn).await,
+        Ok(Err(e)) => log::debug!("TLS handshake with {remote} failed: {e}"),
+        Err(_) => log::debug!("TLS handshake with {remote} timed out"),
+    }
+}
+
+/// A connection cut while data waits to go out (or to be read) is reset rather than closed: the
+/// kernel would otherwise keep an orphan socket holding the unsent data, for minutes, trying to
+/// deliver it to a client that does not read. (`fd` belongs to the connection, which is dropped
+/// right after.)
+fn abort_if_stuck(fd: std::os::fd::RawFd, why: Ending) {
+    if !matches!(why, Ending::ResponseNotRead | Ending::BodyTooSlow) {
+        return;
+    }
+    // SAFETY: the connection that owns `fd` is alive until the caller returns.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    let _ = socket2::SockRef::from(&fd).set_linger(Some(Duration::ZERO));
+}
+
+/// Bytes the peer's TCP stack has acknowledged on socket `fd` (`tcpi_bytes_acked`, Linux 4.1 and
+/// later): what a client has received, however much the server's kernel has buffered for it.
+fn bytes_acked(fd: std::os::fd::RawFd) -> Option<u64> {
+    // SAFETY: an all-zero tcp_info is valid (plain integers).
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `info`, on a descriptor the caller's
+    // connection keeps open.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            &mut info as *mut libc::tcp_info as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    let end = std::mem::offset_of!(libc::tcp_info, tcpi_bytes_acked) + std::mem::size_of::<u64>();
+    (rc == 0 && len as usize >= end).then_some(info.tcpi_bytes_acked)
+}
+
+/// Resolves with the limit the connection broke (checked every `Limits::check_every`).
+async fn watchdog(conn: &Conn, fd: std::os::fd::RawFd) -> Ending {
+    let every = conn.limits().check_every();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = conn.evicted() => return Ending::Evicted,
+        }
+        if let Some(why) = conn.check(bytes_acked(fd)) {
+            return why;
+        }
+    }
+}
+
 async fn serve_conn<I>(
     io: I,
+    fd: std::os::fd::RawFd,
     remote: SocketAddr,
     app: Arc<App>,
     mut stop: watch::Receiver<bool>,
-    header_timeout: Duration,
+    conn: Arc<Conn>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let service = service_fn(move |req| {
+    let for_requests = conn.clone();
+    let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
         let app = app.clone();
+        for_requests.begin_request();
+        req.extensions_mut().insert(for_requests.clone());
         async move { Ok::<_, std::convert::Infallible>(app.handle(req, remote).await) }
     });
-    let conn = http1::Builder::new()
+    let http = http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(header_timeout)
+        .header_read_timeout(conn.limits().header_timeout)
         .keep_alive(true)
-        .serve_connection(TokioIo::new(io), service);
-    tokio::pin!(conn);
+        .serve_connection(TokioIo::new(Metered::new(io, conn.clone())), service);
+    tokio::pin!(http);
     let result = tokio::select! {
-        r = conn.as_mut() => r,
+        r = http.as_mut() => r,
+        why = watchdog(&conn, fd) => {
+            conn.ended(why);
+            log::debug!("connection from {remote}: {}", why.describe(conn.limits()));
+            abort_if_stuck(fd, why);
+            return;
+        }
         _ = stopped(&mut stop) => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
+            http.as_mut().graceful_shutdown();
+            tokio::select! {
+                r = http.as_mut() => r,
+                why = watchdog(&conn, fd) => {
+                    conn.ended(why);
+                    abort_if_stuck(fd, why);
+                    return;
+                }
+            }
         }
     };
     if let Err(e) = result {

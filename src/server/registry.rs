@@ -3,6 +3,12 @@
 //! Documents are files `<dir>/<id>.json` holding the PUT body verbatim, replaced atomically, so
 //! they can also be served or edited through a WebDAV mount of the same directory.
 //!
+//! Each VM reads only its own settings: the CPI's PUT carries, in `X-Agent-Password-SHA256`, the
+//! SHA-256 of a secret that only that VM's config drive holds, kept beside the document as
+//! `<id>.agent-sha256`; the agent sends it as the password of user `<id>` (credentials in the
+//! registry URL of its user data). A PUT without the header keeps the digest (the CPI's
+//! read-modify-write of persistent disks); DELETE removes both.
+//!
 //! Deliberate difference from the Ruby registry (Sinatra): a GET of an unknown instance answers
 //! 404 `{"status":"not_found"}` instead of falling into the generic 500 handler. The agent retries
 //! only on transport errors and 502/503/504, so both end its attempts; 404 tells the operator what
@@ -11,8 +17,9 @@
 use std::path::{Path, PathBuf};
 
 use bytes::{Bytes, BytesMut};
-use hyper::header::{self, HeaderValue};
+use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Response, StatusCode};
+use sha2::{Digest, Sha256};
 
 use super::atomic;
 use super::body::{collect, BodyError, Limited, ResponseBody};
@@ -25,6 +32,23 @@ pub const ACCESS_DENIED: &[u8] = br#"{"status":"access_denied"}"#;
 pub const BAD_REQUEST: &[u8] = br#"{"status":"bad_request"}"#;
 pub const TOO_LARGE: &[u8] = br#"{"status":"too_large"}"#;
 pub const ERROR: &[u8] = br#"{"status":"error"}"#;
+pub const BUSY: &[u8] = br#"{"status":"busy"}"#;
+
+/// The header of the CPI's PUT that names the digest of the VM's own read secret.
+pub const READER_HEADER: &str = "x-agent-password-sha256";
+/// Suffix of the file beside `<id>.json` that holds that digest (hex).
+const READER_SUFFIX: &str = ".agent-sha256";
+
+/// The reader digest a PUT carries: `Ok(None)` without the header, `Err` when it is not 64 hex
+/// digits.
+pub fn reader_digest(h: &HeaderMap) -> Result<Option<[u8; 32]>, ()> {
+    let Some(v) = h.get(READER_HEADER) else {
+        return Ok(None);
+    };
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(v.as_bytes(), &mut out).map_err(|_| ())?;
+    Ok(Some(out))
+}
 
 pub struct Registry {
     /// Canonical directory of the documents.
@@ -84,6 +108,24 @@ impl Registry {
         self.dir.join(format!("{id}.json"))
     }
 
+    fn reader_file(dir: &Path, id: &str) -> PathBuf {
+        dir.join(format!("{id}{READER_SUFFIX}"))
+    }
+
+    /// Whether `password` is the read secret of instance `id` (blocking: reads a small file).
+    pub fn agent_may_read(dir: &Path, id: &str, password: &str) -> bool {
+        let Ok((_, stored)) = read_small(&Self::reader_file(dir, id), dir) else {
+            return false;
+        };
+        let mut want = [0u8; 32];
+        if hex::decode_to_slice(stored.trim_ascii(), &mut want).is_err() {
+            return false;
+        }
+        let got: [u8; 32] = Sha256::digest(password.as_bytes()).into();
+        // Constant time, so the digest cannot be found byte by byte.
+        got.iter().zip(want).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    }
+
     /// GET: the stored document wrapped as `{"status":"ok","settings":"<document>"}`.
     pub fn get(&self, id: &str, cache: &Cache) -> Response<ResponseBody> {
         let path = self.file(id);
@@ -136,6 +178,7 @@ impl Registry {
         id: &str,
         content_length: Option<u64>,
         body: Limited,
+        reader: Option<[u8; 32]>,
         cache: &Cache,
     ) -> Response<ResponseBody> {
         if content_length.is_some_and(|n| n > self.max_bytes) {
@@ -154,7 +197,15 @@ impl Registry {
         }
         let path = self.file(id);
         let target = path.clone();
-        let result = blocking(move || atomic::write_file(&target, &data)).await;
+        let reader_file = Self::reader_file(&self.dir, id);
+        // The digest first: the document is never readable by a VM with a stale secret.
+        let result = blocking(move || {
+            if let Some(d) = reader {
+                atomic::write_file(&reader_file, hex::encode(d).as_bytes())?;
+            }
+            atomic::write_file(&target, &data)
+        })
+        .await;
         cache.invalidate(&path);
         match result {
             Ok(()) => json(StatusCode::OK, OK),
@@ -169,7 +220,15 @@ impl Registry {
     pub async fn delete(&self, id: &str, cache: &Cache) -> Response<ResponseBody> {
         let path = self.file(id);
         let target = path.clone();
-        let result = blocking(move || std::fs::remove_file(&target)).await;
+        let reader_file = Self::reader_file(&self.dir, id);
+        let result = blocking(move || {
+            let r = std::fs::remove_file(&target);
+            match std::fs::remove_file(&reader_file) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                _ => r,
+            }
+        })
+        .await;
         cache.invalidate(&path);
         match result {
             Ok(()) => json(StatusCode::OK, OK),

@@ -1,15 +1,17 @@
 //! Routing, authentication and the access log for one request.
 //!
-//! Order of work: health check; path check (400 on escapes); route to the registry or a mount
-//! (404 otherwise); authenticate and authorise; then the fast paths (registry documents, plain
-//! file GETs) and finally dav-server for everything else.
+//! Order of work: health check; one `Authorization` header at most (400 otherwise); path check
+//! (400 on escapes); route to the registry or a mount (404 otherwise); authenticate and authorise
+//! (anonymous requests also need one of the `max_anonymous_requests` places, 503 otherwise); then
+//! the fast paths (registry documents, plain file GETs) and finally dav-server for everything
+//! else. Listing a collection (PROPFIND, or GET of a directory) needs a write user: readers and
+//! anonymous clients fetch only what they can name, so an unguessable path stays unguessable.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use dav_server::memls::MemLs;
 use dav_server::{DavConfig, DavHandler, DavMethod, DavMethodSet};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderValue};
@@ -17,11 +19,13 @@ use hyper::{Method, Request, Response, StatusCode};
 
 use super::access_log::{AccessLog, Record};
 use super::atomic;
-use super::auth::{Authenticator, Outcome, Principal};
-use super::body::{Limited, ResponseBody};
+use super::auth::{self, Authenticator, Outcome, Principal};
+use super::body::{Budget, Limited, ResponseBody};
 use super::config::{Role, ServerConfig};
-use super::davfs::SafeFs;
+use super::davfs::{blocking, SafeFs};
 use super::files::{self, Cache};
+use super::limits::Conn;
+use super::locks::BoundedLs;
 use super::paths::{self, PathError};
 use super::registry::{self, Registry, Route};
 
@@ -38,6 +42,7 @@ pub struct App {
     registry: Option<(Vec<String>, Registry)>,
     auth: Authenticator,
     cache: Cache,
+    budget: Budget,
     log: Option<Arc<AccessLog>>,
     max_body: u64,
     max_xml_body: u64,
@@ -48,6 +53,8 @@ enum Denied {
     Unauthenticated,
     /// Valid credentials without the needed role: 403.
     Forbidden,
+    /// Anonymous, and every place for anonymous requests is taken: 503.
+    Busy,
 }
 
 impl App {
@@ -79,13 +86,19 @@ impl App {
         let mut mounts = Vec::new();
         for (i, m) in cfg.mounts.iter().enumerate() {
             let base = prepare(&format!("mounts[{i}].dir"), &m.dir)?;
-            let dav = DavHandler::builder()
+            let mut methods = methods;
+            let mut dav = DavHandler::builder()
                 .filesystem(Box::new(SafeFs::new(base.clone())))
-                .locksystem(MemLs::new())
                 .strip_prefix(m.prefix.clone())
-                .methods(methods)
-                .autoindex(true)
-                .build_handler();
+                .autoindex(true);
+            if m.locks {
+                let max = std::time::Duration::from_secs_f64(cfg.max_lock_seconds);
+                dav = dav.locksystem(BoundedLs::new(max));
+            } else {
+                methods.remove(DavMethod::Lock);
+                methods.remove(DavMethod::Unlock);
+            }
+            let dav = dav.methods(methods).build_handler();
             mounts.push(Mount {
                 segs: split_prefix(&m.prefix),
                 base,
@@ -112,6 +125,7 @@ impl App {
             registry,
             auth: Authenticator::new(&cfg.users),
             cache: Cache::new(cfg.cache_file_max_bytes, cfg.cache_total_bytes),
+            budget: Budget::new(cfg.download_buffer_bytes),
             log,
             max_body: cfg.max_body_bytes,
             max_xml_body: cfg.max_xml_body_bytes,
@@ -124,6 +138,7 @@ impl App {
         remote: SocketAddr,
     ) -> Response<ResponseBody> {
         let start = Instant::now();
+        let conn = req.extensions().get::<Arc<Conn>>().cloned();
         let record = self.log.as_ref().and_then(|l| l.sender()).map(|tx| {
             (
                 tx,
@@ -131,7 +146,10 @@ impl App {
                 req.uri().path().to_string(),
             )
         });
-        let (mut resp, user) = self.dispatch(req).await;
+        let (mut resp, user) = self.dispatch(req, conn.as_ref()).await;
+        if let Some(c) = conn {
+            resp.body_mut().end_request_of(c);
+        }
         if let Some((tx, method, path)) = record {
             let status = resp.status().as_u16();
             let expected = if method == "HEAD" {
@@ -158,6 +176,7 @@ impl App {
     async fn dispatch(
         self: &Arc<Self>,
         req: Request<Incoming>,
+        conn: Option<&Arc<Conn>>,
     ) -> (Response<ResponseBody>, Option<Arc<str>>) {
         let path = req.uri().path();
         if path == "/healthz" {
@@ -165,6 +184,16 @@ impl App {
                 Method::GET | Method::HEAD => (registry::json(StatusCode::OK, registry::OK), None),
                 _ => (text(StatusCode::METHOD_NOT_ALLOWED, "GET or HEAD\n"), None),
             };
+        }
+        if req.headers().get_all(header::AUTHORIZATION).iter().count() > 1 {
+            // Which one would count is a matter of opinion between servers and proxies: refuse.
+            return (
+                text(
+                    StatusCode::BAD_REQUEST,
+                    "more than one Authorization header\n",
+                ),
+                None,
+            );
         }
         let segs = match paths::segments(path) {
             Ok(s) => s,
@@ -180,13 +209,13 @@ impl App {
         };
         if let Some((prefix, reg)) = &self.registry {
             if segs.starts_with(prefix) {
-                return self.registry(reg, req, &segs[prefix.len()..]).await;
+                return self.registry(reg, req, &segs[prefix.len()..], conn).await;
             }
         }
         for (i, m) in self.mounts.iter().enumerate() {
             if segs.starts_with(&m.segs) {
                 let rest = segs[m.segs.len()..].to_vec();
-                return self.mount(i, req, rest).await;
+                return self.mount(i, req, rest, conn).await;
             }
         }
         (
@@ -200,6 +229,7 @@ impl App {
         reg: &Registry,
         req: Request<Incoming>,
         rest: &[String],
+        conn: Option<&Arc<Conn>>,
     ) -> (Response<ResponseBody>, Option<Arc<str>>) {
         let id = match registry::route(rest) {
             Route::Settings(id) => id,
@@ -216,9 +246,12 @@ impl App {
                 )
             }
         };
-        let (required, anonymous_ok) = match *req.method() {
-            Method::GET | Method::HEAD => (Role::Read, reg.anonymous_read),
-            Method::PUT | Method::DELETE => (Role::Write, false),
+        let authorized = match *req.method() {
+            Method::GET | Method::HEAD => self.authorize_settings_read(reg, id, &req, conn).await,
+            Method::PUT | Method::DELETE => {
+                self.authorize(req.headers(), Role::Write, false, conn)
+                    .await
+            }
             _ => {
                 return (
                     registry::json(StatusCode::NOT_FOUND, registry::NOT_FOUND),
@@ -226,16 +259,11 @@ impl App {
                 )
             }
         };
-        let principal = match self.authorize(req.headers(), required, anonymous_ok).await {
+        let principal = match authorized {
             Ok(p) => p,
             Err(d) => {
-                let mut r = registry::json(d.status(), registry::ACCESS_DENIED);
-                if matches!(d, Denied::Unauthenticated) {
-                    r.headers_mut().insert(
-                        header::WWW_AUTHENTICATE,
-                        HeaderValue::from_static("Basic realm=\"Bosh Registry\""),
-                    );
-                }
+                let mut r = registry::json(d.status(), d.registry_body());
+                d.annotate(&mut r, "Basic realm=\"Bosh Registry\"");
                 return (r, None);
             }
         };
@@ -248,13 +276,59 @@ impl App {
                 Response::from_parts(parts, ResponseBody::empty())
             }
             Method::PUT => {
+                let reader = match registry::reader_digest(req.headers()) {
+                    Ok(d) => d,
+                    Err(()) => {
+                        return (
+                            registry::json(StatusCode::BAD_REQUEST, registry::BAD_REQUEST),
+                            user,
+                        )
+                    }
+                };
                 let len = content_length(req.headers());
-                let body = Limited::new(req.into_body(), reg.max_bytes);
-                reg.put(id, len, body, &self.cache).await
+                let body = Limited::new(req.into_body(), reg.max_bytes, conn.cloned());
+                reg.put(id, len, body, reader, &self.cache).await
             }
             _ => reg.delete(id, &self.cache).await,
         };
         (resp, user)
+    }
+
+    /// Who may read a VM's settings: the VM itself (user name = the instance id, password = the
+    /// secret its config drive holds, checked against the digest the CPI stored), a write user
+    /// (the CPI), or anyone with `registry.anonymous_read`. Read users may not: settings hold
+    /// credentials, and one reader for every VM would put them all on every node.
+    async fn authorize_settings_read(
+        self: &Arc<Self>,
+        reg: &Registry,
+        id: &str,
+        req: &Request<Incoming>,
+        conn: Option<&Arc<Conn>>,
+    ) -> Result<Option<Principal>, Denied> {
+        let header = req.headers().get(header::AUTHORIZATION);
+        let Some(h) = header else {
+            return if reg.anonymous_read {
+                take_anonymous_place(conn).map(|()| None)
+            } else {
+                Err(Denied::Unauthenticated)
+            };
+        };
+        if let Some((user, password)) = auth::parse_basic(h.as_bytes()) {
+            if user == id {
+                let (dir, id) = (reg.dir.clone(), id.to_string());
+                let ok = blocking(move || Registry::agent_may_read(&dir, &id, &password)).await;
+                return if ok {
+                    Ok(Some(Principal {
+                        name: Arc::from(user.as_str()),
+                        role: Role::Read,
+                    }))
+                } else {
+                    Err(Denied::Unauthenticated)
+                };
+            }
+        }
+        self.authorize(req.headers(), Role::Write, false, conn)
+            .await
     }
 
     async fn mount(
@@ -262,25 +336,25 @@ impl App {
         index: usize,
         req: Request<Incoming>,
         rest: Vec<String>,
+        conn: Option<&Arc<Conn>>,
     ) -> (Response<ResponseBody>, Option<Arc<str>>) {
         let m = &self.mounts[index];
         let method = req.method().clone();
         let read_only = matches!(method.as_str(), "GET" | "HEAD" | "PROPFIND" | "OPTIONS");
-        let (required, anonymous_ok) = if read_only {
+        // PROPFIND lists collections: like every write, it needs a write user.
+        let (required, anonymous_ok) = if read_only && method.as_str() != "PROPFIND" {
             (Role::Read, m.anonymous_read || m.anonymous_write)
         } else {
             (Role::Write, m.anonymous_write)
         };
-        let principal = match self.authorize(req.headers(), required, anonymous_ok).await {
+        let principal = match self
+            .authorize(req.headers(), required, anonymous_ok, conn)
+            .await
+        {
             Ok(p) => p,
             Err(d) => {
-                let mut r = text(d.status(), "access denied\n");
-                if matches!(d, Denied::Unauthenticated) {
-                    r.headers_mut().insert(
-                        header::WWW_AUTHENTICATE,
-                        HeaderValue::from_static("Basic realm=\"ironic_cpi_server\""),
-                    );
-                }
+                let mut r = text(d.status(), d.text_body());
+                d.annotate(&mut r, "Basic realm=\"ironic_cpi_server\"");
                 return (r, None);
             }
         };
@@ -294,8 +368,20 @@ impl App {
                 &path,
                 &m.base,
                 &self.cache,
+                &self.budget,
             ) {
                 return (r, user);
+            }
+            let lister =
+                m.anonymous_write || principal.as_ref().is_some_and(|p| p.role >= Role::Write);
+            if !lister && path.is_dir() {
+                return (
+                    text(
+                        StatusCode::FORBIDDEN,
+                        "listing a collection needs a write user\n",
+                    ),
+                    user,
+                );
             }
         }
 
@@ -325,7 +411,8 @@ impl App {
                 return (*r, user);
             }
         }
-        let req = req.map(|b| Limited::new(b, limit));
+        let for_body = conn.cloned();
+        let req = req.map(|b| Limited::new(b, limit, for_body));
         let resp = match &principal {
             Some(p) => {
                 let cfg = DavConfig::new().principal(p.name.to_string());
@@ -344,6 +431,7 @@ impl App {
         headers: &HeaderMap,
         required: Role,
         anonymous_ok: bool,
+        conn: Option<&Arc<Conn>>,
     ) -> Result<Option<Principal>, Denied> {
         let header = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
         let outcome = match self.auth.cached(header) {
@@ -358,11 +446,19 @@ impl App {
             }
         };
         match outcome {
-            Outcome::Anonymous if anonymous_ok => Ok(None),
+            Outcome::Anonymous if anonymous_ok => take_anonymous_place(conn).map(|()| None),
             Outcome::Anonymous | Outcome::Invalid => Err(Denied::Unauthenticated),
             Outcome::Valid(p) if p.role >= required => Ok(Some(p)),
             Outcome::Valid(_) => Err(Denied::Forbidden),
         }
+    }
+}
+
+/// An anonymous request runs only in one of the `max_anonymous_requests` places.
+fn take_anonymous_place(conn: Option<&Arc<Conn>>) -> Result<(), Denied> {
+    match conn {
+        Some(c) if !c.begin_anonymous() => Err(Denied::Busy),
+        _ => Ok(()),
     }
 }
 
@@ -371,6 +467,37 @@ impl Denied {
         match self {
             Denied::Unauthenticated => StatusCode::UNAUTHORIZED,
             Denied::Forbidden => StatusCode::FORBIDDEN,
+            Denied::Busy => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn text_body(&self) -> &'static str {
+        match self {
+            Denied::Busy => "too many anonymous requests; try again\n",
+            _ => "access denied\n",
+        }
+    }
+
+    /// The challenge of a 401; a 503 closes the connection, so that a refused anonymous client
+    /// does not keep a place open.
+    fn annotate(&self, r: &mut Response<ResponseBody>, realm: &'static str) {
+        let h = r.headers_mut();
+        match self {
+            Denied::Unauthenticated => {
+                h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(realm));
+            }
+            Denied::Busy => {
+                h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+                h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            Denied::Forbidden => {}
+        }
+    }
+
+    fn registry_body(&self) -> &'static [u8] {
+        match self {
+            Denied::Busy => registry::BUSY,
+            _ => registry::ACCESS_DENIED,
         }
     }
 }

@@ -63,6 +63,20 @@ pub fn pool_state(client: &IronicClient, rc: &str) -> Vec<Value> {
         .collect()
 }
 
+/// Every file under `dir`, recursively (nothing when it does not exist).
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
 /// The CPI config at `base` with `edit` applied, written to `dir/name`.
 pub fn config_variant(
     base: &Path,
@@ -91,14 +105,15 @@ pub fn assert_retryable_creation_failure(out: &CallOutcome) -> &str {
         .unwrap_or_default()
 }
 
-/// The config drive create_vm published for `node` (gzip + base64, as Ironic takes it), decoded
-/// back to the ISO image: its bytes, and a copy on disk for isoinfo.
-pub fn published_drive(server_url: &str, node: &str) -> (Vec<u8>, tempfile::TempDir, PathBuf) {
-    let url = format!("{server_url}/metadata/{node}/configdrive.gz.b64");
-    let resp = reqwest::blocking::get(&url).unwrap();
-    assert!(resp.status().is_success(), "{url}: {}", resp.status());
+/// The config drive create_vm gave Ironic for `node` (inline: gzip + base64, as Ironic stored it
+/// in its database), decoded back to the ISO image: its bytes, and a copy on disk for isoinfo.
+pub fn config_drive(lab: &CpiLab, node: &str) -> (Vec<u8>, tempfile::TempDir, PathBuf) {
+    let info = lab.ironic.stored_instance_info(node).unwrap();
+    let encoded = info["configdrive"]
+        .as_str()
+        .unwrap_or_else(|| panic!("node {node} has no inline config drive: {info}"));
     let gz = base64::engine::general_purpose::STANDARD
-        .decode(resp.text().unwrap().trim())
+        .decode(encoded.trim())
         .unwrap();
     let mut iso = Vec::new();
     flate2::read::GzDecoder::new(gz.as_slice())

@@ -664,14 +664,15 @@ fn the_default_network_goes_on_the_pxe_nic() {
         2,
     );
     let result = out.ok().clone();
-    assert_eq!(result[0], json!(node));
+    let vm = result[0].as_str().unwrap().to_string();
+    assert_eq!(node_of(&vm), node);
     assert_eq!(result[1]["z-public"]["mac"], json!(macs[2]), "{result}");
     assert_eq!(result[1]["a-storage"]["mac"], json!(macs[0]), "{result}");
     let user_data: Value =
         serde_json::from_slice(&drive_file(&node, "/ec2/latest/user-data")).unwrap();
     assert_eq!(user_data["networks"]["z-public"]["mac"], json!(macs[2]));
     assert_eq!(user_data["networks"]["a-storage"]["mac"], json!(macs[0]));
-    call("delete_vm", json!([node])).ok();
+    call("delete_vm", json!([vm])).ok();
 }
 
 #[test]

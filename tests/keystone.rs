@@ -149,14 +149,18 @@ fn deploy_and_delete(config: &Path, rc: &str, byte: u8) {
     let before = common::pool_state(&s.admin, rc);
     let out = create_vm(config, rc);
     let cid = vm_cid(&out);
-    assert!(nodes.contains(&cid), "{cid} is not one of {nodes:?}");
-    let node = s.admin.get_node(&cid).unwrap();
+    let node_id = cid
+        .split_once(':')
+        .map_or(cid.as_str(), |(n, _)| n)
+        .to_string();
+    assert!(nodes.contains(&node_id), "{cid} is not on one of {nodes:?}");
+    let node = s.admin.get_node(&node_id).unwrap();
     assert_eq!(node.provision_state.as_deref(), Some("active"));
     assert_eq!(call(config, "has_vm", json!([cid])).ok(), &json!(true));
     let metadata = json!({"director": "lab", "deployment": "ks", "instance_group": rc,
                           "index": "0", "id": "1d2c", "name": format!("{rc}/1d2c")});
     call(config, "set_vm_metadata", json!([cid, metadata])).ok();
-    let node = s.admin.get_node(&cid).unwrap();
+    let node = s.admin.get_node(&node_id).unwrap();
     assert_eq!(node.extra["bosh_metadata"]["deployment"], json!("ks"));
     call(config, "reboot_vm", json!([cid])).ok();
     call(config, "delete_vm", json!([cid])).ok();
@@ -357,7 +361,7 @@ fn wrong_credentials_fail_at_once_naming_what_failed_without_the_secret() {
         let has = call(
             &cfg,
             "has_vm",
-            json!(["6f1c2f0e-0000-4000-8000-00000000bbbb"]),
+            json!(["6f1c2f0e-0000-4000-8000-00000000bbbb:01a22b17-0000-7000-8000-00000000bbbb"]),
         );
         for (out, kind) in [
             (&created, "Bosh::Clouds::VMCreationFailed"),
@@ -394,7 +398,7 @@ fn assert_tls_refused(config: &Path, expect: &[&str]) {
     let out = call(
         config,
         "has_vm",
-        json!(["6f1c2f0e-0000-4000-8000-00000000aaaa"]),
+        json!(["6f1c2f0e-0000-4000-8000-00000000aaaa:01a22b17-0000-7000-8000-00000000aaaa"]),
     );
     assert_eq!(
         out.error_type(),
@@ -429,7 +433,7 @@ fn tls_needs_the_ca_file_and_the_right_host_name() {
         call(
             &trusted,
             "has_vm",
-            json!(["6f1c2f0e-0000-4000-8000-00000000aaaa"])
+            json!(["6f1c2f0e-0000-4000-8000-00000000aaaa:01a22b17-0000-7000-8000-00000000aaaa"])
         )
         .ok(),
         &json!(false)

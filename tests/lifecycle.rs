@@ -894,7 +894,7 @@ fn delete_vm_with_manual_cleaning_returns_the_node_to_its_origin() {
 #[test]
 fn pool_shows_ironic_text_with_control_characters_escaped() {
     let rc = "lc-pool";
-    let (node, _) = enroll(rc, 0x1a, 0, 1, |_| {});
+    let (node, _) = enroll(rc, 0x1b, 0, 1, |_| {});
     // Anyone who may edit a node in Ironic writes its extra: BOSH metadata that would clear the
     // screen and forge a line of the table.
     let forged = "dep\u{1b}[2J\u{1b}[H\nforged-node  active  power on";

@@ -565,7 +565,15 @@ fn request(method: &str, arguments: Value) -> Value {
 
 /// `has_vm` through bin/cpi, which must fail (no Ironic is reachable): the error message.
 fn has_vm_error(root: &Path, job: &Path) -> String {
-    let out = run_bin_cpi(root, job, &request("has_vm", json!(["node-1"])), true);
+    let out = run_bin_cpi(
+        root,
+        job,
+        &request(
+            "has_vm",
+            json!(["6f1c2f0e-0000-4000-8000-00000000aaaa:01a22b17-0000-7000-8000-00000000aaaa"]),
+        ),
+        true,
+    );
     let answer = response(&out);
     let message = answer["error"]["message"].as_str();
     message

@@ -28,6 +28,8 @@ cache_key() {
 # debootstrap from Debian's package, unpacked under .cache (nothing installed on the host).
 debootstrap_bin() {
     local dir="$hwlab_cache/debootstrap"
+    mkdir -p "$hwlab_cache"
+    exec 8>"$hwlab_cache/debootstrap.lock"; flock 8
     if [[ ! -x "$dir/usr/sbin/debootstrap" ]]; then
         local dl; dl="$(mktemp -d)"
         (cd "$dl" && apt-get download -q debootstrap >/dev/null 2>&1) || die "apt-get download debootstrap failed (run apt-get update?)"
@@ -35,6 +37,7 @@ debootstrap_bin() {
         dpkg-deb -x "$dl"/debootstrap_*.deb "$dir"
         rm -rf "$dl"
     fi
+    exec 8>&-
     echo "$dir/usr/sbin/debootstrap"
 }
 

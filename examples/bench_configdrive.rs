@@ -63,6 +63,7 @@ fn main() {
         agent_id: "2d6c1a0e-4a8b-4b2c-9f7e-1c1e6f2b9a10",
         node_uuid: "1be26c0b-03f2-4d2e-ae87-c02d7f33c123",
         node_macs: &macs,
+        pxe_macs: &[],
         networks: &networks,
         env: &env,
         agent: &agent,

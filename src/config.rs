@@ -69,7 +69,7 @@ pub struct IronicConfig {
     pub url: String,
     #[serde(default)]
     pub auth: IronicAuth,
-    /// PEM bundle of CAs to trust for `https://` (in addition to the system roots).
+    /// PEM bundle of CAs to trust for `https://` (in addition to the public Mozilla roots built in).
     #[serde(default)]
     pub ca_cert_file: Option<String>,
     #[serde(default)]
@@ -347,16 +347,20 @@ impl Default for Defaults {
     }
 }
 
+/// NICs no BOSH network uses. Every agent since 2015 (v2.477.0 and the registry-less ones alike)
+/// configures such a NIC with DHCP by itself (`interface_configuration_creator.go`: the NIC gets
+/// the zero network, which means DHCP; current agents add `UseRoutes=no` when another network
+/// is the default gateway), so by default nothing is written for them.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum UnusedNicPolicy {
-    /// A manual network with a loopback address (127.0.0.100/24, .101, ...), as the original CPI
-    /// did: registry-era agents configure every NIC and fail on NICs they cannot address.
-    #[default]
+    /// A manual network with a loopback host address (127.0.0.100/32, .101/32, ...), as the
+    /// original CPI wrote (then with /24): keeps the agent from running DHCP on the NIC.
     Loopback,
-    /// A dynamic network: the NIC asks DHCP.
+    /// A dynamic network: what the agent does anyway, written out.
     Dhcp,
-    /// Leave the NIC out of the settings (current agents configure it with DHCP by themselves).
+    /// Leave the NIC out of the settings; the agent gives it DHCP by itself.
+    #[default]
     None,
 }
 
@@ -572,12 +576,26 @@ impl Config {
                 return bad(key, "must look like \"1.52\"");
             }
         }
-        if parse_microversion(&self.ironic.microversion.min)
-            > parse_microversion(&self.ironic.microversion.max)
-        {
+        // A YAML manifest turns an unquoted 1.60 into the number 1.6, which reads as 1.6 here:
+        // refusing it now beats a 406 from Ironic at the first call.
+        let (min, max) = (&self.ironic.microversion.min, &self.ironic.microversion.max);
+        let lowest = default_min_microversion();
+        if parse_microversion(min) < parse_microversion(&lowest) {
             return bad(
                 "ironic.microversion.min",
-                "is above ironic.microversion.max",
+                &format!(
+                    "{min} is below {lowest}, the lowest this CPI works with (in YAML, quote \
+                     microversions: an unquoted 1.60 is the number 1.6)"
+                ),
+            );
+        }
+        if parse_microversion(min) > parse_microversion(max) {
+            return bad(
+                "ironic.microversion.max",
+                &format!(
+                    "{max} is below ironic.microversion.min {min} (in YAML, quote \
+                     microversions: an unquoted 1.60 is the number 1.6)"
+                ),
             );
         }
         for (key, repo) in [
@@ -683,7 +701,7 @@ mod tests {
         assert_eq!(c.ironic.timeouts.deploy, 3600.0);
         assert_eq!(c.defaults.system_disk, "/dev/sda");
         assert_eq!(c.defaults.persistent_disk_device, "/dev/sdc");
-        assert_eq!(c.defaults.unused_nic_policy, UnusedNicPolicy::Loopback);
+        assert_eq!(c.defaults.unused_nic_policy, UnusedNicPolicy::None);
         assert_eq!(c.defaults.configdrive_inline_max_bytes, 61440);
         assert!(c.registry.is_none());
     }
@@ -723,6 +741,33 @@ mod tests {
         let e = Config::from_value(v).unwrap_err();
         assert!(e.message.contains("ironic.auth"), "{}", e.message);
         assert!(e.message.contains("password"), "{}", e.message);
+    }
+
+    #[test]
+    fn microversions_below_the_floor_or_inverted_are_refused() {
+        let with = |min: &str, max: &str| {
+            let mut v = minimal();
+            v["ironic"]["microversion"] = json!({"min": min, "max": max});
+            Config::from_value(v)
+        };
+        // What an unquoted `min: 1.60` in a manifest becomes.
+        let e = with("1.6", "1.115").unwrap_err();
+        assert!(
+            e.message.contains("ironic.microversion.min"),
+            "{}",
+            e.message
+        );
+        assert!(e.message.contains("1.52"), "{}", e.message);
+        assert!(e.message.contains("quote"), "{}", e.message);
+        let e = with("1.60", "1.6").unwrap_err();
+        assert!(
+            e.message.contains("ironic.microversion.max"),
+            "{}",
+            e.message
+        );
+        assert!(e.message.contains("below"), "{}", e.message);
+        with("1.52", "1.52").expect("the floor itself");
+        with("1.60", "1.100").expect("1.100 is above 1.60");
     }
 
     #[test]

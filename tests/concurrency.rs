@@ -9,6 +9,7 @@
 mod common;
 
 use std::collections::BTreeSet;
+use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use serde_json::{json, Value};
@@ -22,6 +23,11 @@ const RC: &str = "rc-concurrency";
 struct Shared {
     lab: CpiLab,
     stemcell: String,
+    /// The lab's config with the CPI's default waits for Ironic's transitions instead of the
+    /// lab's 60 s: what this test checks is who gets which node, and 32 fake deploys or
+    /// cleanings at once on a loaded 2-core machine can take longer than that.
+    config: PathBuf,
+    _dir: tempfile::TempDir,
 }
 
 fn shared() -> &'static Shared {
@@ -30,7 +36,16 @@ fn shared() -> &'static Shared {
         let lab = common::start_lab(IronicLabOptions::default(), false, false);
         let stemcell = common::upload_stemcell(&lab, None, 64 * 1024);
         enroll_pool(&lab);
-        Shared { lab, stemcell }
+        let dir = tempfile::tempdir().unwrap();
+        let config = common::config_variant(&lab.config_path, dir.path(), "cpi.json", |c| {
+            c["ironic"].as_object_mut().unwrap().remove("timeouts");
+        });
+        Shared {
+            lab,
+            stemcell,
+            config,
+            _dir: dir,
+        }
     })
 }
 
@@ -60,7 +75,8 @@ fn create_vm(agent_id: &str) -> CallOutcome {
     let net = json!({"default": {"type": "manual", "ip": "10.0.40.10", "netmask": "255.255.255.0",
         "gateway": "10.0.40.1", "dns": ["10.0.40.2"], "default": ["dns", "gateway"],
         "prefix": "24", "cloud_properties": {}}});
-    s.lab.call(
+    s.lab.call_with_config(
+        &s.config,
         "create_vm",
         json!([agent_id, s.stemcell, {"resource_class": RC}, net, [], {"bosh": {"password": "x"}}]),
         2,
@@ -84,7 +100,13 @@ fn delete_all(vms: &[String]) {
     std::thread::scope(|s| {
         let handles: Vec<_> = vms
             .iter()
-            .map(|vm| s.spawn(move || shared().lab.call("delete_vm", json!([vm]), 2, Some(3))))
+            .map(|vm| {
+                s.spawn(move || {
+                    let s = shared();
+                    s.lab
+                        .call_with_config(&s.config, "delete_vm", json!([vm]), 2, Some(3))
+                })
+            })
             .collect();
         for h in handles {
             let out = h.join().unwrap();

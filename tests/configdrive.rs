@@ -233,6 +233,8 @@ struct Case {
     defaults: Defaults,
     persistent: Map<String, Value>,
     registry: Option<String>,
+    /// MACs of the node's `pxe_enabled` ports.
+    pxe: Vec<String>,
 }
 
 impl Case {
@@ -245,6 +247,7 @@ impl Case {
             defaults: Defaults::default(),
             persistent: Map::new(),
             registry: None,
+            pxe: Vec::new(),
         }
     }
 
@@ -261,6 +264,7 @@ impl Case {
             agent_id: AGENT_ID,
             node_uuid: NODE,
             node_macs: &self.macs,
+            pxe_macs: &self.pxe,
             networks: &self.networks,
             env: &self.env,
             agent: &self.agent,
@@ -589,15 +593,8 @@ fn several_networks_chosen_by_cloud_properties_macs() {
     assert_eq!(nets["storage"].mac.as_deref(), Some("52:54:00:00:00:0d"));
     assert_eq!(nets["public"].mac.as_deref(), Some("52:54:00:00:00:0b"));
     assert_eq!(nets["backend"].mac.as_deref(), Some("52:54:00:00:00:0a"));
-    // The remaining NIC becomes the loopback placeholder (default policy).
-    let placeholder = &nets["unused-nic-0"];
-    assert_eq!(placeholder.mac.as_deref(), Some("52:54:00:00:00:0c"));
-    assert_eq!(placeholder.ip.as_deref(), Some("127.0.0.100"));
-    assert_eq!(placeholder.netmask.as_deref(), Some("255.255.255.0"));
-    assert_eq!(placeholder.prefix.as_deref(), Some("24"));
-    assert_eq!(placeholder.use_dhcp, Some(false));
-    assert!(placeholder.gateway.is_none() && placeholder.default.is_none());
-    assert_eq!(nets.len(), 4);
+    // The remaining NIC (…:0c) is left to the agent, which gives it DHCP (default policy).
+    assert_eq!(nets.len(), 3);
 
     // DNS: the default network's servers first, each once.
     assert_eq!(
@@ -660,16 +657,26 @@ fn unused_nics_follow_the_policy() {
     let nets = json!({"unused-nic-0": manual("10.1.0.4", "10.1.0.1", &[], true)});
 
     let mut case = Case::new(&macs, nets.clone());
+    case.defaults.unused_nic_policy = UnusedNicPolicy::Loopback;
     case.defaults.networks_preconfigured = true;
     let drive = case.ok();
     let (_, settings, _) = decode_user_data(&drive);
     let n = settings.networks.unwrap();
     assert_eq!(n["unused-nic-0"].ip.as_deref(), Some("10.1.0.4"));
     assert_eq!(n["unused-nic-0"].mac.as_deref(), Some("aa:00:00:00:00:01"));
-    assert_eq!(n["unused-nic-1"].ip.as_deref(), Some("127.0.0.100"));
-    assert_eq!(n["unused-nic-1"].mac.as_deref(), Some("aa:00:00:00:00:02"));
-    assert_eq!(n["unused-nic-2"].ip.as_deref(), Some("127.0.0.101"));
-    assert_eq!(n["unused-nic-2"].mac.as_deref(), Some("aa:00:00:00:00:03"));
+    for (name, ip, mac) in [
+        ("unused-nic-1", "127.0.0.100", "aa:00:00:00:00:02"),
+        ("unused-nic-2", "127.0.0.101", "aa:00:00:00:00:03"),
+    ] {
+        let p = &n[name];
+        assert_eq!(p.ip.as_deref(), Some(ip));
+        assert_eq!(p.mac.as_deref(), Some(mac));
+        // A host address: the agent writes Address=<ip>/<bits of netmask> on the NIC.
+        assert_eq!(p.netmask.as_deref(), Some("255.255.255.255"));
+        assert_eq!(p.prefix.as_deref(), Some("32"));
+        assert_eq!(p.use_dhcp, Some(false));
+        assert!(p.gateway.is_none() && p.default.is_none());
+    }
     assert!(
         n.values().all(|net| net.preconfigured == Some(true)),
         "preconfigured on every network"
@@ -699,13 +706,70 @@ fn unused_nics_follow_the_policy() {
         2
     );
 
-    let mut case = Case::new(&macs, nets);
-    case.defaults.unused_nic_policy = UnusedNicPolicy::None;
+    // The default: nothing for unused NICs (the agent gives them DHCP by itself).
+    assert_eq!(Defaults::default().unused_nic_policy, UnusedNicPolicy::None);
+    let case = Case::new(&macs, nets);
     let drive = case.ok();
     let (_, settings, _) = decode_user_data(&drive);
     assert_eq!(
         settings.networks.unwrap().keys().collect::<Vec<_>>(),
         vec!["unused-nic-0"]
+    );
+}
+
+#[test]
+fn the_default_network_takes_the_pxe_nic() {
+    let macs = [
+        "52:54:00:00:05:01",
+        "52:54:00:00:05:02",
+        "52:54:00:00:05:03",
+    ];
+    let mut storage = manual("192.168.50.7", "192.168.50.1", &[], false);
+    storage["default"] = json!([]);
+    let public = manual("10.0.0.5", "10.0.0.1", &["10.0.0.2"], true);
+    let nets = json!({"a-storage": storage, "z-public": public});
+
+    // Only the last NIC boots by PXE: the gateway network goes there, the other takes the first.
+    let mut case = Case::new(&macs, nets.clone());
+    case.pxe = vec!["52:54:00:00:05:03".into()];
+    let drive = case.ok();
+    let (_, settings, _) = decode_user_data(&drive);
+    let n = settings.networks.unwrap();
+    assert_eq!(n["z-public"].mac.as_deref(), Some("52:54:00:00:05:03"));
+    assert_eq!(n["a-storage"].mac.as_deref(), Some("52:54:00:00:05:01"));
+    assert_eq!(
+        drive.networks()["z-public"]["mac"],
+        json!("52:54:00:00:05:03")
+    );
+
+    // Every port PXE-enabled (Ironic's default) or none known: names and MACs in order.
+    for pxe in [macs.iter().map(|m| m.to_string()).collect(), vec![]] {
+        let mut case = Case::new(&macs, nets.clone());
+        case.pxe = pxe;
+        let (_, settings, _) = decode_user_data(&case.ok());
+        let n = settings.networks.unwrap();
+        assert_eq!(n["a-storage"].mac.as_deref(), Some("52:54:00:00:05:01"));
+        assert_eq!(n["z-public"].mac.as_deref(), Some("52:54:00:00:05:02"));
+    }
+
+    // An explicit MAC still wins over the PXE NIC.
+    let mut pinned = nets.clone();
+    pinned["z-public"]["mac"] = json!("52:54:00:00:05:01");
+    let mut case = Case::new(&macs, pinned);
+    case.pxe = vec!["52:54:00:00:05:03".into()];
+    let (_, settings, _) = decode_user_data(&case.ok());
+    let n = settings.networks.unwrap();
+    assert_eq!(n["z-public"].mac.as_deref(), Some("52:54:00:00:05:01"));
+    assert_eq!(n["a-storage"].mac.as_deref(), Some("52:54:00:00:05:02"));
+
+    // A single network is the default one, PXE MAC written in upper case by someone.
+    let mut case = Case::one_nic("52:54:00:00:05:01");
+    case.macs = macs.iter().map(|m| m.to_string()).collect();
+    case.pxe = vec!["52:54:00:00:05:02".to_uppercase()];
+    let (_, settings, _) = decode_user_data(&case.ok());
+    assert_eq!(
+        settings.networks.unwrap()["default"].mac.as_deref(),
+        Some("52:54:00:00:05:02")
     );
 }
 
@@ -767,17 +831,21 @@ fn registry_mode_user_data_points_at_the_registry() {
         Some("http://10.0.0.6:25777")
     );
     assert_eq!(user_data.server.unwrap().name.as_deref(), Some(NODE));
-    assert_eq!(
-        user_data.dns.unwrap().nameserver.unwrap(),
-        vec!["10.0.0.2".to_string(), "10.0.0.3".to_string()]
-    );
+    // No nameservers: given some, v2.477.0 runs `dig @<nameserver>` on the endpoint's host
+    // before any NIC is configured, and bootstrap stops. The networks carry them instead.
+    assert!(user_data.dns.is_none(), "{raw}");
+    assert!(raw.get("dns").is_none(), "{raw}");
     // Empty agent_id: registry-era agents then fetch their settings from the registry.
     assert_eq!(raw["agent_id"], json!(""));
     assert_eq!(settings.agent_id.as_deref(), Some(""));
     // Networks stay, so the agent can reach the registry; the settings themselves do not.
     let n = user_data.networks.unwrap();
     assert_eq!(n["default"].mac.as_deref(), Some("52:54:00:00:03:01"));
-    assert!(n.contains_key("unused-nic-0"));
+    assert_eq!(
+        n["default"].dns.as_deref(),
+        Some(&["10.0.0.2".to_string(), "10.0.0.3".to_string()][..])
+    );
+    assert_eq!(n.len(), 1);
     for key in ["env", "mbus", "blobstore", "disks", "vm", "ntp"] {
         assert!(raw.get(key).is_none(), "{key} must go to the registry only");
     }
@@ -1093,6 +1161,7 @@ fn empty_identifiers_are_refused() {
             agent_id,
             node_uuid: node,
             node_macs: &case.macs,
+            pxe_macs: &[],
             networks: &case.networks,
             env: &env,
             agent: &case.agent,

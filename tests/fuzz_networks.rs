@@ -119,9 +119,12 @@ fn networks_and_config_drives_never_panic() {
         blobstore: Some(json!({"provider": "dav"})),
     };
     fuzz("networks", inputs(), |input| {
+        // The first MAC boots by PXE (or none does, on a node without ports).
+        let pxe = &input.macs[..input.macs.len().min(1)];
         let mapped = map_networks(
             "node-1",
             &input.macs,
+            pxe,
             &input.networks,
             input.policy,
             input.preconfigured,
@@ -136,6 +139,7 @@ fn networks_and_config_drives_never_panic() {
             agent_id: &input.agent_id,
             node_uuid: "node-1",
             node_macs: &input.macs,
+            pxe_macs: pxe,
             networks: &input.networks,
             env: &input.env,
             agent: &agent,

@@ -1,6 +1,7 @@
 //! The Ironic client against the real Ironic 39.0.0 (fake-hardware, SQLite, loopback), plus a
-//! tiny scripted HTTP responder for what the real server cannot do on demand (503 with
-//! Retry-After, dropped connections, Keystone).
+//! tiny scripted HTTP responder for what the real servers cannot do on demand (503 with
+//! Retry-After, dropped connections, an Ironic refusing every token, a Keystone answering
+//! without one). The real Keystone is in tests/keystone.rs.
 //!
 //! Isolation: the tests share one lab per kind (`lab()`, `slow_lab()`, `basic_lab()`); each test
 //! uses its own node name prefix, resource class and MAC byte, and filters lists by them.
@@ -19,7 +20,7 @@ use ironic_cpi::ironic::{
 use ironic_cpi::lab::ironic::{
     enroll_node, lab_mac, EnrollTarget, IronicLab, IronicLabOptions, LabAuth, NodeSpec,
 };
-use serde_json::{json, Value};
+use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -514,7 +515,6 @@ fn waits_ride_out_an_ironic_restart() {
 struct Seen {
     line: String,
     headers: Vec<(String, String)>,
-    body: String,
 }
 
 impl Seen {
@@ -563,12 +563,12 @@ fn responder(
                 .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
                 .and_then(|(_, v)| v.parse::<usize>().ok())
                 .unwrap_or(0);
+            // Read the body so that the client sees an answer, not a reset.
             let mut body = vec![0u8; len];
             let _ = r.read_exact(&mut body);
             let req = Seen {
                 line: line.trim().to_string(),
                 headers,
-                body: String::from_utf8_lossy(&body).into_owned(),
             };
             let reply = script(n, &req, &base);
             log.lock().unwrap().push(req);
@@ -705,111 +705,14 @@ fn connection_refused_names_the_url_without_credentials() {
     assert_eq!(c.request_count(), 2);
 }
 
-/// Keystone v3: token from X-Subject-Token, Ironic endpoint from the catalog.
-fn keystone_responder(expect_method: &'static str) -> (String, Arc<Mutex<Vec<Seen>>>) {
-    responder(move |_, req, base| {
-        if req.line.starts_with("POST /identity/v3/auth/tokens") {
-            let body: Value = serde_json::from_str(&req.body).unwrap_or(Value::Null);
-            let method = body
-                .pointer("/auth/identity/methods/0")
-                .and_then(Value::as_str);
-            let ok = method == Some(expect_method)
-                && (body
-                    .pointer("/auth/identity/password/user/password")
-                    .and_then(Value::as_str)
-                    == Some("ks-pw")
-                    || body
-                        .pointer("/auth/identity/application_credential/secret")
-                        .and_then(Value::as_str)
-                        == Some("ac-secret"));
-            if !ok {
-                return Reply::Http(
-                    401,
-                    vec![],
-                    json!({"error": {"code": 401, "title": "Unauthorized",
-                                     "message": "The request you have made requires authentication."}})
-                    .to_string(),
-                );
-            }
-            let catalog = json!({"token": {"catalog": [
-                {"type": "baremetal", "endpoints": [
-                    {"interface": "internal", "region": "R1", "url": "http://192.0.2.1:6385"},
-                    {"interface": "public", "region": "R1", "url": format!("{base}/baremetal/v1")},
-                ]},
-            ]}});
-            return Reply::Http(
-                201,
-                vec![("X-Subject-Token", "tok-123".into())],
-                catalog.to_string(),
-            );
-        }
-        if req.header("X-Auth-Token") != Some("tok-123") {
-            return Reply::Http(401, vec![], "{}".into());
-        }
-        if req.line.starts_with("GET /baremetal/v1 ") {
-            versions()
-        } else if req.line.starts_with("GET /baremetal/v1/nodes/n3") {
-            Reply::Http(200, vec![], node_json("n3"))
-        } else {
-            Reply::Http(404, vec![], "{}".into())
-        }
-    })
-}
+// Keystone: tests/keystone.rs runs the real Keystone and Ironic (password, application
+// credential, catalog, revoked and expired tokens, wrong credentials). Left here is what they
+// cannot be made to do on demand: an Ironic that refuses even a fresh token, and a Keystone that
+// answers without one.
 
-#[test]
-fn keystone_password_gets_a_token_and_the_catalog_endpoint() {
-    let (url, seen) = keystone_responder("password");
-    let mut cfg = fake_config(&url);
-    cfg.url = String::new();
-    cfg.auth = IronicAuth::KeystonePassword {
-        auth_url: format!("{url}/identity/v3"),
-        username: "bosh".into(),
-        password: Secret::new("ks-pw"),
-        user_domain_name: "Default".into(),
-        project_name: "baremetal".into(),
-        project_domain_name: "Default".into(),
-        region_name: Some("R1".into()),
-    };
-    let c = IronicClient::new(&cfg).unwrap();
-    assert_eq!(c.get_node("n3").unwrap().name.as_deref(), Some("n3"));
-    assert_eq!(c.request_count(), 3);
-    let seen = seen.lock().unwrap();
-    assert!(seen[0].line.starts_with("POST /identity/v3/auth/tokens"));
-    assert_eq!(seen[2].header("X-Auth-Token"), Some("tok-123"));
-    drop(seen);
-
-    cfg.auth = IronicAuth::KeystonePassword {
-        auth_url: format!("{url}/identity/v3"),
-        username: "bosh".into(),
-        password: Secret::new("wrong-ks-pw"),
-        user_domain_name: "Default".into(),
-        project_name: "baremetal".into(),
-        project_domain_name: "Default".into(),
-        region_name: None,
-    };
-    let e = IronicClient::new(&cfg).unwrap().get_node("n3").unwrap_err();
-    assert!(matches!(e, IronicError::Auth { .. }), "{e:?}");
-    assert!(e.to_string().contains("requires authentication"), "{e}");
-    assert!(!e.to_string().contains("wrong-ks-pw") && !format!("{e:?}").contains("wrong-ks-pw"));
-}
-
-#[test]
-fn keystone_application_credential_works() {
-    let (url, _) = keystone_responder("application_credential");
-    let mut cfg = fake_config(&url);
-    cfg.url = String::new();
-    cfg.auth = IronicAuth::KeystoneApplicationCredential {
-        auth_url: format!("{url}/identity"),
-        application_credential_id: "ac-id".into(),
-        application_credential_secret: Secret::new("ac-secret"),
-        region_name: None,
-    };
-    let c = IronicClient::new(&cfg).unwrap();
-    assert_eq!(c.get_node("n3").unwrap().name.as_deref(), Some("n3"));
-}
-
-#[test]
-fn keystone_token_refused_later_is_renewed_once() {
+/// Keystone issues `tok-1`, `tok-2`, ...; Ironic answers `GET /v1` and refuses everything else
+/// with `refusal` (401: token not accepted; 403: policy).
+fn refusing_ironic(refusal: u16) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
     use std::sync::atomic::{AtomicUsize, Ordering};
     let issued = Arc::new(AtomicUsize::new(0));
     let count = issued.clone();
@@ -824,29 +727,66 @@ fn keystone_token_refused_later_is_renewed_once() {
                 catalog.to_string(),
             );
         }
-        // The first token works for GET /v1 only, as if it were revoked right after.
-        let token = req.header("X-Auth-Token").unwrap_or("");
-        let latest = format!("tok-{}", count.load(Ordering::SeqCst));
-        if token != latest || (token == "tok-1" && !req.line.starts_with("GET /v1 ")) {
-            return Reply::Http(401, vec![], "{}".into());
-        }
         if req.line.starts_with("GET /v1 ") {
-            versions()
-        } else {
-            Reply::Http(200, vec![], node_json("n4"))
+            return versions();
         }
+        Reply::Http(refusal, vec![], "{}".into())
     });
-    let mut cfg = fake_config(&url);
+    (url, issued)
+}
+
+fn keystone_config(url: &str) -> IronicConfig {
+    let mut cfg = fake_config(url);
     cfg.url = String::new();
     cfg.auth = IronicAuth::KeystoneApplicationCredential {
-        auth_url: url.clone(),
+        auth_url: url.to_string(),
         application_credential_id: "ac-id".into(),
         application_credential_secret: Secret::new("ac-secret"),
         region_name: None,
     };
-    let c = IronicClient::new(&cfg).unwrap();
-    assert_eq!(c.get_node("n4").unwrap().name.as_deref(), Some("n4"));
-    assert_eq!(issued.load(Ordering::SeqCst), 2);
-    // token, GET /v1, refused GET, token again, GET
+    cfg
+}
+
+#[test]
+fn fake_a_token_refused_again_after_renewal_is_final() {
+    use std::sync::atomic::Ordering;
+    let (url, issued) = refusing_ironic(401);
+    let c = IronicClient::new(&keystone_config(&url)).unwrap();
+    let e = c.get_node("n4").unwrap_err();
+    assert!(
+        matches!(e, IronicError::Unauthorized { status: 401, .. }),
+        "{e:?}"
+    );
+    assert_eq!(issued.load(Ordering::SeqCst), 2, "renewed once, not again");
+    // token, GET /v1, refused GET, token again, refused GET
     assert_eq!(c.request_count(), 5);
+}
+
+#[test]
+fn fake_a_policy_refusal_is_not_renewed() {
+    use std::sync::atomic::Ordering;
+    let (url, issued) = refusing_ironic(403);
+    let c = IronicClient::new(&keystone_config(&url)).unwrap();
+    let e = c.get_node("n4").unwrap_err();
+    assert!(
+        matches!(e, IronicError::Unauthorized { status: 403, .. }),
+        "{e:?}"
+    );
+    assert!(e.needs_configuration());
+    assert_eq!(
+        issued.load(Ordering::SeqCst),
+        1,
+        "a new token would be refused too"
+    );
+    assert_eq!(c.request_count(), 3);
+}
+
+#[test]
+fn fake_keystone_answer_without_a_token_is_an_auth_error() {
+    let (url, _) = responder(|_, _, _| Reply::Http(201, vec![], r#"{"token": {}}"#.into()));
+    let c = IronicClient::new(&keystone_config(&url)).unwrap();
+    let e = c.get_node("n5").unwrap_err();
+    assert!(matches!(e, IronicError::Auth { .. }), "{e:?}");
+    assert!(e.to_string().contains("X-Subject-Token"), "{e}");
+    assert_eq!(c.request_count(), 1);
 }

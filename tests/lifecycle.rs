@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use ironic_cpi::ironic::IronicClient;
+use ironic_cpi::lab::certs;
 use ironic_cpi::lab::cpi::{make_stemcell_image, CpiLab};
 use ironic_cpi::lab::ironic::{enroll_node, lab_mac, EnrollTarget, IronicLabOptions, NodeSpec};
 
@@ -82,13 +83,18 @@ fn pool_state(rc: &str) -> Vec<Value> {
     common::pool_state(&client(), rc)
 }
 
+/// create_vm's env as the director sends it: a real mbus CA, certificate and key (made once).
 fn env() -> Value {
-    json!({"bosh": {
-        "mbus": {"cert": {"ca": "-----BEGIN CERTIFICATE-----\nMIIBca\n-----END CERTIFICATE-----\n",
-                          "certificate": "-----BEGIN CERTIFICATE-----\nMIIBcert\n-----END CERTIFICATE-----\n",
-                          "private_key": "-----BEGIN RSA PRIVATE KEY-----\nMIIEkey\n-----END RSA PRIVATE KEY-----\n"}},
-        "password": "$6$salt$hashedpassword",
-        "group": "lab-director-dep-web", "groups": ["lab-director", "dep", "web"]}})
+    static ENV: OnceLock<Value> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let cert = certs::mbus_cert(dir.path(), "lifecycle-agent", "127.0.0.1").unwrap();
+        json!({"bosh": {
+            "mbus": {"cert": cert},
+            "password": "$6$salt$hashedpassword",
+            "group": "lab-director-dep-web", "groups": ["lab-director", "dep", "web"]}})
+    })
+    .clone()
 }
 
 fn manual_network(ip: &str, mac: Option<&str>) -> Value {
@@ -209,18 +215,13 @@ fn create_by_mac_deploys_and_delete_restores_the_pool() {
         user_data.get("registry").is_none(),
         "registry-less: no registry endpoint"
     );
-    let placeholders: Vec<&Value> = user_data["networks"]
-        .as_object()
-        .unwrap()
-        .values()
-        .filter(|n| n["mac"] == json!(b_macs[0]))
-        .collect();
-    assert_eq!(
-        placeholders.len(),
-        1,
-        "the unused NIC gets a placeholder network"
+    // The unused NIC is left to the agent, which gives it DHCP (unused_nic_policy none).
+    let networks = user_data["networks"].as_object().unwrap();
+    assert_eq!(networks.len(), 1, "{networks:?}");
+    assert!(
+        networks.values().all(|n| n["mac"] != json!(b_macs[0])),
+        "{networks:?}"
     );
-    assert_eq!(placeholders[0]["ip"], json!("127.0.0.100"));
     let meta: Value =
         serde_json::from_slice(&published_drive_file(&b, "/ec2/latest/meta-data.json")).unwrap();
     assert_eq!(meta["instance-id"], json!(b));
@@ -537,6 +538,12 @@ fn registry_mode_writes_settings_and_disks_to_the_registry() {
         user_data["agent_id"].as_str().unwrap_or("").is_empty(),
         "registry mode: agent_id empty"
     );
+    // Nameservers would make v2.477.0 `dig` the endpoint's host before any NIC is up.
+    assert!(user_data.get("dns").is_none(), "{user_data}");
+    assert_eq!(
+        user_data["networks"]["default"]["dns"],
+        json!(["10.0.16.2"])
+    );
     assert!(
         !user_data.to_string().contains("writer-pw"),
         "no registry credentials in user data"
@@ -570,6 +577,50 @@ fn registry_mode_writes_settings_and_disks_to_the_registry() {
         404,
         "registry settings go with the VM"
     );
+}
+
+/// The network that carries the default gateway goes on the NIC the node boots from (Ironic's
+/// `pxe_enabled` port), whatever the names of the networks and the order of the MACs.
+#[test]
+fn the_default_network_goes_on_the_pxe_nic() {
+    let rc = "lc-pxe";
+    // Manageable: Ironic changes a port's pxe_enabled only then (create_vm provides the node).
+    let (node, macs) = enroll(rc, 0x1a, 0, 3, |s| s.target = EnrollTarget::Manageable);
+    // Only the highest MAC boots by PXE: name order would give the default network the second.
+    let s = shared();
+    let ports = client()
+        .list_ports(&ironic_cpi::ironic::PortQuery {
+            node_uuid: Some(node.clone()),
+            ..Default::default()
+        })
+        .unwrap();
+    for port in ports.iter().filter(|p| p.address != macs[2]) {
+        let r = reqwest::blocking::Client::new()
+            .patch(format!("{}/v1/ports/{}", s.lab.ironic.url, port.uuid))
+            .header("X-OpenStack-Ironic-API-Version", "1.19")
+            .json(&json!([{"op": "replace", "path": "/pxe_enabled", "value": false}]))
+            .send()
+            .unwrap();
+        assert!(r.status().is_success(), "{}", r.text().unwrap());
+    }
+    let mut storage = manual_network("192.168.60.5", None);
+    storage["default"] = json!([]);
+    let public = manual_network("10.0.16.90", None);
+    let out = create_vm(
+        json!({"resource_class": rc}),
+        json!({"a-storage": storage, "z-public": public}),
+        json!([]),
+        2,
+    );
+    let result = out.ok().clone();
+    assert_eq!(result[0], json!(node));
+    assert_eq!(result[1]["z-public"]["mac"], json!(macs[2]), "{result}");
+    assert_eq!(result[1]["a-storage"]["mac"], json!(macs[0]), "{result}");
+    let user_data: Value =
+        serde_json::from_slice(&published_drive_file(&node, "/ec2/latest/user-data")).unwrap();
+    assert_eq!(user_data["networks"]["z-public"]["mac"], json!(macs[2]));
+    assert_eq!(user_data["networks"]["a-storage"]["mac"], json!(macs[0]));
+    call("delete_vm", json!([node])).ok();
 }
 
 #[test]

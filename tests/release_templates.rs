@@ -240,12 +240,62 @@ fn missing_or_wrong_properties_fail_rendering_and_name_the_property() {
             with(minimal(), json!({"blobstore": {"provider": "gcs"}})),
             "blobstore.provider",
         ),
+        // What YAML makes of an unquoted `min: 1.60`: the number 1.6.
+        (
+            with(minimal(), json!({"ironic": {"microversion": {"min": 1.6}}})),
+            "ironic.microversion.min",
+        ),
+        (
+            with(minimal(), json!({"ironic": {"microversion": {"max": 1.1}}})),
+            "ironic.microversion.max",
+        ),
+        (
+            json!({"ironic": {"auth": {"type": "http_basic", "username": "u", "password": "p"}}}),
+            "ironic.url",
+        ),
     ];
     for (props, property) in cases {
         let e = render("ironic_cpi", "cpi.json.erb", &props)
             .expect_err(&format!("rendering {props} must fail"));
         assert!(e.contains(property), "{props}: {e}");
     }
+}
+
+#[test]
+fn microversions_stay_strings_and_check_config_knows_the_floor() {
+    let props = with(
+        minimal(),
+        json!({"ironic": {"microversion": {"min": "1.60", "max": "1.100"}}}),
+    );
+    let (_root, _job, value) = cpi_job(&props);
+    assert_eq!(
+        value["ironic"]["microversion"],
+        json!({"min": "1.60", "max": "1.100"})
+    );
+    // Quoted but too low, or inverted: the template passes them, --check-config does not.
+    for (min, max, key) in [
+        ("1.6", "1.115", "ironic.microversion.min"),
+        ("1.60", "1.59", "ironic.microversion.max"),
+    ] {
+        let props = with(
+            minimal(),
+            json!({"ironic": {"microversion": {"min": min, "max": max}}}),
+        );
+        let root = TempDir::new().expect("tempdir");
+        let job = render_job("ironic_cpi", &props, root.path());
+        let e = check_config(CPI, &job.join("config/cpi.json"))
+            .expect_err(&format!("{min}..{max} must be refused"));
+        assert!(e.contains(key), "{min}..{max}: {e}");
+    }
+}
+
+#[test]
+fn keystone_finds_ironic_without_a_url() {
+    let props = json!({"ironic": {"auth": {"type": "keystone_application_credential",
+        "auth_url": "https://keystone.example.com:5000/v3",
+        "application_credential_id": "i", "application_credential_secret": "s"}}});
+    let (_root, _job, value) = cpi_job(&props);
+    assert_eq!(value["ironic"]["url"], json!(""), "{value}");
 }
 
 #[test]
@@ -456,12 +506,19 @@ fn run_bin_cpi(root: &Path, job: &Path, request: &Value, bosh_dirs: bool) -> Out
             .env("BOSH_PACKAGES_DIR", root.join("packages"));
     }
     let mut child = cmd.spawn().expect("bin/cpi starts");
-    child
+    let written = child
         .stdin
         .take()
         .expect("stdin")
-        .write_all(request.to_string().as_bytes())
-        .expect("write request");
+        .write_all(request.to_string().as_bytes());
+    // A wrapper that fails before it reads (no config directory) may be gone already.
+    if let Err(e) = written {
+        assert_eq!(
+            e.kind(),
+            std::io::ErrorKind::BrokenPipe,
+            "write request: {e}"
+        );
+    }
     child.wait_with_output().expect("bin/cpi finishes")
 }
 

@@ -165,7 +165,8 @@ fn anonymous_reads_when_configured() {
 
 #[test]
 fn concurrent_puts_never_tear_a_document() {
-    let lab = lab();
+    // A server of its own: no other test's upload can leave a temp file in its store.
+    let lab = &ServerLab::start(ServerOpts::default()).expect("server starts");
     let url = settings_url(lab, "vm-race");
     // Distinct documents, large enough (about 600 KiB) that a torn write would show.
     let docs: Vec<String> = (0..6)
@@ -221,23 +222,13 @@ fn concurrent_puts_never_tear_a_document() {
     let reads: u32 = readers.into_iter().map(|r| r.join().unwrap()).sum();
     println!("{reads} reads during 90 concurrent PUTs, all complete documents");
     assert!(reads > 0);
-    // Other tests share this server: their writes in progress have temp files too, for a moment.
-    let temp_files = || -> Vec<String> {
-        std::fs::read_dir(lab.root.join("registry"))
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
-            .filter(|n| n.starts_with(".ironic-cpi-"))
-            .collect()
-    };
-    let start = std::time::Instant::now();
-    while !temp_files().is_empty() && start.elapsed().as_secs() < 5 {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    assert!(
-        temp_files().is_empty(),
-        "temp files left: {:?}",
-        temp_files()
-    );
+    // Every PUT was answered, so every upload was renamed into place or removed.
+    let temp_files: Vec<String> = std::fs::read_dir(lab.root.join("registry"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|n| n.starts_with(".ironic-cpi-"))
+        .collect();
+    assert!(temp_files.is_empty(), "temp files left: {temp_files:?}");
 }
 
 fn client_cfg(lab: &ServerLab, password: &str) -> RegistryConfig {
@@ -341,10 +332,18 @@ fn documents_edited_through_webdav_are_served_at_once() {
     .unwrap();
     assert!(r.status().is_success(), "{}", r.status());
     assert_eq!(get()["settings"], r#"{"v":2}"#);
-    // And on disk behind the server's back (same size, so only the stat tells; file times tick
-    // in milliseconds, so let one pass).
-    std::thread::sleep(std::time::Duration::from_millis(20));
-    std::fs::write(lab.root.join("registry/vm-dav.json"), r#"{"v":3}"#).unwrap();
+    // And on disk behind the server's back: same size and same inode, so only the file times
+    // tell. They are set to a moment the cached copy cannot have, whatever the clock's
+    // resolution.
+    let on_disk = lab.root.join("registry/vm-dav.json");
+    let before = std::fs::metadata(&on_disk).unwrap().modified().unwrap();
+    std::fs::write(&on_disk, r#"{"v":3}"#).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&on_disk)
+        .unwrap()
+        .set_modified(before - std::time::Duration::from_secs(60))
+        .unwrap();
     assert_eq!(get()["settings"], r#"{"v":3}"#);
     let r = with(c.get(lab.at("registry-files/vm-dav.json")), Some(READ_USER))
         .send()

@@ -170,6 +170,7 @@ fn deploy(
         agent_id: input.agent_id,
         node_uuid: uuid,
         node_macs: pool.macs_of(uuid),
+        pxe_macs: pool.pxe_macs_of(uuid),
         networks: &input.networks,
         env: &input.env,
         agent: &cfg.agent,
@@ -344,7 +345,9 @@ fn ironic<T>(r: std::result::Result<T, IronicError>, what: &str) -> Result<T> {
     r.map_err(|e| CpiError::cloud(format!("{what}: {e}")).retryable(true))
 }
 
-/// A failure before any node was claimed: nothing to undo, and another try may succeed.
+/// A failure before any node was claimed: nothing to undo, and another try may succeed, unless
+/// the credentials or the TLS trust are wrong.
 fn failed(e: IronicError, what: &str) -> CpiError {
-    CpiError::vm_creation_failed(format!("{what}: {e}"), true)
+    let retry = !e.needs_configuration();
+    CpiError::vm_creation_failed(format!("{what}: {e}"), retry)
 }

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use clap::{Parser, Subcommand};
 use serde_json::{json, Value};
 
+use ironic_cpi::lab::certs;
 use ironic_cpi::lab::cpi::{make_stemcell_image, CallOutcome, CpiLab, CpiLabOptions};
 use ironic_cpi::lab::ironic::{enroll_node, EnrollTarget, IronicLabOptions, NodeSpec};
 use ironic_cpi::pool::{inventory, view};
@@ -245,11 +246,12 @@ fn network(ip: &str, mac: Option<&str>) -> Value {
     json!({"default": net})
 }
 
-fn env() -> Value {
-    json!({"bosh": {"mbus": {"cert": {"ca": "-----BEGIN CERTIFICATE-----\n...\n-----END CERTIFICATE-----\n",
-        "certificate": "-----BEGIN CERTIFICATE-----\n...\n-----END CERTIFICATE-----\n",
-        "private_key": "-----BEGIN RSA PRIVATE KEY-----\n...\n-----END RSA PRIVATE KEY-----\n"}},
-        "group": "lab-cf-router", "groups": ["lab", "cf", "router"]}})
+/// What the director sends: its NATS CA with a certificate and key made for this agent.
+fn env(agent_id: &str) -> Result<Value, String> {
+    let dir = tempfile::tempdir().map_err(|e| format!("temp dir for certificates: {e}"))?;
+    let cert = certs::mbus_cert(dir.path(), agent_id, "10.0.16.11")?;
+    Ok(json!({"bosh": {"mbus": {"cert": cert},
+        "group": "lab-cf-router", "groups": ["lab", "cf", "router"]}}))
 }
 
 fn vm_cid(out: &CallOutcome) -> String {
@@ -266,19 +268,19 @@ fn run() -> Result<(), String> {
         &lab,
         "create_vm",
         json!([agent(1), s, {"macs": ["52:54:00:1a:01:01"]},
-        network("10.0.16.11", Some("52:54:00:1a:01:01")), [], env()]),
+        network("10.0.16.11", Some("52:54:00:1a:01:01")), [], env(&agent(1))?]),
     )?;
     let by_specs = step(
         &lab,
         "create_vm",
         json!([agent(2), s, {"resource_class": "baremetal",
-        "ironic_properties": {"cpus": 12, "memory_mb": 32768}}, network("10.0.16.12", None), [], env()]),
+        "ironic_properties": {"cpus": 12, "memory_mb": 32768}}, network("10.0.16.12", None), [], env(&agent(2))?]),
     )?;
     let by_traits = step(
         &lab,
         "create_vm",
         json!([agent(3), s, {"resource_class": "baremetal-large",
-        "traits": ["CUSTOM_GPU"]}, network("10.0.16.13", None), [], env()]),
+        "traits": ["CUSTOM_GPU"]}, network("10.0.16.13", None), [], env(&agent(3))?]),
     )?;
     let vms = [vm_cid(&by_mac), vm_cid(&by_specs), vm_cid(&by_traits)];
 

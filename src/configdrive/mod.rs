@@ -39,6 +39,8 @@ pub struct DriveInput<'a> {
     pub node_uuid: &'a str,
     /// All the node's port MACs as Ironic gives them.
     pub node_macs: &'a [String],
+    /// The MACs of the ports Ironic has `pxe_enabled`: the default network goes there first.
+    pub pxe_macs: &'a [String],
     /// The director's networks hash (create_vm argument 4).
     pub networks: &'a Map<String, Value>,
     /// create_vm argument 6, copied verbatim.
@@ -149,6 +151,7 @@ pub fn build(input: &DriveInput) -> Result<ConfigDrive> {
     let mapping = map_networks(
         input.node_uuid,
         input.node_macs,
+        input.pxe_macs,
         input.networks,
         input.defaults.unused_nic_policy,
         input.defaults.networks_preconfigured,

@@ -62,6 +62,11 @@ impl NetworkKind {
 
 /// First IP of the loopback placeholders, as the original Python CPI used (127.0.0.1xx).
 const LOOPBACK_FIRST_HOST: usize = 100;
+/// A placeholder is a single host address: the agent writes `Address=<ip>/<mask bits>` on the
+/// physical NIC, and with /24 the kernel's route for 127.0.0.0/24 on that NIC would take every
+/// other 127.0.0.x away from `lo` (127.0.0.53, where systemd-resolved listens, included).
+const LOOPBACK_NETMASK: &str = "255.255.255.255";
+const LOOPBACK_PREFIX: &str = "32";
 
 /// Match `networks` (create_vm's 4th argument) to the node's ports.
 ///
@@ -69,12 +74,16 @@ const LOOPBACK_FIRST_HOST: usize = 100;
 /// 1. a network naming a `mac` keeps it (it must be one of the node's);
 /// 2. a network whose `cloud_properties.macs` lists MACs gets the first of them the node has
 ///    (subnets list the MACs of every node they reach, so matching none is an error);
-/// 3. the rest take the remaining MACs, networks in name order, MACs in sorted order.
+/// 3. the rest take the remaining MACs, networks in name order, MACs in sorted order; but the
+///    default network (the one that carries the default gateway) first takes a NIC the node
+///    boots from (`pxe_macs`: Ironic's `pxe_enabled` ports), which is the NIC cabled to the
+///    provisioning network, so that the gateway does not land on a NIC chosen by name order.
 ///
 /// `vip` networks are addresses held elsewhere and get no MAC.
 pub fn map_networks(
     node_uuid: &str,
     node_macs: &[String],
+    pxe_macs: &[String],
     networks: &Map<String, Value>,
     unused_nic_policy: UnusedNicPolicy,
     preconfigured: bool,
@@ -167,7 +176,26 @@ pub fn map_networks(
         claim(&mut nics, name, (*free).clone())?;
     }
 
-    // 3. the rest, in a stable order
+    // 3. the default network on a free PXE NIC, then the rest in a stable order
+    let pxe: BTreeSet<String> = pxe_macs
+        .iter()
+        .filter_map(|m| normalize_mac(m))
+        .filter(|m| macs.contains(m))
+        .collect();
+    // Ironic enables PXE on every port unless told otherwise: only a proper subset says which
+    // NIC is the boot NIC.
+    let boot_nic_known = !pxe.is_empty() && pxe.len() < macs.len();
+    if let Some(name) = default_gateway_network(&parsed).filter(|_| boot_nic_known) {
+        if !nics.by_network.contains_key(name) {
+            let free_pxe = macs
+                .iter()
+                .find(|m| pxe.contains(*m) && !nics.by_mac.contains_key(*m))
+                .cloned();
+            if let Some(mac) = free_pxe {
+                claim(&mut nics, name, mac)?;
+            }
+        }
+    }
     for (name, _, kind) in &parsed {
         if *kind == NetworkKind::Vip || nics.by_network.contains_key(name.as_str()) {
             continue;
@@ -213,6 +241,26 @@ pub fn map_networks(
         agent,
         node_macs: macs.into_iter().collect(),
     })
+}
+
+/// The non-vip network that carries the default gateway: the one whose `default` names
+/// `gateway`, or the only one (the agent treats a single network as the default for all).
+fn default_gateway_network<'a>(
+    parsed: &[(&'a String, &Map<String, Value>, NetworkKind)],
+) -> Option<&'a str> {
+    let candidates: Vec<&(&String, &Map<String, Value>, NetworkKind)> = parsed
+        .iter()
+        .filter(|(_, _, kind)| *kind != NetworkKind::Vip)
+        .collect();
+    if let [(name, _, _)] = candidates.as_slice() {
+        return Some(name.as_str());
+    }
+    candidates
+        .iter()
+        .find(|(name, net, _)| {
+            string_list(name, net, "default").is_ok_and(|d| d.contains(&"gateway"))
+        })
+        .map(|(name, _, _)| name.as_str())
 }
 
 /// Which network has which NIC, both ways (one network per NIC).
@@ -460,8 +508,8 @@ fn add_unused_nics(
                 }
                 net.insert("type".into(), Value::String("manual".into()));
                 net.insert("ip".into(), Value::String(format!("127.0.0.{host}")));
-                net.insert("netmask".into(), Value::String("255.255.255.0".into()));
-                net.insert("prefix".into(), Value::String("24".into()));
+                net.insert("netmask".into(), Value::String(LOOPBACK_NETMASK.into()));
+                net.insert("prefix".into(), Value::String(LOOPBACK_PREFIX.into()));
                 net.insert("use_dhcp".into(), Value::Bool(false));
             }
             UnusedNicPolicy::Dhcp => {

@@ -41,7 +41,11 @@ pub fn nameservers(networks: &Map<String, Value>) -> Result<Vec<String>> {
 ///
 /// Registry mode: no settings, `agent_id` empty so that registry-era agents fetch them from
 /// `registry.endpoint` under `server.name`; `networks` stays so that the agent can configure
-/// its interfaces before it tries to reach the registry.
+/// its interfaces before it tries to reach the registry. No `dns` either: given nameservers,
+/// v2.477.0 resolves the endpoint's host with `dig @<nameserver>` *before* it configures any
+/// NIC (`configDriveMetadataService.GetRegistryEndpoint`, then `SetupNetworking`), which
+/// cannot succeed on static networks; without them it keeps the URL as it is and resolves the
+/// name normally once the networks (which carry the same nameservers) are up.
 pub fn user_data(
     settings: &Value,
     server_name: &str,
@@ -61,7 +65,7 @@ pub fn user_data(
         }
     };
     doc.insert("server".into(), json!({ "name": server_name }));
-    if !nameservers.is_empty() {
+    if !nameservers.is_empty() && registry_endpoint.is_none() {
         doc.insert("dns".into(), json!({ "nameserver": nameservers }));
     }
     Value::Object(doc)

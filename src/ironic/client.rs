@@ -20,6 +20,7 @@ use super::backoff::{Backoff, RetryBudget};
 use super::error::IronicError;
 use super::keystone;
 use super::query::{with_query, AllocationQuery, NodeQuery, PortQuery};
+use super::tls;
 use super::types::{Allocation, Node, PatchOp, Port};
 
 const VERSION_HEADER: &str = "X-OpenStack-Ironic-API-Version";
@@ -560,10 +561,13 @@ impl IronicClient {
                 target,
             };
             let result = self.send_with_retries(&exchange, budget);
+            // 401 is a token Ironic no longer accepts; 403 is a policy refusal a new token of
+            // the same user would meet again.
             match result {
-                Err(IronicError::Unauthorized { .. })
+                Err(IronicError::Unauthorized { status: 401, .. })
                     if !reauthenticated && keystone::token_request(&self.cfg.auth).is_some() =>
                 {
+                    debug!("{method} {path}: the Keystone token was refused; authenticating again");
                     reauthenticated = true;
                     *self.session.lock().unwrap_or_else(|p| p.into_inner()) = None;
                 }
@@ -604,12 +608,21 @@ impl IronicClient {
             version: None,
             target: &NO_TARGET,
         };
+        // Keystone answers 401 to a wrong secret, an unknown user or project alike, and says no
+        // more: name everything the operator may have got wrong, and never the secret.
+        let refused = |status: u16, message: String| IronicError::Auth {
+            message: format!(
+                "Keystone at {} refused {} (HTTP {status}: {message})",
+                redact_url(&url),
+                keystone::identity(&self.cfg.auth)
+            ),
+        };
         let ans = self
             .send_with_retries(&exchange, None)
             .map_err(|e| match e {
-                IronicError::Unauthorized { message, .. }
-                | IronicError::NotFound { message, .. }
-                | IronicError::BadRequest { message } => IronicError::Auth { message },
+                IronicError::Unauthorized { status, message } => refused(status, message),
+                IronicError::NotFound { message, .. } => refused(404, message),
+                IronicError::BadRequest { message } => refused(400, message),
                 other => other,
             })?;
         let token = ans
@@ -715,12 +728,31 @@ impl IronicClient {
         self.requests.fetch_add(1, Ordering::Relaxed);
         let result = req.send();
         let ms = started.elapsed().as_secs_f64() * 1000.0;
+        let service = match mode {
+            Mode::Keystone => "Keystone",
+            Mode::Api | Mode::Discovery => "Ironic",
+        };
         let resp: Response = match result {
             Ok(r) => r,
             Err(e) => {
                 debug!("{method} {path} -> transport error after {ms:.0} ms");
+                let host = url::Url::parse(url)
+                    .ok()
+                    .and_then(|u| u.host_str().map(str::to_string))
+                    .unwrap_or_default();
+                if let Some(message) = tls::failure(&e, &host) {
+                    return Attempt::Failed(
+                        IronicError::Tls {
+                            service,
+                            url: redact_url(url),
+                            message,
+                        },
+                        None,
+                    );
+                }
                 return Attempt::Failed(
                     IronicError::Transport {
+                        service,
                         method: method.to_string(),
                         url: redact_url(url),
                         message: error_chain(&e),
@@ -737,6 +769,7 @@ impl IronicClient {
             Err(e) => {
                 return Attempt::Failed(
                     IronicError::Transport {
+                        service,
                         method: method.to_string(),
                         url: redact_url(url),
                         message: format!("reading the answer: {}", error_chain(&e)),

@@ -59,8 +59,10 @@ pub enum IronicError {
         status: u16,
         message: String,
     },
-    #[error("cannot reach Ironic ({method} {url}): {message}")]
+    #[error("cannot reach {service} ({method} {url}): {message}")]
     Transport {
+        /// `Ironic` or `Keystone`.
+        service: &'static str,
         method: String,
         url: String,
         message: String,
@@ -91,6 +93,13 @@ pub enum IronicError {
         waited_for: Duration,
         elapsed: Duration,
         last_error: Option<String>,
+    },
+    /// The TLS handshake failed: a certificate problem no retry can fix.
+    #[error("cannot reach {service} at {url} over TLS: {message}")]
+    Tls {
+        service: &'static str,
+        url: String,
+        message: String,
     },
     #[error("Keystone authentication failed: {message}")]
     Auth { message: String },
@@ -125,6 +134,18 @@ impl IronicError {
                 kind: ConflictKind::Associated,
                 ..
             }
+        )
+    }
+
+    /// The credentials or the TLS trust are wrong: trying again cannot succeed until the
+    /// operator changes the configuration.
+    pub fn needs_configuration(&self) -> bool {
+        matches!(
+            self,
+            IronicError::Auth { .. }
+                | IronicError::Unauthorized { .. }
+                | IronicError::Tls { .. }
+                | IronicError::Config { .. }
         )
     }
 

@@ -67,6 +67,27 @@ pub fn token_request(auth: &IronicAuth) -> Option<(String, Value, Option<String>
     }
 }
 
+/// Who a Keystone mode authenticates as, for messages: names and ids, never the secret.
+pub fn identity(auth: &IronicAuth) -> String {
+    match auth {
+        IronicAuth::KeystonePassword {
+            username,
+            user_domain_name,
+            project_name,
+            project_domain_name,
+            ..
+        } => format!(
+            "the password of user '{username}' (domain '{user_domain_name}') for project \
+             '{project_name}' (domain '{project_domain_name}')"
+        ),
+        IronicAuth::KeystoneApplicationCredential {
+            application_credential_id,
+            ..
+        } => format!("application credential '{application_credential_id}' or its secret"),
+        _ => "no Keystone credentials".into(),
+    }
+}
+
 /// The public `baremetal` endpoint of the token's catalog, in `region` when given, without a
 /// trailing `/` or `/v1` (the client appends `/v1/...` itself).
 pub fn baremetal_endpoint(token_body: &Value, region: Option<&str>) -> Result<String, IronicError> {
@@ -152,6 +173,35 @@ mod tests {
         assert_eq!(body["auth"]["scope"]["project"]["name"], "p");
         assert_eq!(region.as_deref(), Some("R1"));
         assert!(token_request(&IronicAuth::None).is_none());
+    }
+
+    #[test]
+    fn identity_names_everything_but_the_secret() {
+        let auth = IronicAuth::KeystonePassword {
+            auth_url: "http://k/v3".into(),
+            username: "u".into(),
+            password: Secret::new("pw-secret"),
+            user_domain_name: "D1".into(),
+            project_name: "p".into(),
+            project_domain_name: "D2".into(),
+            region_name: None,
+        };
+        let who = identity(&auth);
+        for part in ["'u'", "'D1'", "'p'", "'D2'"] {
+            assert!(who.contains(part), "{who} lacks {part}");
+        }
+        assert!(!who.contains("pw-secret"));
+        let auth = IronicAuth::KeystoneApplicationCredential {
+            auth_url: "http://k/v3".into(),
+            application_credential_id: "ac-1".into(),
+            application_credential_secret: Secret::new("ac-secret"),
+            region_name: None,
+        };
+        let who = identity(&auth);
+        assert!(
+            who.contains("'ac-1'") && !who.contains("ac-secret"),
+            "{who}"
+        );
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Client for the OpenStack Ironic API (standalone: noauth, http_basic or Keystone).
+//! Client for the OpenStack Ironic API (standalone: noauth, http_basic or Keystone; HTTP or
+//! HTTPS).
 //!
 //! One [`IronicClient`] per CPI call: it negotiates the microversion on first use and pins it,
 //! retries only transient failures (409 NodeLocked, 503, connection errors), and waits for state
@@ -9,6 +10,7 @@ mod client;
 pub mod error;
 pub mod keystone;
 mod query;
+mod tls;
 pub mod types;
 mod wait;
 

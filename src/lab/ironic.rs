@@ -18,7 +18,7 @@ use crate::ironic::{IronicClient, IronicError, Node};
 use super::process::{self, ChildProcess, SpawnOptions};
 
 /// How the lab's Ironic authenticates API users.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum LabAuth {
     None,
     /// `auth_strategy = http_basic` with one user in a bcrypt htpasswd file.
@@ -26,6 +26,31 @@ pub enum LabAuth {
         username: String,
         password: String,
     },
+    /// `auth_strategy = keystone`: keystonemiddleware checks every token with a real Keystone.
+    Keystone(KeystoneAuthtoken),
+}
+
+/// Ironic's `[keystone_authtoken]` (the service user that validates tokens) and the CPI's side.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeystoneAuthtoken {
+    /// Keystone's v3 URL, e.g. `http://127.0.0.1:5000/v3`.
+    pub auth_url: String,
+    pub username: String,
+    pub password: String,
+    pub project_name: String,
+    /// The `ironic.auth` object that [`IronicLab::config`] gives the CPI.
+    pub cpi_auth: Value,
+}
+
+/// Ironic's API behind its own TLS (`[api] enable_ssl_api`, served by cheroot).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LabTls {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// What clients trust: written into [`IronicLab::config`] as `ca_cert_file`.
+    pub ca_file: PathBuf,
+    /// The host name in the lab's URL (one the certificate names, resolving to 127.0.0.1).
+    pub host: String,
 }
 
 #[derive(Debug, Clone)]
@@ -43,6 +68,8 @@ pub struct IronicLabOptions {
     /// `[conductor] node_locked_retry_attempts`: how often Ironic itself retries a held lock
     /// before answering 409 (its default 3, at 1 s each, hides short locks from clients).
     pub node_locked_retry_attempts: u32,
+    /// Serve the API over HTTPS; plain HTTP when `None`.
+    pub tls: Option<LabTls>,
     pub start_timeout: Duration,
 }
 
@@ -56,6 +83,7 @@ impl Default for IronicLabOptions {
             venv: None,
             max_limit: 1000,
             node_locked_retry_attempts: 1,
+            tls: None,
             start_timeout: Duration::from_secs(60),
         }
     }
@@ -63,13 +91,14 @@ impl Default for IronicLabOptions {
 
 /// A running Ironic. Stopped on drop, and by a watchdog when the test process exits.
 pub struct IronicLab {
-    /// Base URL, without `/v1`.
+    /// Base URL, without `/v1` (`https://HOST:PORT` with [`IronicLabOptions::tls`]).
     pub url: String,
     /// The lab's directory: config, SQLite database, logs.
     pub dir: PathBuf,
     /// From spawning `ironic` until `GET /v1` answered.
     pub started_in: Duration,
     auth: LabAuth,
+    tls: Option<LabTls>,
     venv: PathBuf,
     start_timeout: Duration,
     process: ChildProcess,
@@ -105,13 +134,18 @@ impl IronicLab {
             &dir.join("dbsync.log"),
         )?;
 
-        let url = format!("http://127.0.0.1:{port}");
-        let (process, started_in) = spawn_ironic(&venv, &dir, &url, opts.start_timeout)?;
+        let url = match &opts.tls {
+            Some(tls) => format!("https://{}:{port}", tls.host),
+            None => format!("http://127.0.0.1:{port}"),
+        };
+        let ca = opts.tls.as_ref().map(|t| t.ca_file.as_path());
+        let (process, started_in) = spawn_ironic(&venv, &dir, &url, ca, opts.start_timeout)?;
         Ok(IronicLab {
             url,
             dir,
             started_in,
             auth: opts.auth,
+            tls: opts.tls,
             venv,
             start_timeout: opts.start_timeout,
             process,
@@ -124,8 +158,9 @@ impl IronicLab {
         let down = Instant::now();
         self.process.keep_dir();
         self.process.stop();
+        let ca = self.tls.as_ref().map(|t| t.ca_file.as_path());
         let (process, started_in) =
-            spawn_ironic(&self.venv, &self.dir, &self.url, self.start_timeout)?;
+            spawn_ironic(&self.venv, &self.dir, &self.url, ca, self.start_timeout)?;
         self.process = process;
         self.started_in = started_in;
         Ok(down.elapsed())
@@ -138,8 +173,9 @@ impl IronicLab {
             LabAuth::HttpBasic { username, password } => {
                 json!({"type": "http_basic", "username": username, "password": password})
             }
+            LabAuth::Keystone(k) => k.cpi_auth.clone(),
         };
-        let doc = json!({"ironic": {
+        let mut doc = json!({"ironic": {
             "url": self.url,
             "auth": auth,
             "connect_timeout": 5.0,
@@ -149,6 +185,9 @@ impl IronicLab {
             "timeouts": {"deploy": 60.0, "provide": 60.0, "undeploy": 60.0, "clean": 60.0,
                          "manage": 60.0, "power": 60.0},
         }});
+        if let Some(tls) = &self.tls {
+            doc["ironic"]["ca_cert_file"] = json!(tls.ca_file);
+        }
         // The document above is fixed and valid; failing here is a bug in this file.
         Config::from_value(doc).expect("lab config is valid")
     }
@@ -177,11 +216,13 @@ impl IronicLab {
     }
 }
 
-/// Start `ironic` on the lab's config and wait until `GET /v1` answers.
+/// Start `ironic` on the lab's config and wait until `GET /v1` answers (over TLS, trusting `ca`,
+/// when given).
 fn spawn_ironic(
     venv: &Path,
     dir: &Path,
     url: &str,
+    ca: Option<&Path>,
     timeout: Duration,
 ) -> Result<(ChildProcess, Duration), String> {
     let mut cmd = Command::new(venv.join("bin/ironic"));
@@ -196,7 +237,12 @@ fn spawn_ironic(
             remove_dir: Some(dir.to_path_buf()),
         },
     )?;
-    process::wait_for_http(&format!("{url}/v1"), timeout, Some(&mut child)).map_err(|e| {
+    let v1 = format!("{url}/v1");
+    let answered = match ca {
+        Some(ca) => process::wait_for_https(&v1, ca, timeout, Some(&mut child)),
+        None => process::wait_for_http(&v1, timeout, Some(&mut child)),
+    };
+    answered.map_err(|e| {
         format!(
             "{e}\nironic.log:\n{}",
             process::log_tail(&dir.join("ironic.log"), 30)
@@ -263,6 +309,42 @@ fn ironic_conf(dir: &Path, port: u16, opts: &IronicLabOptions) -> String {
         LabAuth::HttpBasic { .. } => {
             format!("auth_strategy = http_basic\nhttp_basic_auth_user_file = {d}/htpasswd")
         }
+        LabAuth::Keystone(_) => "auth_strategy = keystone".to_string(),
+    };
+    // Sections appended after the fixed ones.
+    let mut more = String::new();
+    if let LabAuth::Keystone(k) = &opts.auth {
+        // No token cache: a token revoked in Keystone is refused by the very next request.
+        more.push_str(&format!(
+            "[keystone_authtoken]
+auth_type = password
+auth_url = {url}
+www_authenticate_uri = {url}
+username = {user}
+password = {password}
+user_domain_name = Default
+project_name = {project}
+project_domain_name = Default
+token_cache_time = -1
+",
+            url = k.auth_url,
+            user = k.username,
+            password = k.password,
+            project = k.project_name,
+        ));
+    }
+    let api_tls = match &opts.tls {
+        Some(tls) => format!(
+            "enable_ssl_api = true
+cert_file = {}
+key_file = {}
+public_endpoint = https://{}:{port}
+",
+            tls.cert_file.display(),
+            tls.key_file.display(),
+            tls.host,
+        ),
+        None => String::new(),
     };
     format!(
         "[DEFAULT]
@@ -294,7 +376,7 @@ default_resource_class = baremetal
 host_ip = 127.0.0.1
 port = {port}
 max_limit = {max_limit}
-[conductor]
+{api_tls}[conductor]
 automated_clean = true
 node_locked_retry_attempts = {locked}
 [database]
@@ -307,7 +389,7 @@ boot_delay = {boot}
 deploy_delay = {deploy}
 [oslo_concurrency]
 lock_path = {d}
-",
+{more}",
         max_limit = opts.max_limit,
         locked = opts.node_locked_retry_attempts.max(1),
         power = opts.power_delay,
@@ -337,6 +419,9 @@ pub struct NodeSpec {
     pub resource_class: Option<String>,
     pub traits: Vec<String>,
     pub conductor_group: Option<String>,
+    /// The project that owns the node (Ironic's RBAC lets project-scoped users see and deploy
+    /// only the nodes their project owns or leases).
+    pub owner: Option<String>,
     pub extra: Map<String, Value>,
     pub target: EnrollTarget,
 }
@@ -353,6 +438,7 @@ impl NodeSpec {
             resource_class: None,
             traits: vec![],
             conductor_group: None,
+            owner: None,
             extra: Map::new(),
             target: EnrollTarget::Available,
         }
@@ -388,6 +474,9 @@ pub fn enroll_node(client: &IronicClient, spec: &NodeSpec) -> Result<Node, Ironi
     }
     if let Some(g) = &spec.conductor_group {
         body["conductor_group"] = json!(g);
+    }
+    if let Some(o) = &spec.owner {
+        body["owner"] = json!(o);
     }
     let node = client.create_node(&body)?;
     for mac in &spec.macs {

@@ -1,9 +1,14 @@
-//! Real processes for integration tests, benchmarks and the lab: Ironic, the companion server and
-//! nginx, each in its own directory, stopped when the process that started them exits.
+//! Real processes for integration tests, benchmarks and the lab: Ironic, Keystone, the companion
+//! server and nginx, each in its own directory, stopped when the process that started them exits;
+//! and the test CA that TLS tests trust.
 
+pub mod bosh_tools;
+pub mod certs;
 pub mod cpi;
 pub mod faultproxy;
 pub mod ironic;
+pub mod keystone;
 pub mod nginx;
 pub mod process;
 pub mod server;
+pub mod tls;

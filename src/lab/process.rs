@@ -283,11 +283,37 @@ pub fn wait_for_tcp(
 pub fn wait_for_http(
     url: &str,
     timeout: Duration,
+    child: Option<&mut ChildProcess>,
+) -> Result<Duration, String> {
+    wait_for_answer(url, None, timeout, child)
+}
+
+/// [`wait_for_http`] for an `https://` URL whose certificate `ca_file` (PEM) signed.
+pub fn wait_for_https(
+    url: &str,
+    ca_file: &Path,
+    timeout: Duration,
+    child: Option<&mut ChildProcess>,
+) -> Result<Duration, String> {
+    wait_for_answer(url, Some(ca_file), timeout, child)
+}
+
+fn wait_for_answer(
+    url: &str,
+    ca_file: Option<&Path>,
+    timeout: Duration,
     mut child: Option<&mut ChildProcess>,
 ) -> Result<Duration, String> {
     let started = Instant::now();
-    let http = reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(2))
+    let mut builder = reqwest::blocking::Client::builder().timeout(Duration::from_secs(2));
+    if let Some(path) = ca_file {
+        let pem =
+            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let ca = reqwest::Certificate::from_pem(&pem)
+            .map_err(|e| format!("{} is not a PEM certificate: {e}", path.display()))?;
+        builder = builder.add_root_certificate(ca);
+    }
+    let http = builder
         .build()
         .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
     loop {
@@ -336,14 +362,16 @@ mod tests {
         assert!(!dir.exists());
     }
 
-    /// Run in a child test process (see below): start a process group, then exit without any
+    /// Not a test of its own: `watchdog_stops_the_group_when_the_test_process_dies` runs it in a
+    /// child test process (hence ignored) to start a process group and exit without any
     /// destructor, as a test binary does with labs kept in statics.
     #[test]
+    #[ignore = "helper process of watchdog_stops_the_group_when_the_test_process_dies"]
     fn watchdog_helper() {
-        let Some(dir) = std::env::var_os("IRONIC_CPI_WATCHDOG_HELPER_DIR") else {
-            return;
-        };
-        let dir = PathBuf::from(dir);
+        let dir = PathBuf::from(
+            std::env::var_os("IRONIC_CPI_WATCHDOG_HELPER_DIR")
+                .expect("run by watchdog_stops_the_group_when_the_test_process_dies"),
+        );
         let mut cmd = Command::new("/bin/sh");
         cmd.arg("-c").arg("sleep 60 & wait");
         let p = ChildProcess::spawn(
@@ -368,6 +396,7 @@ mod tests {
             .args([
                 "--exact",
                 "lab::process::tests::watchdog_helper",
+                "--ignored",
                 "--nocapture",
             ])
             .env("IRONIC_CPI_WATCHDOG_HELPER_DIR", &dir)

@@ -16,7 +16,7 @@ pub struct Claimed {
 
 pub enum ClaimOutcome {
     Claimed(Box<Claimed>),
-    /// Every candidate was taken or changed between the listing and the claim.
+    /// Every candidate was taken, changed between the listing and the claim, or stayed locked.
     AllTaken {
         lost: usize,
     },
@@ -41,6 +41,15 @@ pub fn claim_first(
             Ok(node) => node,
             Err(e) if lost_race(&e) => {
                 log::info!("node {} was taken by another consumer: {e}", listed.label());
+                lost += 1;
+                continue;
+            }
+            Err(e) if still_locked(&e) => {
+                log::info!(
+                    "node {} stayed locked through every retry, busy with another \
+                     consumer's operation: trying the next candidate ({e})",
+                    listed.label()
+                );
                 lost += 1;
                 continue;
             }
@@ -75,11 +84,19 @@ pub fn claim_first(
 
 /// Any final 409 means another consumer is on the node: associated with its instance, or busy
 /// in a transition it started ("can not be updated while a state transition is in progress").
-/// NodeLocked never gets here: the client retries it.
+/// NodeLocked is retried by the client first (see `still_locked`).
 fn lost_race(e: &IronicError) -> bool {
     e.is_not_found()
         || e.conflict_kind()
             .is_some_and(|k| k != ConflictKind::NodeLocked)
+}
+
+/// NodeLocked after the client's retries: a conductor holds the node for a long operation.
+/// A free node is locked only for moments (power sync, a PATCH), while another consumer's deploy
+/// or cleaning holds it for as long as it runs; failing the whole create_vm for it would waste
+/// the other candidates.
+fn still_locked(e: &IronicError) -> bool {
+    e.conflict_kind() == Some(ConflictKind::NodeLocked)
 }
 
 /// Undo a claim on which nothing else was done yet.

@@ -35,30 +35,43 @@ pub const NODE_FIELDS: [&str; 14] = [
     "driver",
 ];
 
-pub const PORT_FIELDS: [&str; 3] = ["uuid", "address", "node_uuid"];
+pub const PORT_FIELDS: [&str; 4] = ["uuid", "address", "node_uuid", "pxe_enabled"];
 
 /// The pool at one moment: nodes and the MACs of their ports.
 pub struct PoolSnapshot {
     pub nodes: Vec<Node>,
     macs_by_node: HashMap<String, Vec<String>>,
+    /// The MACs of ports with `pxe_enabled`: the NICs a node boots from.
+    pxe_macs_by_node: HashMap<String, Vec<String>>,
     node_by_mac: HashMap<String, String>,
 }
 
 impl PoolSnapshot {
     pub fn new(nodes: Vec<Node>, ports: Vec<Port>) -> Self {
         let mut macs_by_node: HashMap<String, Vec<String>> = HashMap::new();
+        let mut pxe_macs_by_node: HashMap<String, Vec<String>> = HashMap::new();
         let mut node_by_mac = HashMap::new();
         for port in ports {
             let mac = normalize_mac(&port.address).unwrap_or(port.address);
             node_by_mac.insert(mac.clone(), port.node_uuid.clone());
+            if port.pxe_enabled == Some(true) {
+                pxe_macs_by_node
+                    .entry(port.node_uuid.clone())
+                    .or_default()
+                    .push(mac.clone());
+            }
             macs_by_node.entry(port.node_uuid).or_default().push(mac);
         }
-        for macs in macs_by_node.values_mut() {
+        for macs in macs_by_node
+            .values_mut()
+            .chain(pxe_macs_by_node.values_mut())
+        {
             macs.sort();
         }
         PoolSnapshot {
             nodes,
             macs_by_node,
+            pxe_macs_by_node,
             node_by_mac,
         }
     }
@@ -79,6 +92,13 @@ impl PoolSnapshot {
 
     pub fn macs_of(&self, node_uuid: &str) -> &[String] {
         self.macs_by_node
+            .get(node_uuid)
+            .map_or(&[][..], Vec::as_slice)
+    }
+
+    /// The node's MACs that Ironic boots from (`pxe_enabled` ports); empty when unknown.
+    pub fn pxe_macs_of(&self, node_uuid: &str) -> &[String] {
+        self.pxe_macs_by_node
             .get(node_uuid)
             .map_or(&[][..], Vec::as_slice)
     }

@@ -324,7 +324,8 @@ pub struct Defaults {
     /// Root device the stemcell image is written to; `disks.system` in agent settings.
     #[serde(default = "default_system_disk")]
     pub system_disk: String,
-    /// `disks.ephemeral` in agent settings; null lets the agent carve ephemeral space from the root disk.
+    /// `disks.ephemeral` in agent settings. With null the agent carves ephemeral space after the
+    /// root disk's last partition, which Ironic's config drive partition takes (docs/hwlab.md).
     #[serde(default)]
     pub ephemeral_disk: Option<String>,
     /// Device of persistent disks when the disk type does not name one.

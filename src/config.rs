@@ -86,9 +86,13 @@ pub struct IronicConfig {
     pub poll: PollPolicy,
     #[serde(default)]
     pub timeouts: Timeouts,
-    /// Page size for node, port and allocation lists (Ironic caps it at its `max_limit`).
+    /// Page size for node and port lists (Ironic caps it at its `max_limit`).
     #[serde(default = "default_page_size")]
     pub page_size: u32,
+    /// The largest answer body read from Ironic, in bytes: a broken or hostile server cannot
+    /// make the CPI hold more than this of one answer.
+    #[serde(default = "default_max_response_bytes")]
+    pub max_response_bytes: u64,
     /// Run manual cleaning with `clean_steps` when a VM is deleted.
     #[serde(default)]
     pub clean_on_delete: bool,
@@ -134,7 +138,7 @@ pub enum IronicAuth {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MicroversionPolicy {
-    /// Lowest microversion this CPI accepts from the server (allocations need 1.52).
+    /// Lowest microversion this CPI accepts from the server (see `default_min_microversion`).
     #[serde(default = "default_min_microversion")]
     pub min: String,
     /// Highest microversion to use; the client uses min(server max, this).
@@ -388,12 +392,21 @@ fn default_request_timeout() -> f64 {
 fn default_page_size() -> u32 {
     1000
 }
+/// 32 MiB: ten times a page of 1,000 nodes with every field the CPI asks for.
+pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 32 * 1024 * 1024;
+/// Below this, a page of nodes or a node with a large `extra` would not fit.
+pub const MIN_MAX_RESPONSE_BYTES: u64 = 64 * 1024;
+fn default_max_response_bytes() -> u64 {
+    DEFAULT_MAX_RESPONSE_BYTES
+}
 fn default_clean_steps() -> Vec<Value> {
     vec![serde_json::json!({"interface": "deploy", "step": "erase_devices_metadata"})]
 }
 fn default_domain() -> String {
     "Default".into()
 }
+/// The node fields and filters the CPI reads need up to 1.50 (`owner`); 1.52 has been the
+/// floor since the CPI's first release, and lowering it would need testing against such a server.
 fn default_min_microversion() -> String {
     "1.52".into()
 }
@@ -583,6 +596,12 @@ impl Config {
         }
         if self.ironic.page_size == 0 {
             return bad("ironic.page_size", "must be at least 1");
+        }
+        if self.ironic.max_response_bytes < MIN_MAX_RESPONSE_BYTES {
+            return bad(
+                "ironic.max_response_bytes",
+                &format!("must be at least {MIN_MAX_RESPONSE_BYTES} (64 KiB)"),
+            );
         }
         for (key, v) in [
             ("ironic.microversion.min", &self.ironic.microversion.min),

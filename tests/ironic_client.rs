@@ -14,9 +14,7 @@ use std::time::Duration;
 
 use ironic_cpi::config::{Config, IronicAuth, IronicConfig, Secret};
 use ironic_cpi::error::ErrorKind;
-use ironic_cpi::ironic::{
-    AllocationQuery, ConflictKind, IronicClient, IronicError, NodeQuery, PatchOp, PortQuery,
-};
+use ironic_cpi::ironic::{ConflictKind, IronicClient, IronicError, NodeQuery, PatchOp, PortQuery};
 use ironic_cpi::lab::ironic::{
     enroll_node, lab_mac, EnrollTarget, IronicLab, IronicLabOptions, LabAuth, NodeSpec,
 };
@@ -101,6 +99,36 @@ fn microversion_is_negotiated_lazily_and_sent() {
     let capped = client_with(lab, |c| c.microversion.max = "1.60".into());
     assert_eq!(capped.microversion().unwrap(), (1, 60));
 
+    // Without an explicit negotiation, the first request goes with the configured maximum,
+    // and an answer pins it: no `GET /v1` at all.
+    let direct = lab.client().unwrap();
+    assert_eq!(
+        direct.get_node(&node.uuid).unwrap().name.as_deref(),
+        Some("t-mv-0")
+    );
+    assert_eq!(direct.request_count(), 1);
+    assert_eq!(direct.microversion().unwrap(), (1, 115));
+    assert_eq!(direct.request_count(), 1, "pinned by the answer");
+
+    // A maximum above the server's (an older Ironic): 406, `GET /v1`, the request again.
+    let ahead = client_with(lab, |c| c.microversion.max = "1.200".into());
+    assert_eq!(ahead.get_node(&node.uuid).unwrap().uuid, node.uuid);
+    assert_eq!(ahead.request_count(), 3);
+    assert_eq!(ahead.microversion_in_use(), (1, 115));
+    ahead.get_node(&node.uuid).unwrap();
+    assert_eq!(ahead.request_count(), 4, "negotiated once");
+
+    // A 406 that is not about the version (a field this version lacks) is not negotiated away.
+    let old = client_with(lab, |c| c.microversion.max = "1.52".into());
+    let e = old
+        .list_nodes(&NodeQuery {
+            fields: vec!["uuid".into(), "shard".into()],
+            ..Default::default()
+        })
+        .unwrap_err();
+    assert!(matches!(e, IronicError::NotAcceptable { .. }), "{e:?}");
+    assert_eq!(old.request_count(), 2, "the refused list and GET /v1");
+
     let too_new = client_with(lab, |c| {
         c.microversion.min = "1.116".into();
         c.microversion.max = "1.200".into();
@@ -136,8 +164,8 @@ fn pagination_returns_every_node_and_port_exactly_once() {
     assert!(nodes
         .iter()
         .all(|n| n.name.as_deref().is_some_and(|s| s.starts_with("t-page-"))));
-    // GET /v1, then pages of 2, 2 and 1 (a short page has no `next` link).
-    assert_eq!(c.request_count(), 4);
+    // Pages of 2, 2 and 1 (a short page has no `next` link); no `GET /v1`.
+    assert_eq!(c.request_count(), 3);
 
     let before = c.request_count();
     let first3 = c
@@ -398,38 +426,6 @@ fn wait_timeout_names_node_state_target_and_seconds() {
 }
 
 #[test]
-fn allocations_pick_a_node_of_the_resource_class() {
-    let c = lab().client().unwrap();
-    let node = enroll_node(&c, &spec("alloc", 0x09, 0, EnrollTarget::Available)).unwrap();
-    let a = c
-        .create_allocation(&json!({"resource_class": "rc-alloc", "name": "t-alloc-a"}))
-        .unwrap();
-    let a = c.wait_for_allocation(&a.uuid, WAIT).unwrap();
-    assert_eq!(a.node_uuid.as_deref(), Some(node.uuid.as_str()));
-    let listed = c
-        .list_allocations(&AllocationQuery {
-            resource_class: Some("rc-alloc".into()),
-            ..Default::default()
-        })
-        .unwrap();
-    assert_eq!(listed.len(), 1);
-    assert_eq!(c.get_allocation("t-alloc-a").unwrap().uuid, a.uuid);
-    assert_eq!(
-        c.get_node(&node.uuid).unwrap().allocation_uuid.as_deref(),
-        Some(a.uuid.as_str())
-    );
-    // No second node: the next allocation fails, and the wait says so at once.
-    let b = c
-        .create_allocation(&json!({"resource_class": "rc-alloc"}))
-        .unwrap();
-    let e = c.wait_for_allocation(&b.uuid, WAIT).unwrap_err();
-    assert!(matches!(e, IronicError::WaitFailed { .. }), "{e:?}");
-    c.delete_allocation(&b.uuid).unwrap();
-    c.delete_allocation(&a.uuid).unwrap();
-    assert!(c.get_allocation(&a.uuid).unwrap_err().is_not_found());
-}
-
-#[test]
 fn ports_are_created_and_deleted() {
     let c = lab().client().unwrap();
     let node = enroll_node(&c, &spec("ports", 0x0a, 0, EnrollTarget::Enroll)).unwrap();
@@ -467,11 +463,7 @@ fn http_basic_auth_accepts_the_right_password_only() {
     });
     let e = bad.get_node(&node.uuid).unwrap_err();
     assert!(matches!(e, IronicError::Unauthorized { .. }), "{e:?}");
-    assert_eq!(
-        bad.request_count(),
-        2,
-        "GET /v1 is public; the node GET is refused once"
-    );
+    assert_eq!(bad.request_count(), 1, "the node GET is refused once");
     for shown in [e.to_string(), format!("{e:?}")] {
         assert!(
             !shown.contains(wrong) && !shown.contains(BASIC_PASSWORD),
@@ -590,6 +582,36 @@ fn responder(
     (url, seen)
 }
 
+/// Ironic's answer to a request whose microversion is above the fake's 1.80 (it checks the
+/// version before anything else), or `script`'s, numbered among the requests that get there.
+fn like_ironic(
+    script: impl Fn(usize, &Seen) -> Reply + Send + 'static,
+) -> impl Fn(usize, &Seen, &str) -> Reply + Send + 'static {
+    let answered = std::sync::atomic::AtomicUsize::new(0);
+    move |_, req, _| {
+        if req.line.starts_with("GET /v1 ") {
+            return versions();
+        }
+        let asked = req
+            .header("X-OpenStack-Ironic-API-Version")
+            .and_then(ironic_cpi::config::parse_microversion);
+        if asked.is_some_and(|v| v > (1, 80)) {
+            return Reply::Http(
+                406,
+                vec![
+                    ("X-OpenStack-Ironic-API-Minimum-Version", "1.1".into()),
+                    ("X-OpenStack-Ironic-API-Maximum-Version", "1.80".into()),
+                ],
+                r#"{"error_message": "{\"code\": 406, \"title\": \"Not Acceptable\", \"description\": \"Version 1.115 was requested but the minor version is not supported by this service. The supported version range is: [1.1, 1.80].\"}"}"#.into(),
+            );
+        }
+        script(
+            answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst),
+            req,
+        )
+    }
+}
+
 fn versions() -> Reply {
     Reply::Http(
         200,
@@ -616,22 +638,27 @@ fn fake_config(url: &str) -> IronicConfig {
 
 #[test]
 fn fake_503_and_retry_after_are_retried_with_the_version_header() {
-    let (url, seen) = responder(|n, req, _| match (n, req.line.as_str()) {
-        (_, l) if l.starts_with("GET /v1 ") => versions(),
-        (1 | 2, _) => Reply::Http(
+    let (url, seen) = responder(like_ironic(|n, _| match n {
+        0 | 1 => Reply::Http(
             503,
             vec![("Retry-After", "0".into())],
             r#"{"error_message": "{\"faultstring\": \"No conductor\"}"}"#.into(),
         ),
         _ => Reply::Http(200, vec![], node_json("n1")),
-    });
+    }));
     let c = IronicClient::new(&fake_config(&url)).unwrap();
     let node = c.get_node("n1").unwrap();
     assert_eq!(node.name.as_deref(), Some("n1"));
-    assert_eq!(c.request_count(), 4);
+    // 1.115 refused (406), GET /v1, then 503, 503, 200 with the negotiated 1.80.
+    assert_eq!(c.request_count(), 5);
     let seen = seen.lock().unwrap();
-    assert!(seen[0].header("X-OpenStack-Ironic-API-Version").is_none());
-    for req in &seen[1..] {
+    assert_eq!(
+        seen[0].header("X-OpenStack-Ironic-API-Version"),
+        Some("1.115")
+    );
+    assert!(seen[1].line.starts_with("GET /v1 "));
+    assert!(seen[1].header("X-OpenStack-Ironic-API-Version").is_none());
+    for req in &seen[2..] {
         assert_eq!(req.header("X-OpenStack-Ironic-API-Version"), Some("1.80"));
         assert!(req
             .header("User-Agent")
@@ -641,13 +668,7 @@ fn fake_503_and_retry_after_are_retried_with_the_version_header() {
 
 #[test]
 fn fake_503_gives_up_after_max_attempts() {
-    let (url, _) = responder(|_, req, _| {
-        if req.line.starts_with("GET /v1 ") {
-            versions()
-        } else {
-            Reply::Http(503, vec![], "busy".into())
-        }
-    });
+    let (url, _) = responder(like_ironic(|_, _| Reply::Http(503, vec![], "busy".into())));
     let mut cfg = fake_config(&url);
     cfg.retry.max_attempts = 3;
     let c = IronicClient::new(&cfg).unwrap();
@@ -655,25 +676,25 @@ fn fake_503_gives_up_after_max_attempts() {
     assert!(matches!(e, IronicError::ServiceUnavailable { .. }), "{e:?}");
     assert!(e.to_string().contains("busy"));
     assert!(e.to_string().contains("gave up after 3 attempts"), "{e}");
-    assert_eq!(c.request_count(), 1 + 3);
+    assert_eq!(c.request_count(), 2 + 3, "406, GET /v1, three attempts");
 }
 
 #[test]
 fn fake_dropped_connection_retries_get_but_not_post() {
-    let (url, seen) = responder(|n, req, _| match (n, req.line.as_str()) {
-        (_, l) if l.starts_with("GET /v1 ") => versions(),
-        (1, _) => Reply::Drop,
+    let (url, seen) = responder(like_ironic(|n, req| match (n, req.line.as_str()) {
+        (0, _) => Reply::Drop,
         (_, l) if l.starts_with("POST") => Reply::Drop,
         _ => Reply::Http(200, vec![], node_json("n2")),
-    });
+    }));
     let c = IronicClient::new(&fake_config(&url)).unwrap();
     assert_eq!(c.get_node("n2").unwrap().name.as_deref(), Some("n2"));
-    assert_eq!(c.request_count(), 3);
+    // 406, GET /v1, the dropped GET and its retry.
+    assert_eq!(c.request_count(), 4);
     let e = c.create_node(&json!({"name": "x"})).unwrap_err();
     assert!(matches!(e, IronicError::Transport { .. }), "{e:?}");
     assert_eq!(
         c.request_count(),
-        4,
+        5,
         "a POST that may have arrived is not repeated"
     );
     let posts = seen
@@ -758,8 +779,8 @@ fn fake_a_token_refused_again_after_renewal_is_final() {
         "{e:?}"
     );
     assert_eq!(issued.load(Ordering::SeqCst), 2, "renewed once, not again");
-    // token, GET /v1, refused GET, token again, refused GET
-    assert_eq!(c.request_count(), 5);
+    // token, refused GET, token again, refused GET (Ironic checks the token first)
+    assert_eq!(c.request_count(), 4);
 }
 
 #[test]
@@ -778,7 +799,7 @@ fn fake_a_policy_refusal_is_not_renewed() {
         1,
         "a new token would be refused too"
     );
-    assert_eq!(c.request_count(), 3);
+    assert_eq!(c.request_count(), 2);
 }
 
 #[test]

@@ -7,6 +7,7 @@
 //! the caller must judge. A `Transport` error with `not_sent: false` means the request may have
 //! been applied: callers of state-changing operations read the node back before going on.
 
+use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -19,10 +20,41 @@ use super::types::{Node, PatchOp, Port};
 pub trait Ironic: Sync {
     /// A node by UUID or name.
     fn get_node(&self, id: &str) -> Result<Node, IronicError>;
-    /// Every node matching `q`, following pagination.
-    fn list_nodes(&self, q: &NodeQuery) -> Result<Vec<Node>, IronicError>;
-    /// Every port matching `q`, following pagination.
-    fn list_ports(&self, q: &PortQuery) -> Result<Vec<Port>, IronicError>;
+    /// The nodes matching `q`, page by page: `each` gets every page as it arrives and may stop
+    /// the listing (`Break`). Only one page is held at a time, so a listing of the pool costs
+    /// memory by the page, not by the pool.
+    fn node_pages(
+        &self,
+        q: &NodeQuery,
+        each: &mut dyn FnMut(Vec<Node>) -> ControlFlow<()>,
+    ) -> Result<(), IronicError>;
+    /// The ports matching `q`, page by page (see `node_pages`).
+    fn port_pages(
+        &self,
+        q: &PortQuery,
+        each: &mut dyn FnMut(Vec<Port>) -> ControlFlow<()>,
+    ) -> Result<(), IronicError>;
+    /// Every node matching `q`, collected: for filters that match a few nodes, never the pool.
+    fn list_nodes(&self, q: &NodeQuery) -> Result<Vec<Node>, IronicError> {
+        let mut out = Vec::new();
+        self.node_pages(q, &mut |page| {
+            out.extend(page);
+            ControlFlow::Continue(())
+        })?;
+        Ok(out)
+    }
+    /// Every port matching `q`, collected: for filters that match a few ports (one node's, one
+    /// MAC's).
+    fn list_ports(&self, q: &PortQuery) -> Result<Vec<Port>, IronicError> {
+        let mut out = Vec::new();
+        self.port_pages(q, &mut |page| {
+            out.extend(page);
+            ControlFlow::Continue(())
+        })?;
+        Ok(out)
+    }
+    /// The API microversion requests go with (filters newer than it are applied in memory).
+    fn microversion_in_use(&self) -> (u32, u32);
     fn create_node(&self, body: &Value) -> Result<Node, IronicError>;
     /// One JSON Patch, applied by Ironic as one update (and refused as a whole).
     fn patch_node(&self, id: &str, ops: &[PatchOp]) -> Result<Node, IronicError>;
@@ -63,11 +95,22 @@ impl Ironic for IronicClient {
     fn get_node(&self, id: &str) -> Result<Node, IronicError> {
         IronicClient::get_node(self, id)
     }
-    fn list_nodes(&self, q: &NodeQuery) -> Result<Vec<Node>, IronicError> {
-        IronicClient::list_nodes(self, q)
+    fn node_pages(
+        &self,
+        q: &NodeQuery,
+        each: &mut dyn FnMut(Vec<Node>) -> ControlFlow<()>,
+    ) -> Result<(), IronicError> {
+        IronicClient::node_pages(self, q, each)
     }
-    fn list_ports(&self, q: &PortQuery) -> Result<Vec<Port>, IronicError> {
-        IronicClient::list_ports(self, q)
+    fn port_pages(
+        &self,
+        q: &PortQuery,
+        each: &mut dyn FnMut(Vec<Port>) -> ControlFlow<()>,
+    ) -> Result<(), IronicError> {
+        IronicClient::port_pages(self, q, each)
+    }
+    fn microversion_in_use(&self) -> (u32, u32) {
+        IronicClient::microversion_in_use(self)
     }
     fn create_node(&self, body: &Value) -> Result<Node, IronicError> {
         IronicClient::create_node(self, body)

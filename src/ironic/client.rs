@@ -2,6 +2,8 @@
 //! microversion, adds the headers, logs, counts and retries transient failures. The resource
 //! calls on top of it are thin.
 
+use std::collections::HashSet;
+use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -12,16 +14,18 @@ use reqwest::blocking::{Client, Response};
 use reqwest::header::{HeaderMap, HeaderValue};
 use reqwest::Method;
 use serde::de::DeserializeOwned;
+use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::config::{parse_microversion, secs, IronicAuth, IronicConfig, Secret};
 
 use super::backoff::{Backoff, RetryBudget};
+use super::body::{self, Body};
 use super::error::IronicError;
 use super::keystone;
-use super::query::{with_query, AllocationQuery, NodeQuery, PortQuery};
+use super::query::{with_query, NodeQuery, PortQuery};
 use super::tls;
-use super::types::{Allocation, Node, PatchOp, Port};
+use super::types::{Node, PatchOp, Port};
 
 const VERSION_HEADER: &str = "X-OpenStack-Ironic-API-Version";
 const USER_AGENT: &str = concat!("ironic_cpi/", env!("CARGO_PKG_VERSION"));
@@ -174,7 +178,30 @@ impl IronicClient {
         &self.cfg
     }
 
-    /// The microversion in use, negotiated on first need: the highest both sides support.
+    /// The microversion requests go with: the one pinned by an answer or a negotiation, else the
+    /// configured maximum, which the first request tries (see [`IronicClient::call`]).
+    pub fn microversion_in_use(&self) -> (u32, u32) {
+        self.pinned().unwrap_or_else(|| self.wanted_max())
+    }
+
+    fn pinned(&self) -> Option<(u32, u32)> {
+        *self.version.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn pin(&self, v: (u32, u32)) {
+        let mut guard = self.version.lock().unwrap_or_else(|p| p.into_inner());
+        if guard.is_none() {
+            *guard = Some(v);
+        }
+    }
+
+    /// `ironic.microversion.max`, parsed in `new`.
+    fn wanted_max(&self) -> (u32, u32) {
+        parse_microversion(&self.cfg.microversion.max).unwrap_or((1, 1))
+    }
+
+    /// The microversion in use, negotiated with `GET /v1` when no answer has pinned one yet: the
+    /// highest both sides support.
     pub fn microversion(&self) -> Result<(u32, u32), IronicError> {
         let mut guard = self.version.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(v) = *guard {
@@ -245,15 +272,19 @@ impl IronicClient {
         self.get_json(&path, &node_target(id), None)
     }
 
+    /// The nodes matching `q`, page by page: `each` sees every page as it arrives and may stop
+    /// the listing. Only one page is held at a time.
+    pub fn node_pages(
+        &self,
+        q: &NodeQuery,
+        each: &mut dyn FnMut(Vec<Node>) -> ControlFlow<()>,
+    ) -> Result<(), IronicError> {
+        self.pages("/v1/nodes", q.params(), &q.fields, q.limit_total, each)
+    }
+
+    /// Every node matching `q`, collected: for filters that match a few nodes, never the pool.
     pub fn list_nodes(&self, q: &NodeQuery) -> Result<Vec<Node>, IronicError> {
-        self.list(
-            "/v1/nodes",
-            "nodes",
-            q.params(),
-            &q.fields,
-            q.limit_total,
-            true,
-        )
+        collect(|each| self.node_pages(q, each))
     }
 
     pub fn create_node(&self, body: &Value) -> Result<Node, IronicError> {
@@ -354,8 +385,18 @@ impl IronicClient {
 
     // ---- ports ----
 
+    /// The ports matching `q`, page by page (see [`IronicClient::node_pages`]).
+    pub fn port_pages(
+        &self,
+        q: &PortQuery,
+        each: &mut dyn FnMut(Vec<Port>) -> ControlFlow<()>,
+    ) -> Result<(), IronicError> {
+        self.pages("/v1/ports", q.params(), &q.fields, None, each)
+    }
+
+    /// Every port matching `q`, collected: for filters that match a few ports.
     pub fn list_ports(&self, q: &PortQuery) -> Result<Vec<Port>, IronicError> {
-        self.list("/v1/ports", "ports", q.params(), &q.fields, None, true)
+        collect(|each| self.port_pages(q, each))
     }
 
     pub fn create_port(
@@ -383,99 +424,70 @@ impl IronicClient {
         )
     }
 
-    // ---- allocations ----
-
-    /// `POST /v1/allocations` (`resource_class`, `traits`, `candidate_nodes`, `name`, ...). The
-    /// answer is usually still `allocating`: see [`IronicClient::wait_for_allocation`].
-    pub fn create_allocation(&self, body: &Value) -> Result<Allocation, IronicError> {
-        self.send_json(Method::POST, "/v1/allocations", Some(body), &NO_TARGET)
-    }
-
-    pub fn get_allocation(&self, id: &str) -> Result<Allocation, IronicError> {
-        self.get_json(
-            &format!("/v1/allocations/{}", seg(id)),
-            &alloc_target(id),
-            None,
-        )
-    }
-
-    pub fn delete_allocation(&self, id: &str) -> Result<(), IronicError> {
-        self.send_empty(
-            Method::DELETE,
-            &format!("/v1/allocations/{}", seg(id)),
-            None,
-            &alloc_target(id),
-        )
-    }
-
-    pub fn list_allocations(&self, q: &AllocationQuery) -> Result<Vec<Allocation>, IronicError> {
-        // Allocation lists always carry every field; there is no `detail=`.
-        self.list(
-            "/v1/allocations",
-            "allocations",
-            q.params(),
-            &q.fields,
-            None,
-            false,
-        )
-    }
-
     // ---- plumbing ----
 
     /// Follow `next` links until a page comes back without one (or empty: Ironic links every full
-    /// page, so the last one may be empty).
-    fn list<T: DeserializeOwned>(
+    /// page, so the last one may be empty), handing each page to `each`. A `next` link that
+    /// repeats a marker would read the same pages forever: that is an error.
+    fn pages<T: DeserializeOwned>(
         &self,
         path: &str,
-        key: &str,
         mut params: Vec<(&'static str, String)>,
         fields: &[String],
         limit_total: Option<usize>,
-        has_detail: bool,
-    ) -> Result<Vec<T>, IronicError> {
+        each: &mut dyn FnMut(Vec<T>) -> ControlFlow<()>,
+    ) -> Result<(), IronicError> {
         let page_size = self.cfg.page_size.max(1) as usize;
         let first_limit = limit_total.map_or(page_size, |t| t.clamp(1, page_size));
         params.push(("limit", first_limit.to_string()));
         if !fields.is_empty() {
             // `detail=true` together with `fields=` is a 400.
             params.push(("fields", fields.join(",")));
-        } else if has_detail {
+        } else {
             params.push(("detail", "true".into()));
         }
         let mut next = Some(with_query(path, &params));
-        let mut out: Vec<T> = Vec::new();
-        while let Some(path) = next.take() {
-            let page: Value = self.get_json(&path, &NO_TARGET, None)?;
-            let items = match page.get(key) {
-                Some(Value::Array(items)) => items,
-                _ => {
-                    return Err(IronicError::Decode {
-                        what: format!("GET {path}"),
-                        message: format!("no '{key}' list in the answer"),
-                    })
-                }
+        let mut markers: HashSet<String> = HashSet::new();
+        let mut delivered = 0usize;
+        while let Some(page_path) = next.take() {
+            let page: Page<T> = self.get_json(&page_path, &NO_TARGET, None)?;
+            let Some(mut items) = page.items else {
+                return Err(IronicError::Decode {
+                    what: format!("GET {path}"),
+                    message: "the answer holds no list".into(),
+                });
             };
             if items.is_empty() {
                 break;
             }
-            for item in items {
-                out.push(T::deserialize(item).map_err(|e| IronicError::Decode {
-                    what: format!("GET {path}"),
-                    message: e.to_string(),
-                })?);
+            if let Some(t) = limit_total {
+                items.truncate(t.saturating_sub(delivered));
             }
-            if limit_total.is_some_and(|t| out.len() >= t) {
+            delivered += items.len();
+            if each(items).is_break() || limit_total.is_some_and(|t| delivered >= t) {
                 break;
             }
-            next = page
-                .get("next")
-                .and_then(Value::as_str)
-                .and_then(|link| next_page(path_only(&path), &params, link));
+            let Some((following, marker)) = page
+                .next
+                .as_deref()
+                .and_then(|link| next_page(path, &params, link))
+            else {
+                break;
+            };
+            if !markers.insert(marker.clone()) {
+                return Err(IronicError::Decode {
+                    what: format!("GET {path}"),
+                    message: format!(
+                        "after {} pages, the `next` link repeats marker '{marker}': the \
+                         listing does not advance, and following it would read the same pages \
+                         forever",
+                        markers.len() + 1
+                    ),
+                });
+            }
+            next = Some(following);
         }
-        if let Some(t) = limit_total {
-            out.truncate(t);
-        }
-        Ok(out)
+        Ok(())
     }
 
     fn get_json<T: DeserializeOwned>(
@@ -512,6 +524,11 @@ impl IronicClient {
 
     /// One API call: session, microversion, retries, and one re-authentication when a Keystone
     /// token was refused (it may have expired or been revoked).
+    ///
+    /// Before any answer has pinned a microversion, a request goes with the configured maximum
+    /// instead of asking `GET /v1` first: Ironic checks the version before anything else, so a
+    /// 406 means nothing happened, and only then does the client negotiate and send again. An
+    /// Ironic that serves the configured maximum (1.115: Ironic 39) costs no extra request.
     fn call(
         &self,
         method: Method,
@@ -522,11 +539,15 @@ impl IronicClient {
         budget: Option<RetryBudget>,
     ) -> Result<Answer, IronicError> {
         let mut reauthenticated = false;
+        let mut negotiated = false;
         loop {
             let session = self.session()?;
-            let version = match mode {
-                Mode::Api => Some(self.microversion()?),
-                _ => None,
+            let (version, tentative) = match mode {
+                Mode::Api => match self.pinned() {
+                    Some(v) => (Some(v), false),
+                    None => (Some(self.wanted_max()), true),
+                },
+                _ => (None, false),
             };
             let url = format!("{}{}", session.base, path);
             let exchange = Exchange {
@@ -549,6 +570,25 @@ impl IronicClient {
                     debug!("{method} {path}: the Keystone token was refused; authenticating again");
                     reauthenticated = true;
                     *self.session.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                }
+                Err(e @ IronicError::NotAcceptable { .. }) if tentative && !negotiated => {
+                    negotiated = true;
+                    let chosen = self.microversion()?;
+                    if Some(chosen) == version {
+                        // The version was fine: the 406 is about the request itself.
+                        return Err(e);
+                    }
+                    debug!(
+                        "{method} {path}: Ironic refused microversion {}; sending again with {}",
+                        version.map(fmt_version).unwrap_or_default(),
+                        fmt_version(chosen)
+                    );
+                }
+                Ok(answer) => {
+                    if let (true, Some(v)) = (tentative, version) {
+                        self.pin(v);
+                    }
+                    return Ok(answer);
                 }
                 other => return other,
             }
@@ -743,15 +783,37 @@ impl IronicClient {
         };
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
-        let text = match resp.text() {
-            Ok(t) => t,
+        let success = (200..300).contains(&status);
+        let cap = self.cfg.max_response_bytes;
+        let declared = resp.content_length();
+        let read = if success {
+            body::read_capped(resp, declared, cap)
+        } else {
+            body::read_head(resp, body::ERROR_BODY_BYTES.min(cap)).map(Body::Whole)
+        };
+        let text = match read {
+            Ok(Body::Whole(bytes)) => String::from_utf8(bytes)
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+            Ok(Body::Over { declared }) => {
+                debug!("{method} {path} -> {status}, answer over {cap} bytes");
+                return Attempt::Failed(
+                    IronicError::ResponseTooLarge {
+                        method: method.to_string(),
+                        url: redact_url(url),
+                        cap,
+                        declared,
+                        applied: !matches!(*method, Method::GET | Method::HEAD),
+                    },
+                    None,
+                );
+            }
             Err(e) => {
                 return Attempt::Failed(
                     IronicError::Transport {
                         service,
                         method: method.to_string(),
                         url: redact_url(url),
-                        message: format!("reading the answer: {}", error_chain(&e)),
+                        message: format!("reading the answer: {}", io_chain(&e)),
                         not_sent: false,
                     },
                     None,
@@ -762,7 +824,7 @@ impl IronicClient {
             "{method} {path} -> {status} in {:.0} ms",
             started.elapsed().as_secs_f64() * 1000.0
         );
-        if (200..300).contains(&status) {
+        if success {
             return Attempt::Answered(Answer {
                 headers,
                 body: text,
@@ -831,13 +893,6 @@ fn node_target(id: &str) -> Target<'_> {
     }
 }
 
-fn alloc_target(id: &str) -> Target<'_> {
-    Target {
-        resource: "allocation",
-        id,
-    }
-}
-
 fn seg(s: &str) -> String {
     utf8_percent_encode(s, SEGMENT).to_string()
 }
@@ -846,31 +901,45 @@ pub(crate) fn fmt_version((major, minor): (u32, u32)) -> String {
     format!("{major}.{minor}")
 }
 
-fn path_only(path_and_query: &str) -> &str {
-    path_and_query.split('?').next().unwrap_or(path_and_query)
-}
-
-/// The request for the page after a `next` link.
+/// The request for the page after a `next` link, and the link's marker.
 ///
 /// Ironic 39's `next` links keep `marker`, `limit`, `fields` and the sort, but drop the filters
 /// (`provision_state`, `resource_class`, `node`, `address`, ...): followed verbatim, page two
 /// lists everything. So the link's parameters are laid over this list's own, and its host (which
 /// is whatever Ironic thinks it is called, maybe not how we reach it) is ignored.
-fn next_page(path: &str, ours: &[(&'static str, String)], link: &str) -> Option<String> {
+fn next_page(path: &str, ours: &[(&'static str, String)], link: &str) -> Option<(String, String)> {
     let query = link.split_once('?').map(|(_, q)| q)?;
     let theirs: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
         .into_owned()
         .collect();
-    if !theirs.iter().any(|(k, _)| k == "marker") {
-        return None;
-    }
+    let marker = theirs.iter().find(|(k, _)| k == "marker")?.1.clone();
     let mut params: Vec<(&str, String)> = ours
         .iter()
         .filter(|(k, _)| !theirs.iter().any(|(t, _)| t == k))
         .map(|(k, v)| (*k, v.clone()))
         .collect();
     params.extend(theirs.iter().map(|(k, v)| (k.as_str(), v.clone())));
-    Some(with_query(path, &params))
+    Some((with_query(path, &params), marker))
+}
+
+/// One page of a list: `{"nodes": [...], "next": "..."}` or `{"ports": [...], ...}`.
+#[derive(Deserialize)]
+struct Page<T> {
+    #[serde(alias = "nodes", alias = "ports")]
+    items: Option<Vec<T>>,
+    next: Option<String>,
+}
+
+/// Every item of a paged listing, collected.
+fn collect<T>(
+    list: impl FnOnce(&mut dyn FnMut(Vec<T>) -> ControlFlow<()>) -> Result<(), IronicError>,
+) -> Result<Vec<T>, IronicError> {
+    let mut out = Vec::new();
+    list(&mut |page| {
+        out.extend(page);
+        ControlFlow::Continue(())
+    })?;
+    Ok(out)
 }
 
 /// The URL without `user:password@`, for messages.
@@ -888,6 +957,27 @@ pub(crate) fn redact_url(url: &str) -> String {
     }
 }
 
+/// An I/O error while reading an answer, with its causes (reqwest's among them), without URLs.
+fn io_chain(e: &std::io::Error) -> String {
+    if let Some(inner) = e.get_ref().and_then(|i| i.downcast_ref::<reqwest::Error>()) {
+        return error_chain(inner);
+    }
+    let mut parts = vec![e.to_string()];
+    push_causes(&mut parts, std::error::Error::source(e));
+    parts.join(": ")
+}
+
+/// The messages of `source` and its causes, each once.
+fn push_causes(parts: &mut Vec<String>, mut source: Option<&(dyn std::error::Error + 'static)>) {
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = s.source();
+    }
+}
+
 /// reqwest's message plus its causes ("connection refused"), without the URL it would print.
 fn error_chain(e: &reqwest::Error) -> String {
     let mut parts = vec![];
@@ -900,14 +990,7 @@ fn error_chain(e: &reqwest::Error) -> String {
     if !kind.is_empty() {
         parts.push(kind);
     }
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        source = s.source();
-    }
+    push_causes(&mut parts, std::error::Error::source(e));
     if parts.is_empty() {
         parts.push(e.to_string());
     }
@@ -943,8 +1026,12 @@ mod tests {
         let link =
             "http://other-host/v1/nodes?sort_key=id&sort_dir=asc&fields=uuid&limit=2&marker=abc";
         assert_eq!(
-            next_page("/v1/nodes", &ours, link).as_deref(),
-            Some("/v1/nodes?resource_class=gold&sort_key=id&sort_dir=asc&fields=uuid&limit=2&marker=abc")
+            next_page("/v1/nodes", &ours, link),
+            Some((
+                "/v1/nodes?resource_class=gold&sort_key=id&sort_dir=asc&fields=uuid&limit=2&marker=abc"
+                    .to_string(),
+                "abc".to_string()
+            ))
         );
         assert_eq!(next_page("/v1/nodes", &ours, "garbage"), None);
         assert_eq!(

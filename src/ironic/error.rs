@@ -105,6 +105,19 @@ pub enum IronicError {
     Auth { message: String },
     #[error("unexpected answer from Ironic to {what}: {message}")]
     Decode { what: String, message: String },
+    /// An answer body over `ironic.max_response_bytes`: read no further, whatever the server
+    /// sends (an endless body, a wrong Content-Length).
+    #[error("Ironic's answer to {method} {url} is larger than ironic.max_response_bytes ({cap} bytes){}: the CPI read no further. A smaller ironic.page_size makes list pages smaller; a larger cap admits larger answers", declared.map(|n| format!("; it announced {n} bytes")).unwrap_or_default())]
+    ResponseTooLarge {
+        method: String,
+        url: String,
+        cap: u64,
+        /// The answer's Content-Length, when it announced one.
+        declared: Option<u64>,
+        /// The request changes something and Ironic accepted it (2xx): the change happened
+        /// although its answer was not read.
+        applied: bool,
+    },
     #[error("invalid Ironic client configuration: {message}")]
     Config { message: String },
 }
@@ -134,7 +147,7 @@ impl IronicError {
             IronicError::Transport {
                 not_sent: false,
                 ..
-            }
+            } | IronicError::ResponseTooLarge { applied: true, .. }
         )
     }
 

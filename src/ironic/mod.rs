@@ -7,8 +7,11 @@
 
 mod api;
 pub mod backoff;
+mod body;
 mod client;
 pub mod error;
+#[cfg(test)]
+mod hostile_tests;
 pub mod keystone;
 mod query;
 mod tls;
@@ -18,5 +21,5 @@ pub mod wait;
 pub use api::Ironic;
 pub use client::IronicClient;
 pub use error::{ConflictKind, IronicError};
-pub use query::{AllocationQuery, NodeQuery, PortQuery};
-pub use types::{Allocation, Node, PatchOp, Port};
+pub use query::{NodeQuery, PortQuery};
+pub use types::{Node, PatchOp, Port};

@@ -1,4 +1,7 @@
 //! Filters for the list calls, turned into Ironic's query parameters.
+//!
+//! Ironic accepts `resource_class` from microversion 1.21, `conductor_group` from 1.46 and
+//! `owner` from 1.50 (406 before); callers gate them with [`NodeQuery::filter_since`].
 
 /// Filters for `GET /v1/nodes`. Empty `fields` means every field (`detail=true`).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -8,6 +11,7 @@ pub struct NodeQuery {
     pub maintenance: Option<bool>,
     pub resource_class: Option<String>,
     pub conductor_group: Option<String>,
+    pub owner: Option<String>,
     pub instance_uuid: Option<String>,
     pub fields: Vec<String>,
     /// Stop after this many nodes (fewer requests when the caller needs only a few).
@@ -15,6 +19,19 @@ pub struct NodeQuery {
 }
 
 impl NodeQuery {
+    /// The microversion from which Ironic takes `filter` (a `NodeQuery` member name), if it
+    /// takes it at all.
+    pub fn filter_since(filter: &str) -> Option<(u32, u32)> {
+        match filter {
+            "provision_state" => Some((1, 9)),
+            "associated" | "maintenance" | "instance_uuid" => Some((1, 1)),
+            "resource_class" => Some((1, 21)),
+            "conductor_group" => Some((1, 46)),
+            "owner" => Some((1, 50)),
+            _ => None,
+        }
+    }
+
     pub(crate) fn params(&self) -> Vec<(&'static str, String)> {
         let mut p = Vec::new();
         push(&mut p, "provision_state", &self.provision_state);
@@ -22,6 +39,7 @@ impl NodeQuery {
         push_bool(&mut p, "maintenance", self.maintenance);
         push(&mut p, "resource_class", &self.resource_class);
         push(&mut p, "conductor_group", &self.conductor_group);
+        push(&mut p, "owner", &self.owner);
         push(&mut p, "instance_uuid", &self.instance_uuid);
         p
     }
@@ -41,29 +59,6 @@ impl PortQuery {
         let mut p = Vec::new();
         push(&mut p, "address", &self.address);
         push(&mut p, "node", &self.node_uuid);
-        p
-    }
-}
-
-/// Filters for `GET /v1/allocations`.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct AllocationQuery {
-    /// Node UUID or name.
-    pub node: Option<String>,
-    pub resource_class: Option<String>,
-    /// `allocating`, `active` or `error`.
-    pub state: Option<String>,
-    pub owner: Option<String>,
-    pub fields: Vec<String>,
-}
-
-impl AllocationQuery {
-    pub(crate) fn params(&self) -> Vec<(&'static str, String)> {
-        let mut p = Vec::new();
-        push(&mut p, "node", &self.node);
-        push(&mut p, "resource_class", &self.resource_class);
-        push(&mut p, "state", &self.state);
-        push(&mut p, "owner", &self.owner);
         p
     }
 }

@@ -19,7 +19,6 @@ pub struct Node {
     pub fault: Option<String>,
     pub last_error: Option<String>,
     pub instance_uuid: Option<String>,
-    pub allocation_uuid: Option<String>,
     pub resource_class: Option<String>,
     pub conductor_group: Option<String>,
     pub owner: Option<String>,
@@ -77,20 +76,6 @@ pub struct Port {
     pub address: String,
     pub node_uuid: String,
     pub pxe_enabled: Option<bool>,
-    pub extra: Map<String, Value>,
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(default)]
-pub struct Allocation {
-    pub uuid: String,
-    pub name: Option<String>,
-    pub node_uuid: Option<String>,
-    pub state: String,
-    pub last_error: Option<String>,
-    pub resource_class: Option<String>,
-    pub traits: Vec<String>,
-    pub candidate_nodes: Vec<String>,
     pub extra: Map<String, Value>,
 }
 

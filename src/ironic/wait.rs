@@ -9,7 +9,7 @@ use super::api::Ironic;
 use super::backoff::Backoff;
 use super::client::IronicClient;
 use super::error::IronicError;
-use super::types::{Allocation, Node};
+use super::types::Node;
 use crate::config::PollPolicy;
 
 /// What one poll saw, for the error if the wait ends badly.
@@ -46,6 +46,16 @@ fn node_failure(node: &Node) -> Option<String> {
     None
 }
 
+/// When the first poll goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Start {
+    /// At once: the node may be there already.
+    Now,
+    /// After one interval: the caller has just started the transition, and Ironic answers an
+    /// action before its conductor has done it, so an immediate poll would only see it running.
+    AfterInterval,
+}
+
 /// The polling loop shared by the waits: `step` fetches and judges; the last poll happens
 /// right at the deadline, so a transition that finishes then is still seen. A transient failure
 /// of one poll (Ironic restarting, a dropped connection) does not end the wait: the deadline
@@ -55,12 +65,16 @@ fn poll_until<T>(
     policy: &PollPolicy,
     target: &str,
     timeout: Duration,
+    start: Start,
     mut step: impl FnMut() -> Result<Poll<T>, IronicError>,
 ) -> Result<T, IronicError> {
     let started = api.now();
     let deadline = started + timeout;
     let mut backoff = Backoff::for_poll(policy);
     let mut last_seen: Option<Seen> = None;
+    if start == Start::AfterInterval {
+        api.sleep(backoff.next_delay().min(timeout));
+    }
     loop {
         let seen = match step() {
             Ok(Poll::Done(v)) => {
@@ -131,7 +145,39 @@ pub fn provision_state_unless(
     timeout: Duration,
     unless: impl Fn(&Node) -> bool,
 ) -> Result<Node, IronicError> {
-    poll_until(api, policy, &targets.join(" or "), timeout, || {
+    provision_poll(api, policy, id, targets, timeout, Start::Now, unless)
+}
+
+/// Like [`provision_state`], for a transition the caller has just started with an action: the
+/// first poll waits one interval, which saves a request that could only see the node moving.
+pub fn provision_state_after_action(
+    api: &dyn Ironic,
+    policy: &PollPolicy,
+    id: &str,
+    targets: &[&str],
+    timeout: Duration,
+) -> Result<Node, IronicError> {
+    provision_poll(
+        api,
+        policy,
+        id,
+        targets,
+        timeout,
+        Start::AfterInterval,
+        |_| false,
+    )
+}
+
+fn provision_poll(
+    api: &dyn Ironic,
+    policy: &PollPolicy,
+    id: &str,
+    targets: &[&str],
+    timeout: Duration,
+    start: Start,
+    unless: impl Fn(&Node) -> bool,
+) -> Result<Node, IronicError> {
+    poll_until(api, policy, &targets.join(" or "), timeout, start, || {
         let node = api.get_node(id)?;
         if unless(&node)
             || (targets.contains(&node.state()) && node.target_provision_state.is_none())
@@ -170,7 +216,7 @@ pub fn power_state(
         target
     };
     let mut first_error: Option<Option<String>> = None;
-    poll_until(api, policy, want, timeout, || {
+    poll_until(api, policy, want, timeout, Start::Now, || {
         let node = api.get_node(id)?;
         let power = node.power_state.as_deref().unwrap_or("unknown").to_string();
         if power == want && node.target_power_state.is_none() {
@@ -216,30 +262,6 @@ impl IronicClient {
         timeout: Duration,
     ) -> Result<Node, IronicError> {
         power_state(self, &self.config().poll, id, target, timeout)
-    }
-
-    /// Poll a new allocation until Ironic has picked a node (`active`) or given up (`error`).
-    pub fn wait_for_allocation(
-        &self,
-        id: &str,
-        timeout: Duration,
-    ) -> Result<Allocation, IronicError> {
-        poll_until(self, &self.config().poll, "active", timeout, || {
-            let a = self.get_allocation(id)?;
-            let seen = Seen {
-                label: match &a.name {
-                    Some(n) if !n.is_empty() => format!("allocation {n} ({})", a.uuid),
-                    _ => format!("allocation {}", a.uuid),
-                },
-                state: a.state.clone(),
-                last_error: a.last_error.clone(),
-            };
-            Ok(match a.state.as_str() {
-                "active" => Poll::Done(a),
-                "error" => Poll::Failed(seen, "Ironic found no suitable node".into()),
-                _ => Poll::Pending(seen),
-            })
-        })
     }
 }
 

@@ -15,6 +15,7 @@ mod sched;
 pub mod world;
 
 use std::collections::BTreeSet;
+use std::ops::ControlFlow;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -202,11 +203,32 @@ impl Ironic for ModelIronic {
             })
         })
     }
-    fn list_nodes(&self, q: &NodeQuery) -> Result<Vec<Node>, IronicError> {
-        self.request(None, "GET nodes", |w| Ok(w.list_nodes(q)))
+    /// One request, one page: the model's lists are small, and each request is one point where
+    /// the scheduler may let others run. The page is handed over after the world is unlocked.
+    fn node_pages(
+        &self,
+        q: &NodeQuery,
+        each: &mut dyn FnMut(Vec<Node>) -> ControlFlow<()>,
+    ) -> Result<(), IronicError> {
+        let page = self.request(None, "GET nodes", |w| Ok(w.list_nodes(q)))?;
+        if !page.is_empty() {
+            let _ = each(page);
+        }
+        Ok(())
     }
-    fn list_ports(&self, q: &PortQuery) -> Result<Vec<Port>, IronicError> {
-        self.request(None, "GET ports", |w| Ok(w.list_ports(q)))
+    fn port_pages(
+        &self,
+        q: &PortQuery,
+        each: &mut dyn FnMut(Vec<Port>) -> ControlFlow<()>,
+    ) -> Result<(), IronicError> {
+        let page = self.request(None, "GET ports", |w| Ok(w.list_ports(q)))?;
+        if !page.is_empty() {
+            let _ = each(page);
+        }
+        Ok(())
+    }
+    fn microversion_in_use(&self) -> (u32, u32) {
+        lock(&self.world).microversion
     }
     fn create_node(&self, _body: &Value) -> Result<Node, IronicError> {
         self.request(None, "POST node", |_| {

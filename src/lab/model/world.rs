@@ -45,8 +45,11 @@ impl Mutation {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct State {
+    /// The API microversion the simulated Ironic serves (filters newer than it are not
+    /// applied by Ironic, and the CPI must apply them itself).
+    pub microversion: (u32, u32),
     pub nodes: BTreeMap<String, Node>,
     pub ports: Vec<Port>,
     pub pending: BTreeMap<String, Step>,
@@ -56,6 +59,21 @@ pub struct State {
     pub requests: u64,
     /// Every request: `<process> <request> -> <outcome>`, to read a failing schedule.
     pub journal: Vec<String>,
+}
+
+impl Default for State {
+    fn default() -> State {
+        State {
+            microversion: (1, 115),
+            nodes: BTreeMap::new(),
+            ports: Vec::new(),
+            pending: BTreeMap::new(),
+            failing_deploys: BTreeSet::new(),
+            mutations: Vec::new(),
+            requests: 0,
+            journal: Vec::new(),
+        }
+    }
 }
 
 const UPDATE_ALLOWED_STATES: [&str; 3] = ["deploy failed", "clean failed", "error"];
@@ -115,6 +133,9 @@ impl State {
                     && q.conductor_group
                         .as_deref()
                         .is_none_or(|g| n.conductor_group.as_deref() == Some(g))
+                    && q.owner
+                        .as_deref()
+                        .is_none_or(|o| n.owner.as_deref() == Some(o))
                     && q.instance_uuid
                         .as_deref()
                         .is_none_or(|u| n.instance_uuid.as_deref() == Some(u))

@@ -16,7 +16,7 @@ use ironic_cpi::ironic::IronicClient;
 use ironic_cpi::ironic::Node;
 use ironic_cpi::pool::teardown::Teardown;
 use ironic_cpi::pool::whoami::{on_this_host, Process};
-use ironic_cpi::pool::{inventory, orphans, view};
+use ironic_cpi::pool::{orphans, view};
 use ironic_cpi::redact;
 use ironic_cpi::rpc::{dispatch, request::MAX_REQUEST_BYTES, Response};
 
@@ -200,18 +200,15 @@ fn load(path: Option<PathBuf>) -> Result<Config, String> {
 }
 
 fn pool(config: Option<PathBuf>, stale_after: std::time::Duration) -> ExitCode {
-    let run = || -> Result<String, String> {
+    let run = || -> Result<(), String> {
         let config = load(config)?;
         let client = IronicClient::new(&config.ironic).map_err(|e| e.to_string())?;
-        let snapshot = inventory::load(&client).map_err(|e| e.to_string())?;
         let now = std::time::SystemTime::now();
-        Ok(view::render(&view::rows(&snapshot, now, stale_after)))
+        // Rows go out as Ironic's pages come in: a fleet's view never holds the fleet.
+        view::print(&client, now, stale_after, &mut std::io::stdout().lock())
     };
     match run() {
-        Ok(table) => {
-            println!("{table}");
-            ExitCode::SUCCESS
-        }
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("ironic_cpi pool: {e}");
             ExitCode::from(1)

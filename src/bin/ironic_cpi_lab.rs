@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use ironic_cpi::lab::certs;
 use ironic_cpi::lab::cpi::{make_stemcell_image, CallOutcome, CpiLab, CpiLabOptions};
 use ironic_cpi::lab::ironic::{enroll_node, EnrollTarget, IronicLabOptions, NodeSpec};
-use ironic_cpi::pool::{inventory, view};
+use ironic_cpi::pool::view;
 
 #[derive(Parser)]
 #[command(
@@ -231,17 +231,13 @@ fn abbreviate(s: &str, max: usize) -> String {
 
 fn table(lab: &Lab, title: &str) -> Result<(), String> {
     let client = lab.cpi.client().map_err(|e| e.to_string())?;
-    let snapshot = inventory::load(&client).map_err(|e| e.to_string())?;
     println!("== {title}");
-    println!(
-        "{}",
-        view::render(&view::rows(
-            &snapshot,
-            std::time::SystemTime::now(),
-            ironic_cpi::pool::orphans::DEFAULT_STALE_AFTER,
-        ))
-    );
-    Ok(())
+    view::print(
+        &client,
+        std::time::SystemTime::now(),
+        ironic_cpi::pool::orphans::DEFAULT_STALE_AFTER,
+        &mut std::io::stdout().lock(),
+    )
 }
 
 fn network(ip: &str, mac: Option<&str>) -> Value {

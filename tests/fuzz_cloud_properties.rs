@@ -7,9 +7,12 @@ use proptest::prelude::*;
 use serde_json::{json, Map, Value};
 
 use fuzz_support::{arb_json, damaged, fuzz};
+use std::collections::BTreeSet;
+
 use ironic_cpi::ironic::{Node, Port};
+use ironic_cpi::mac::normalize_mac;
 use ironic_cpi::pool::cloud_properties::{VmCloudProperties, KNOWN_KEYS};
-use ironic_cpi::pool::select::{select, Criteria, PoolSnapshot};
+use ironic_cpi::pool::select::{free_queries, Criteria, Shortlist, Tally};
 
 /// Nested names the generator also uses (inside ironic_properties, ironic_params, hints).
 const NESTED_KEYS: [&str; 8] = [
@@ -49,8 +52,8 @@ fn valid() -> Vec<Value> {
     ]
 }
 
-/// A small pool whose nodes have odd property values too.
-fn pool() -> PoolSnapshot {
+/// A small pool whose nodes have odd property values too, and its ports.
+fn pool() -> (Vec<Node>, Vec<Port>) {
     let node = |uuid: &str, props: Value, rc: Option<&str>, state: &str| -> Node {
         serde_json::from_value(json!({"uuid": uuid, "name": uuid, "provision_state": state,
             "resource_class": rc, "properties": props, "traits": ["CUSTOM_GPU"],
@@ -95,7 +98,33 @@ fn pool() -> PoolSnapshot {
             ..Default::default()
         },
     ];
-    PoolSnapshot::new(nodes, ports)
+    (nodes, ports)
+}
+
+/// The nodes owning any of `macs`, as create_vm finds them by `?address=`.
+fn owners(ports: &[Port], macs: &[String]) -> BTreeSet<String> {
+    ports
+        .iter()
+        .filter(|p| {
+            normalize_mac(&p.address)
+                .is_some_and(|a| macs.iter().any(|m| m.eq_ignore_ascii_case(&a)))
+        })
+        .map(|p| p.node_uuid.clone())
+        .collect()
+}
+
+/// What create_vm does with the criteria: the free-node queries, a shortlist and a tally.
+fn select(nodes: &[Node], c: &Criteria) {
+    let _ = free_queries(c, (1, 115));
+    let _ = free_queries(c, (1, 1));
+    let mut list = Shortlist::new(4);
+    let mut tally = Tally::default();
+    for n in nodes {
+        tally.count(n, c);
+        let _ = list.offer(n.clone(), c, &mut rand::rng());
+    }
+    assert!(list.len() <= 4 && list.len() <= tally.free);
+    let _ = tally.explain();
 }
 
 fn inputs() -> impl Strategy<Value = Map<String, Value>> {
@@ -112,25 +141,34 @@ fn inputs() -> impl Strategy<Value = Map<String, Value>> {
 
 #[test]
 fn cloud_properties_never_panic() {
-    let pool = pool();
+    let (nodes, ports) = pool();
     fuzz("cloud_properties", inputs(), |raw| {
         let Ok(props) = VmCloudProperties::parse(&raw) else {
             return Ok(false);
         };
         let _ = props.selector_summary();
-        for az_field in ["extra/az", "conductor_group", "properties/nope", ""] {
+        let mac_nodes = owners(&ports, &props.macs);
+        for az_field in [
+            "extra/az",
+            "extra.az",
+            "conductor_group",
+            "owner",
+            "resource_class",
+            "properties/nope",
+            "",
+        ] {
             let criteria = Criteria {
                 props: &props,
                 az_field,
                 pinned_node: Some("n1"),
+                mac_nodes: &mac_nodes,
             };
-            let selection = select(&pool, &criteria, &mut rand::rng());
-            let _ = selection.explain();
+            select(&nodes, &criteria);
             let criteria = Criteria {
                 pinned_node: None,
                 ..criteria
             };
-            let _ = select(&pool, &criteria, &mut rand::rng()).explain();
+            select(&nodes, &criteria);
         }
         Ok(true)
     });

@@ -543,6 +543,7 @@ fn requests_of(state: State, fx: &Fixture, make: impl Fn(&mut Director) -> Optio
 
 fn state_clone(s: &State) -> State {
     State {
+        microversion: s.microversion,
         nodes: s.nodes.clone(),
         ports: s.ports.clone(),
         failing_deploys: s.failing_deploys.clone(),
@@ -1014,4 +1015,72 @@ fn cleanup(d: &mut Director) {
     for cid in live {
         d.delete_until_done(&cid);
     }
+}
+
+/// Ironic's filters narrow the listing, they never decide: a node that `associated=false` lets
+/// through because undeploy cleared its claim while another VM's teardown still holds it by
+/// its record, and (from an Ironic too old for the `resource_class` filter) a node of another
+/// class, are passed over untouched. With nothing left, the whole pool is read once to say why,
+/// and the director may retry because a matching node is only held.
+#[test]
+fn selection_checks_every_node_whatever_ironic_filtered() {
+    let fx = fixture();
+    let mut state = pool(3, 0);
+    // Below 1.21 Ironic has no `resource_class` filter: the CPI leaves it out.
+    state.microversion = (1, 20);
+    let torn_down = node_uuid(0);
+    let record = VmRecord::new(
+        "vm-being-torn-down",
+        "agent-x",
+        &state.nodes[&torn_down],
+        ironic_cpi::pool::whoami::Process {
+            host: "another-host".into(),
+            pid: 1,
+            start_ticks: None,
+            request_id: None,
+        },
+        None,
+    )
+    .container();
+    if let Some(n) = state.nodes.get_mut(&torn_down) {
+        n.extra.insert("bosh_vm".into(), record);
+    }
+    let other_class = node_uuid(1);
+    if let Some(n) = state.nodes.get_mut(&other_class) {
+        n.resource_class = Some("other".into());
+    }
+    let mut checked = false;
+    explore(0, 1, |ex| {
+        let mut d = Director::new(state_clone(&state), ex, &fx);
+        let before = d.env.state(|s| s.requests);
+        match d.create(1, None) {
+            Some(Out::Created(Ok(cid))) => assert_eq!(cid.node, node_uuid(2)),
+            other => panic!("create_vm answered {other:?}"),
+        }
+        let requests = d.env.state(|s| s.requests) - before;
+        println!("create_vm on the model: {requests} requests");
+        match d.create(2, None) {
+            Some(Out::Created(Err(e))) => {
+                assert!(e.ok_to_retry, "a matching node is only held: {e:?}");
+                for part in [
+                    "0 of 3 nodes are free candidates",
+                    "1 have another resource_class",
+                    "2 are held by a VM or a claim",
+                ] {
+                    assert!(e.message.contains(part), "{part} missing: {}", e.message);
+                }
+            }
+            other => panic!("the second create_vm answered {other:?}"),
+        }
+        let touched: Vec<String> = d.env.state(|s| {
+            s.mutations
+                .iter()
+                .filter(|m| m.node == torn_down || m.node == other_class)
+                .map(|m| format!("{} on {}", m.what, m.node))
+                .collect()
+        });
+        assert!(touched.is_empty(), "{touched:?}");
+        checked = true;
+    });
+    assert!(checked);
 }

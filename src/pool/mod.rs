@@ -4,7 +4,6 @@
 pub mod cloud_properties;
 pub mod confirm;
 pub mod enroll;
-pub mod inventory;
 pub mod orphans;
 pub mod provision;
 pub mod record;

@@ -1,16 +1,22 @@
 //! Putting a VM on a node, top to bottom:
 //!
-//! 1. read the pool once; enroll a machine if the vm_type says so;
-//! 2. check the VM's persistent disks against the records on their node (they pin the VM);
-//! 3. pick the best-fitting free nodes, build the config drive for the first, and reserve it
-//!    (`reserve`); a lost race moves to the next, and a few lost races read the pool again;
-//! 4. provide a `manageable` node, publish the drive, set `instance_info`, validate, deploy,
+//! 1. find the nodes the VM may take: the owners of `cloud_properties.macs` (enrolling one if
+//!    the vm_type says so), the node holding the VM's persistent disks (they pin the VM), or
+//!    else the free nodes Ironic lists for the selection (`select::free_queries`), keeping the
+//!    best few while the pages stream;
+//! 2. read the ports of the best candidate, build its config drive, and reserve it (`reserve`);
+//!    a lost race moves to the next, and a few lost races read the free nodes again;
+//! 3. provide a `manageable` node, publish the drive, set `instance_info`, validate, deploy,
 //!    and wait for `active`, recording the VM's phase on the node as it goes;
-//! 5. on any failure after the reservation, return the node through the same teardown as
+//! 4. on any failure after the reservation, return the node through the same teardown as
 //!    delete_vm, then answer.
 //!
-//! Nothing in Ironic changes before step 3 has a node and a drive built for it (enrolling
-//! aside, which the vm_type asks for explicitly).
+//! Nothing in Ironic changes before step 2 has a node and a drive built for it (enrolling
+//! aside, which the vm_type asks for explicitly). The whole pool is read only when no node is
+//! free, to say why.
+
+use std::collections::BTreeSet;
+use std::ops::ControlFlow;
 
 use rand::Rng;
 use serde_json::{json, Map, Value};
@@ -19,21 +25,23 @@ use crate::config::{secs, IronicConfig};
 use crate::configdrive::ConfigDrive;
 use crate::disks::cid::DiskCid;
 use crate::error::{CpiError, Result};
-use crate::ironic::{wait, Ironic, IronicError, Node, PatchOp};
+use crate::ironic::{wait, Ironic, IronicError, Node, NodeQuery, PatchOp, PortQuery};
+use crate::mac::normalize_mac;
 use crate::pool::cloud_properties::VmCloudProperties;
 use crate::pool::confirm::{self, Confirmed};
+use crate::pool::enroll;
 use crate::pool::record::{disks, record_path, while_owned, Phase, VmRecord, VM_KEY};
 use crate::pool::reserve::{reserve, Reservation, Reserve};
-use crate::pool::select::{select, Criteria, PoolSnapshot, Selection};
+use crate::pool::select::{free_queries, Criteria, Shortlist, Tally, NODE_FIELDS, PORT_FIELDS};
 use crate::pool::teardown::{action_happened, Teardown};
 use crate::pool::vm_cid::VmCid;
 use crate::pool::whoami::{LivenessCheck, Process};
-use crate::pool::{enroll, inventory};
 
-/// Candidates tried from one reading of the pool before reading it again: with many
-/// concurrent create_vm, a stale listing mostly offers nodes others have taken meanwhile.
+/// Candidates kept from one reading of the free nodes, and tried before reading them again:
+/// with many concurrent create_vm, a stale listing mostly offers nodes others have taken
+/// meanwhile.
 const CLAIMS_PER_LISTING: usize = 4;
-/// Readings of the pool before giving up to let the director retry.
+/// Readings of the free nodes before giving up to let the director retry.
 const MAX_LISTINGS: usize = 4;
 /// Config drives that fail to build (networks that do not fit a node's NICs) before giving up.
 const DRIVE_FAILURES: usize = 3;
@@ -89,44 +97,38 @@ pub struct Provisioner<'a> {
 
 impl Provisioner<'_> {
     pub fn create(&self, plan: &Plan, rng: &mut impl Rng) -> Result<Created> {
-        let mut pool = inventory::load(self.api).map_err(|e| failed(e, "listing the node pool"))?;
-        (self.note)(format!(
-            "pool has {} nodes ({} HTTP requests so far)",
-            pool.nodes.len(),
-            self.api.request_count()
-        ));
-        self.enroll_if_asked(plan, &mut pool)?;
-        let pinned = pinned_node(&pool, plan.disk_cids)?;
+        let mut mac_nodes = self.nodes_with_macs(&plan.props.macs)?;
+        self.enroll_if_asked(plan, &mut mac_nodes)?;
+        let mut pinned = self.pinned_node(plan.disk_cids)?;
+        let pinned_uuid = pinned.as_ref().map(|n| n.uuid.clone());
+        let criteria = Criteria {
+            props: plan.props,
+            az_field: plan.az_field,
+            pinned_node: pinned_uuid.as_deref(),
+            mac_nodes: &mac_nodes,
+        };
 
         let vm_id = uuid::Uuid::now_v7().to_string();
         let mut lost = 0usize;
         let mut drive_failures: Vec<String> = Vec::new();
         for listing in 1..=MAX_LISTINGS {
-            if listing > 1 {
-                pool = inventory::load(self.api)
-                    .map_err(|e| failed(e, "listing the node pool again"))?;
-            }
-            let criteria = Criteria {
-                props: plan.props,
-                az_field: plan.az_field,
-                pinned_node: pinned.as_deref(),
-            };
-            let selection = select(&pool, &criteria, rng);
-            if selection.candidates.is_empty() {
-                return Err(no_free_node(
-                    plan.props,
-                    &selection,
-                    pinned.as_deref(),
-                    lost,
-                ));
+            let candidates = self
+                .shortlist(&criteria, pinned.take(), rng)
+                .map_err(|e| failed(e, "listing the free nodes"))?;
+            (self.note)(format!(
+                "{} candidates from reading {listing} of the free nodes ({} HTTP requests so far)",
+                candidates.len(),
+                self.api.request_count()
+            ));
+            if candidates.is_empty() {
+                return Err(self.no_free_node(&criteria, lost));
             }
             let lost_before = lost;
-            for candidate in selection.candidates.iter().take(CLAIMS_PER_LISTING) {
-                let drive = match self.files.build(
-                    candidate,
-                    pool.macs_of(&candidate.uuid),
-                    pool.pxe_macs_of(&candidate.uuid),
-                ) {
+            for candidate in &candidates {
+                let (macs, pxe_macs) = self.macs_of(candidate).map_err(|e| {
+                    failed(e, &format!("listing the ports of {}", candidate.label()))
+                })?;
+                let drive = match self.files.build(candidate, &macs, &pxe_macs) {
                     Ok(d) => d,
                     Err(e) => {
                         drive_failures.push(format!("node {}: {}", candidate.label(), e.message));
@@ -164,8 +166,8 @@ impl Provisioner<'_> {
                     }
                 }
             }
-            // Reading the pool again only helps against races; a drive that does not fit is
-            // answered at once.
+            // Reading the free nodes again only helps against races; a drive that does not fit
+            // is answered at once.
             if lost == lost_before && !drive_failures.is_empty() {
                 return Err(drive_error(&drive_failures));
             }
@@ -173,30 +175,208 @@ impl Provisioner<'_> {
         Err(CpiError::vm_creation_failed(
             format!(
                 "lost the race for {lost} free nodes matching {} to concurrent requests, reading \
-                 the pool {MAX_LISTINGS} times; try again",
+                 the free nodes {MAX_LISTINGS} times; try again",
                 plan.props.selector_summary()
             ),
             true,
         ))
     }
 
-    fn enroll_if_asked(&self, plan: &Plan, pool: &mut PoolSnapshot) -> Result<()> {
+    /// The best few candidates of one reading: the node holding the VM's disks (`known` when it
+    /// was just read), or the owners of the requested MACs, or the free nodes Ironic lists for
+    /// the selection. Every node is checked in memory against every criterion.
+    fn shortlist(
+        &self,
+        c: &Criteria,
+        known: Option<Node>,
+        rng: &mut impl Rng,
+    ) -> std::result::Result<Vec<Node>, IronicError> {
+        let mut list = Shortlist::new(CLAIMS_PER_LISTING);
+        let mut offer = |node: Node| {
+            if let Err(why) = list.offer(node, c, rng) {
+                log::debug!("passed over: {why:?}");
+            }
+        };
+        if let Some(pinned) = c.pinned_node {
+            match known.map_or_else(|| self.api.get_node(pinned), Ok) {
+                Ok(node) => offer(node),
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e),
+            }
+        } else if !c.props.macs.is_empty() {
+            for uuid in c.mac_nodes {
+                match self.api.get_node(uuid) {
+                    Ok(node) => offer(node),
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        } else {
+            for q in free_queries(c, self.api.microversion_in_use()) {
+                self.api.node_pages(&q, &mut |page| {
+                    page.into_iter().for_each(&mut offer);
+                    ControlFlow::Continue(())
+                })?;
+            }
+        }
+        Ok(list.into_nodes())
+    }
+
+    /// The node's MACs, and those it boots from (`pxe_enabled`), normalized and sorted.
+    fn macs_of(&self, node: &Node) -> std::result::Result<(Vec<String>, Vec<String>), IronicError> {
+        let ports = self.api.list_ports(&PortQuery {
+            node_uuid: Some(node.uuid.clone()),
+            fields: PORT_FIELDS.iter().map(|f| f.to_string()).collect(),
+            ..Default::default()
+        })?;
+        let (mut macs, mut pxe) = (Vec::new(), Vec::new());
+        for port in ports {
+            let mac = normalize_mac(&port.address).unwrap_or(port.address);
+            if port.pxe_enabled == Some(true) {
+                pxe.push(mac.clone());
+            }
+            macs.push(mac);
+        }
+        macs.sort();
+        pxe.sort();
+        Ok((macs, pxe))
+    }
+
+    /// The nodes that own any of `macs`, by their ports (one request per MAC).
+    fn nodes_with_macs(&self, macs: &[String]) -> Result<BTreeSet<String>> {
+        let mut nodes = BTreeSet::new();
+        for mac in macs {
+            let ports = self
+                .api
+                .list_ports(&PortQuery {
+                    address: Some(mac.clone()),
+                    fields: vec!["address".into(), "node_uuid".into()],
+                    ..Default::default()
+                })
+                .map_err(|e| failed(e, &format!("looking up the node with MAC {mac}")))?;
+            nodes.extend(ports.into_iter().map(|p| p.node_uuid));
+        }
+        Ok(nodes)
+    }
+
+    fn enroll_if_asked(&self, plan: &Plan, mac_nodes: &mut BTreeSet<String>) -> Result<()> {
         let Some(params) = &plan.props.ironic_params else {
             return Ok(());
         };
-        if plan
-            .props
-            .macs
-            .iter()
-            .any(|m| pool.node_with_mac(m).is_some())
-        {
+        if !mac_nodes.is_empty() {
             return Ok(());
         }
         let node = enroll::enroll(self.api, self.ironic, params, &plan.props.macs)
             .map_err(|e| CpiError::vm_creation_failed(e.message, true))?;
         (self.note)(format!("enrolled node {} from ironic_params", node.label()));
-        pool.add(node, &plan.props.macs);
+        mac_nodes.insert(node.uuid);
         Ok(())
+    }
+
+    /// The node holding the VM's persistent disks: a VM must land where its local disks are.
+    /// Each disk must be recorded on the node its cid names (by a MAC of its).
+    fn pinned_node(&self, disk_cids: &[String]) -> Result<Option<Node>> {
+        let mut pinned: Option<Node> = None;
+        for cid in disk_cids {
+            let parsed = DiskCid::parse(cid).ok_or_else(|| {
+                CpiError::cloud(format!("disk_cids: '{cid}' is not a disk id of this CPI"))
+            })?;
+            let gone = || {
+                CpiError::cloud(format!(
+                    "disk {cid} lives on the node with MAC {}, which is not in the pool any more",
+                    parsed.mac
+                ))
+            };
+            let lookup = |e: IronicError| failed(e, &format!("looking up the node of disk {cid}"));
+            let owner = self
+                .api
+                .list_ports(&PortQuery {
+                    address: Some(parsed.mac.clone()),
+                    fields: vec!["address".into(), "node_uuid".into()],
+                    ..Default::default()
+                })
+                .map_err(lookup)?
+                .into_iter()
+                .next()
+                .ok_or_else(gone)?
+                .node_uuid;
+            let node = match pinned.take() {
+                Some(n) if n.uuid == owner => n,
+                other => {
+                    if other.is_some() {
+                        return Err(CpiError::cloud(format!(
+                            "disk_cids {disk_cids:?} live on different nodes; one VM can only \
+                             use the local disks of its own node"
+                        )));
+                    }
+                    match self.api.get_node(&owner) {
+                        Ok(n) => n,
+                        Err(e) if e.is_not_found() => return Err(gone()),
+                        Err(e) => return Err(lookup(e)),
+                    }
+                }
+            };
+            if !disks(&node).contains_key(cid) {
+                return Err(CpiError::cloud(format!(
+                    "disk {cid} is not recorded on node {} (the node with MAC {}): it was never \
+                     created there, or it was deleted",
+                    node.label(),
+                    parsed.mac
+                )));
+            }
+            pinned = Some(node);
+        }
+        Ok(pinned)
+    }
+
+    /// No candidate: read the whole pool once more, page by page, to say why and whether the
+    /// director may retry (matching nodes that are all held may free up).
+    fn no_free_node(&self, c: &Criteria, lost: usize) -> CpiError {
+        let mut tally = Tally::default();
+        let everything = NodeQuery {
+            fields: NODE_FIELDS.iter().map(|f| f.to_string()).collect(),
+            ..Default::default()
+        };
+        let counted = self.api.node_pages(&everything, &mut |page| {
+            page.iter().for_each(|n| tally.count(n, c));
+            ControlFlow::Continue(())
+        });
+        let props = c.props;
+        if let Err(e) = counted {
+            return CpiError::vm_creation_failed(
+                format!(
+                    "no free node matches cloud_properties {}; reading the pool to say why \
+                     failed: {e}",
+                    props.selector_summary()
+                ),
+                !e.needs_configuration(),
+            );
+        }
+        let explanation = tally.explain();
+        if let Some(node) = c.pinned_node {
+            return CpiError::vm_creation_failed(
+                format!(
+                    "the VM's persistent disks live on node {node}, and that node is not free \
+                     ({explanation}); delete the VM that holds it or wait for it to be released"
+                ),
+                false,
+            );
+        }
+        // Matching nodes that are all held may free up; nothing matching cannot, until the
+        // operator changes the pool.
+        let retry = tally.matching() > 0;
+        let races = if lost > 0 {
+            format!(" (lost {lost} races to concurrent requests)")
+        } else {
+            String::new()
+        };
+        CpiError::vm_creation_failed(
+            format!(
+                "no free node matches cloud_properties {}: {explanation}{races}",
+                props.selector_summary()
+            ),
+            retry,
+        )
     }
 
     fn deploy_or_return(
@@ -398,72 +578,6 @@ fn drive_error(failures: &[String]) -> CpiError {
             failures.join("; ")
         ),
         false,
-    )
-}
-
-/// The node holding the VM's persistent disks: a VM must land where its local disks are. Each
-/// disk must be recorded on the node its cid names.
-fn pinned_node(pool: &PoolSnapshot, disk_cids: &[String]) -> Result<Option<String>> {
-    let mut pinned: Option<String> = None;
-    for cid in disk_cids {
-        let parsed = DiskCid::parse(cid).ok_or_else(|| {
-            CpiError::cloud(format!("disk_cids: '{cid}' is not a disk id of this CPI"))
-        })?;
-        let node = pool.node_with_mac(&parsed.mac).ok_or_else(|| {
-            CpiError::cloud(format!(
-                "disk {cid} lives on the node with MAC {}, which is not in the pool any more",
-                parsed.mac
-            ))
-        })?;
-        if !disks(node).contains_key(cid) {
-            return Err(CpiError::cloud(format!(
-                "disk {cid} is not recorded on node {} (the node with MAC {}): it was never \
-                 created there, or it was deleted",
-                node.label(),
-                parsed.mac
-            )));
-        }
-        if pinned.as_deref().is_some_and(|p| p != node.uuid) {
-            return Err(CpiError::cloud(format!(
-                "disk_cids {disk_cids:?} live on different nodes; one VM can only use the local \
-                 disks of its own node"
-            )));
-        }
-        pinned = Some(node.uuid.clone());
-    }
-    Ok(pinned)
-}
-
-fn no_free_node(
-    props: &VmCloudProperties,
-    selection: &Selection,
-    pinned: Option<&str>,
-    lost: usize,
-) -> CpiError {
-    let explanation = selection.explain();
-    if let Some(node) = pinned {
-        return CpiError::vm_creation_failed(
-            format!(
-                "the VM's persistent disks live on node {node}, and that node is not free \
-                 ({explanation}); delete the VM that holds it or wait for it to be released"
-            ),
-            false,
-        );
-    }
-    // Matching nodes that are all held may free up; nothing matching cannot, until the
-    // operator changes the pool.
-    let retry = selection.matching() > 0;
-    let races = if lost > 0 {
-        format!(" (lost {lost} races to concurrent requests)")
-    } else {
-        String::new()
-    };
-    CpiError::vm_creation_failed(
-        format!(
-            "no free node matches cloud_properties {}: {explanation}{races}",
-            props.selector_summary()
-        ),
-        retry,
     )
 }
 

@@ -1,16 +1,22 @@
-//! Choosing nodes: which nodes of the pool may take a VM, and in which order to try them.
+//! Choosing nodes: which nodes may take a VM, and in which order to try them.
 //!
-//! Works on one snapshot of the pool (one node list and one port list joined in memory), so the
-//! cost is two paginated requests whatever the pool size, and no request per node.
+//! Ironic does the filtering it can: create_vm asks it for the free nodes only, per free
+//! provision state and with the selection's `resource_class`, `conductor_group` or `owner`
+//! ([`free_queries`]), or for the nodes that own the requested MACs, or for the node holding the
+//! VM's disks. Whatever comes back is checked again here against every criterion ([`check`]):
+//! traits and `ironic_properties` only here, and a node carrying a VM record is never free,
+//! whatever Ironic's filters say. While the pages stream, only the few best candidates are kept
+//! ([`Shortlist`]), so create_vm's cost in requests and memory follows the
+//! free nodes, not the pool. When no node is free, one more pass over the whole pool counts the
+//! reasons ([`Tally`]) without holding a node.
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use rand::Rng;
 use serde_json::Value;
 
-use crate::ironic::{Node, Port};
-use crate::mac::normalize_mac;
+use crate::ironic::{Node, NodeQuery};
 use crate::pool::cloud_properties::VmCloudProperties;
 use crate::pool::record::has_vm_record;
 
@@ -40,79 +46,6 @@ pub const NODE_FIELDS: [&str; 15] = [
 
 pub const PORT_FIELDS: [&str; 4] = ["uuid", "address", "node_uuid", "pxe_enabled"];
 
-/// The pool at one moment: nodes and the MACs of their ports.
-pub struct PoolSnapshot {
-    pub nodes: Vec<Node>,
-    macs_by_node: HashMap<String, Vec<String>>,
-    /// The MACs of ports with `pxe_enabled`: the NICs a node boots from.
-    pxe_macs_by_node: HashMap<String, Vec<String>>,
-    node_by_mac: HashMap<String, String>,
-}
-
-impl PoolSnapshot {
-    pub fn new(nodes: Vec<Node>, ports: Vec<Port>) -> Self {
-        let mut macs_by_node: HashMap<String, Vec<String>> = HashMap::new();
-        let mut pxe_macs_by_node: HashMap<String, Vec<String>> = HashMap::new();
-        let mut node_by_mac = HashMap::new();
-        for port in ports {
-            let mac = normalize_mac(&port.address).unwrap_or(port.address);
-            node_by_mac.insert(mac.clone(), port.node_uuid.clone());
-            if port.pxe_enabled == Some(true) {
-                pxe_macs_by_node
-                    .entry(port.node_uuid.clone())
-                    .or_default()
-                    .push(mac.clone());
-            }
-            macs_by_node.entry(port.node_uuid).or_default().push(mac);
-        }
-        for macs in macs_by_node
-            .values_mut()
-            .chain(pxe_macs_by_node.values_mut())
-        {
-            macs.sort();
-        }
-        PoolSnapshot {
-            nodes,
-            macs_by_node,
-            pxe_macs_by_node,
-            node_by_mac,
-        }
-    }
-
-    /// Add a node this call created (enrolled), with its port MACs, without listing the pool again.
-    pub fn add(&mut self, node: Node, macs: &[String]) {
-        let mut normalized: Vec<String> = macs
-            .iter()
-            .map(|m| normalize_mac(m).unwrap_or_else(|| m.clone()))
-            .collect();
-        normalized.sort();
-        for mac in &normalized {
-            self.node_by_mac.insert(mac.clone(), node.uuid.clone());
-        }
-        self.macs_by_node.insert(node.uuid.clone(), normalized);
-        self.nodes.push(node);
-    }
-
-    pub fn macs_of(&self, node_uuid: &str) -> &[String] {
-        self.macs_by_node
-            .get(node_uuid)
-            .map_or(&[][..], Vec::as_slice)
-    }
-
-    /// The node's MACs that Ironic boots from (`pxe_enabled` ports); empty when unknown.
-    pub fn pxe_macs_of(&self, node_uuid: &str) -> &[String] {
-        self.pxe_macs_by_node
-            .get(node_uuid)
-            .map_or(&[][..], Vec::as_slice)
-    }
-
-    pub fn node_with_mac(&self, mac: &str) -> Option<&Node> {
-        let mac = normalize_mac(mac)?;
-        let uuid = self.node_by_mac.get(&mac)?;
-        self.nodes.iter().find(|n| &n.uuid == uuid)
-    }
-}
-
 /// What a VM asks of its node.
 pub struct Criteria<'a> {
     pub props: &'a VmCloudProperties,
@@ -120,8 +53,9 @@ pub struct Criteria<'a> {
     pub az_field: &'a str,
     /// The node holding the VM's persistent disks, when it has any.
     pub pinned_node: Option<&'a str>,
+    /// The nodes owning any of `props.macs` (by their ports).
+    pub mac_nodes: &'a BTreeSet<String>,
 }
-
 /// Why a node was passed over; the first failing check counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Rejection {
@@ -160,17 +94,27 @@ impl Rejection {
     }
 }
 
-pub struct Selection<'a> {
-    /// Free matching nodes, best fit first, equal ones shuffled.
-    pub candidates: Vec<&'a Node>,
-    pub rejected: BTreeMap<Rejection, usize>,
+/// Why nodes were passed over, counted over one pass of the pool (no node is kept).
+#[derive(Debug, Default)]
+pub struct Tally {
     pub total: usize,
+    /// Nodes that passed every check.
+    pub free: usize,
+    pub rejected: BTreeMap<Rejection, usize>,
 }
 
-impl Selection<'_> {
+impl Tally {
+    pub fn count(&mut self, node: &Node, c: &Criteria) {
+        self.total += 1;
+        match check(node, c) {
+            Ok(()) => self.free += 1,
+            Err(r) => *self.rejected.entry(r).or_insert(0) += 1,
+        }
+    }
+
     /// Nodes that match the request, free or not.
     pub fn matching(&self) -> usize {
-        self.candidates.len()
+        self.free
             + self
                 .rejected
                 .iter()
@@ -181,11 +125,7 @@ impl Selection<'_> {
 
     /// "0 of 12 nodes are free candidates: 7 have another resource_class, 5 are reserved".
     pub fn explain(&self) -> String {
-        let mut s = format!(
-            "{} of {} nodes are free candidates",
-            self.candidates.len(),
-            self.total
-        );
+        let mut s = format!("{} of {} nodes are free candidates", self.free, self.total);
         let reasons: Vec<String> = self
             .rejected
             .iter()
@@ -199,42 +139,125 @@ impl Selection<'_> {
     }
 }
 
-pub fn select<'a>(pool: &'a PoolSnapshot, c: &Criteria, rng: &mut impl Rng) -> Selection<'a> {
-    let mut rejected = BTreeMap::new();
-    let mut ranked: Vec<(Vec<f64>, u8, u64, &Node)> = Vec::new();
-    for node in &pool.nodes {
-        match check(pool, node, c) {
-            Err(r) => *rejected.entry(r).or_insert(0) += 1,
-            Ok(()) => {
-                let state_rank = u8::from(node.provision_state.as_deref() != Some("available"));
-                ranked.push((size_key(node, c.props), state_rank, rng.random(), node));
-            }
-        }
-    }
-    ranked.sort_by(|a, b| {
-        compare_sizes(&a.0, &b.0)
-            .then(a.1.cmp(&b.1))
-            .then(a.2.cmp(&b.2))
-    });
-    Selection {
-        candidates: ranked.into_iter().map(|(_, _, _, n)| n).collect(),
-        rejected,
-        total: pool.nodes.len(),
+/// How good a candidate is: smaller fitting size first, `available` before `manageable` (no
+/// cleaning before the deploy), then a random draw so that equal nodes are shuffled and
+/// concurrent calls spread out.
+struct Rank {
+    size: Vec<f64>,
+    state: u8,
+    draw: u64,
+}
+
+impl Rank {
+    fn cmp(&self, other: &Rank) -> Ordering {
+        compare_sizes(&self.size, &other.size)
+            .then(self.state.cmp(&other.state))
+            .then(self.draw.cmp(&other.draw))
     }
 }
 
-fn check(pool: &PoolSnapshot, node: &Node, c: &Criteria) -> Result<(), Rejection> {
+/// The best free candidates seen so far, at most `k`, best first: memory stays bounded however
+/// many free nodes stream past.
+pub struct Shortlist {
+    k: usize,
+    ranked: Vec<(Rank, Node)>,
+}
+
+impl Shortlist {
+    pub fn new(k: usize) -> Shortlist {
+        Shortlist {
+            k: k.max(1),
+            ranked: Vec::new(),
+        }
+    }
+
+    /// Check `node`; keep it if it is free, matches, and ranks among the best `k` so far. A node
+    /// seen twice (it changed state between two listings) counts once.
+    pub fn offer(&mut self, node: Node, c: &Criteria, rng: &mut impl Rng) -> Result<(), Rejection> {
+        check(&node, c)?;
+        if self.ranked.iter().any(|(_, n)| n.uuid == node.uuid) {
+            return Ok(());
+        }
+        let rank = Rank {
+            size: size_key(&node, c.props),
+            state: u8::from(node.provision_state.as_deref() != Some("available")),
+            draw: rng.random(),
+        };
+        let at = self
+            .ranked
+            .partition_point(|(r, _)| r.cmp(&rank) != Ordering::Greater);
+        if at < self.k {
+            self.ranked.insert(at, (rank, node));
+            self.ranked.truncate(self.k);
+        }
+        Ok(())
+    }
+
+    pub fn len(&self) -> usize {
+        self.ranked.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ranked.is_empty()
+    }
+
+    /// The candidates, best first.
+    pub fn into_nodes(self) -> Vec<Node> {
+        self.ranked.into_iter().map(|(_, n)| n).collect()
+    }
+}
+
+/// The free-node listings for a selection: one per free provision state, unassociated and out
+/// of maintenance, narrowed by the selection's `resource_class` and by its availability zone
+/// when the zone is a field Ironic filters on (`conductor_group`, `owner`, `resource_class`).
+/// A filter newer than `microversion` is left out: [`check`] applies every criterion anyway.
+pub fn free_queries(c: &Criteria, microversion: (u32, u32)) -> Vec<NodeQuery> {
+    let p = c.props;
+    let mut resource_class = p.resource_class.clone();
+    let (mut conductor_group, mut owner) = (None, None);
+    if let Some(az) = &p.availability_zone {
+        match c.az_field {
+            "conductor_group" => conductor_group = Some(az.clone()),
+            "owner" => owner = Some(az.clone()),
+            // Both named: a node must have both, so either filter will do.
+            "resource_class" if resource_class.is_none() => resource_class = Some(az.clone()),
+            _ => {}
+        }
+    }
+    let since = |filter: &str, v: Option<String>| {
+        v.filter(|_| NodeQuery::filter_since(filter).is_some_and(|min| microversion >= min))
+    };
+    let (resource_class, conductor_group, owner) = (
+        since("resource_class", resource_class),
+        since("conductor_group", conductor_group),
+        since("owner", owner),
+    );
+    FREE_STATES
+        .iter()
+        .map(|state| NodeQuery {
+            provision_state: Some(state.to_string()),
+            associated: Some(false),
+            maintenance: Some(false),
+            resource_class: resource_class.clone(),
+            conductor_group: conductor_group.clone(),
+            owner: owner.clone(),
+            fields: NODE_FIELDS.iter().map(|f| f.to_string()).collect(),
+            ..Default::default()
+        })
+        .collect()
+}
+
+/// Whether `node` may take the VM, and if not, the first reason why. Ironic's filters are never
+/// trusted for this: every criterion is checked on every node.
+pub fn check(node: &Node, c: &Criteria) -> Result<(), Rejection> {
     let p = c.props;
     if let Some(pinned) = c.pinned_node {
         if node.uuid != pinned {
             return Err(Rejection::DiskLocality);
         }
     }
-    if !p.macs.is_empty() {
-        let macs = pool.macs_of(&node.uuid);
-        if !p.macs.iter().any(|m| macs.contains(m)) {
-            return Err(Rejection::Macs);
-        }
+    if !p.macs.is_empty() && !c.mac_nodes.contains(&node.uuid) {
+        return Err(Rejection::Macs);
     }
     if let Some(rc) = &p.resource_class {
         if node.resource_class.as_deref() != Some(rc.as_str()) {
@@ -373,56 +396,61 @@ mod tests {
         }
     }
 
-    fn port(node: &str, mac: &str) -> Port {
-        Port {
-            uuid: format!("p-{mac}"),
-            address: mac.into(),
-            node_uuid: node.into(),
-            ..Default::default()
-        }
-    }
-
     fn props(v: Value) -> VmCloudProperties {
         VmCloudProperties::parse(v.as_object().unwrap()).unwrap()
     }
 
-    fn pick(pool: &PoolSnapshot, p: &VmCloudProperties) -> Vec<String> {
-        let c = Criteria {
+    fn criteria<'a>(p: &'a VmCloudProperties, mac_nodes: &'a BTreeSet<String>) -> Criteria<'a> {
+        Criteria {
             props: p,
             az_field: "conductor_group",
             pinned_node: None,
-        };
-        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-        select(pool, &c, &mut rng)
-            .candidates
-            .iter()
-            .map(|n| n.uuid.clone())
-            .collect()
+            mac_nodes,
+        }
+    }
+
+    /// The shortlist of `nodes` (streamed one by one), best first.
+    fn pick_k(nodes: &[Node], c: &Criteria, k: usize, seed: u64) -> Vec<String> {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mut list = Shortlist::new(k);
+        for n in nodes {
+            let _ = list.offer(n.clone(), c, &mut rng);
+        }
+        list.into_nodes().into_iter().map(|n| n.uuid).collect()
+    }
+
+    fn pick(nodes: &[Node], p: &VmCloudProperties) -> Vec<String> {
+        pick_k(nodes, &criteria(p, &BTreeSet::new()), 64, 7)
+    }
+
+    fn tally(nodes: &[Node], c: &Criteria) -> Tally {
+        let mut t = Tally::default();
+        for n in nodes {
+            t.count(n, c);
+        }
+        t
     }
 
     #[test]
     fn best_fit_prefers_the_smallest_node_that_fits() {
-        let pool = PoolSnapshot::new(
-            vec![
-                node("big", "available", json!({"cpus": 64, "memory_mb": 524288})),
-                node(
-                    "small",
-                    "available",
-                    json!({"cpus": "4", "memory_mb": "8192"}),
-                ),
-                node(
-                    "medium",
-                    "available",
-                    json!({"cpus": 16, "memory_mb": 65536}),
-                ),
-            ],
-            vec![],
-        );
+        let nodes = vec![
+            node("big", "available", json!({"cpus": 64, "memory_mb": 524288})),
+            node(
+                "small",
+                "available",
+                json!({"cpus": "4", "memory_mb": "8192"}),
+            ),
+            node(
+                "medium",
+                "available",
+                json!({"cpus": 16, "memory_mb": 65536}),
+            ),
+        ];
         assert_eq!(
-            pick(&pool, &props(json!({"ironic_properties": {"cpus": 8}}))),
+            pick(&nodes, &props(json!({"ironic_properties": {"cpus": 8}}))),
             ["medium", "big"]
         );
-        assert_eq!(pick(&pool, &props(json!({}))), ["small", "medium", "big"]);
+        assert_eq!(pick(&nodes, &props(json!({}))), ["small", "medium", "big"]);
     }
 
     #[test]
@@ -431,29 +459,37 @@ mod tests {
         maint.maintenance = true;
         let mut reserved = node("r", "available", json!({}));
         reserved.instance_uuid = Some("x".into());
-        let pool = PoolSnapshot::new(
-            vec![
-                maint,
-                reserved,
-                node("active", "active", json!({})),
-                node("enroll", "enroll", json!({})),
-                node("manageable", "manageable", json!({})),
-                node("available", "available", json!({})),
-            ],
-            vec![],
-        );
+        // Ironic's `associated=false` lets this one through: undeploy cleared its claim, and
+        // its VM's teardown still holds it by the record.
+        let mut recorded = node("rec", "available", json!({}));
+        recorded.extra = json!({"bosh_vm": {"vm-1": {"vm_id": "vm-1"}}})
+            .as_object()
+            .unwrap()
+            .clone();
+        let mut moving = node("moving", "manageable", json!({}));
+        moving.target_provision_state = Some("available".into());
+        let nodes = vec![
+            maint,
+            reserved,
+            recorded,
+            moving,
+            node("active", "active", json!({})),
+            node("enroll", "enroll", json!({})),
+            node("manageable", "manageable", json!({})),
+            node("available", "available", json!({})),
+        ];
         // Available first at equal size: it needs no cleaning before deploy.
-        assert_eq!(pick(&pool, &props(json!({}))), ["available", "manageable"]);
-        let c = Criteria {
-            props: &props(json!({})),
-            az_field: "conductor_group",
-            pinned_node: None,
-        };
-        let s = select(&pool, &c, &mut rand::rng());
-        assert_eq!(s.matching(), 6);
-        let text = s.explain();
+        assert_eq!(pick(&nodes, &props(json!({}))), ["available", "manageable"]);
+        let p = props(json!({}));
+        let none = BTreeSet::new();
+        let t = tally(&nodes, &criteria(&p, &none));
+        assert_eq!(t.matching(), 8);
+        let text = t.explain();
         assert!(
-            text.contains("2 of 6") && text.contains("1 are in maintenance"),
+            text.contains("2 of 8")
+                && text.contains("1 are in maintenance")
+                && text.contains("2 are held by a VM or a claim")
+                && text.contains("3 are neither available nor manageable"),
             "{text}"
         );
     }
@@ -465,44 +501,41 @@ mod tests {
         a.conductor_group = Some("rack1".into());
         let mut b = node("b", "available", json!({"cpu_arch": "aarch64"}));
         b.conductor_group = Some("rack2".into());
-        let pool = PoolSnapshot::new(
-            vec![a, b],
-            vec![
-                port("a", "52:54:00:00:00:0A"),
-                port("b", "52:54:00:00:00:0b"),
-            ],
-        );
+        let nodes = vec![a, b];
+        let by_mac = props(json!({"macs": ["52:54:00:00:00:0b"]}));
+        let owners: BTreeSet<String> = ["b".to_string()].into();
+        assert_eq!(pick_k(&nodes, &criteria(&by_mac, &owners), 4, 1), ["b"]);
+        let t = tally(&nodes, &criteria(&by_mac, &owners));
+        assert_eq!(t.rejected.get(&Rejection::Macs), Some(&1));
         assert_eq!(
-            pick(&pool, &props(json!({"macs": ["52:54:00:00:00:0b"]}))),
-            ["b"]
-        );
-        assert_eq!(
-            pick(&pool, &props(json!({"macs": ["52:54:00:00:00:0a"]}))),
+            pick(&nodes, &props(json!({"traits": ["CUSTOM_GPU"]}))),
             ["a"]
         );
         assert_eq!(
-            pick(&pool, &props(json!({"traits": ["CUSTOM_GPU"]}))),
-            ["a"]
-        );
-        assert_eq!(
-            pick(&pool, &props(json!({"availability_zone": "rack2"}))),
+            pick(&nodes, &props(json!({"availability_zone": "rack2"}))),
             ["b"]
         );
         assert_eq!(
             pick(
-                &pool,
+                &nodes,
                 &props(json!({"ironic_properties": {"cpu_arch": "aarch64"}}))
             ),
             ["b"]
         );
-        assert!(pick(&pool, &props(json!({"resource_class": "other"}))).is_empty());
-        assert_eq!(pool.node_with_mac("52-54-00-00-00-0A").unwrap().uuid, "a");
+        assert!(pick(&nodes, &props(json!({"resource_class": "other"}))).is_empty());
+        let p = props(json!({}));
+        let none = BTreeSet::new();
+        let pinned = Criteria {
+            pinned_node: Some("a"),
+            ..criteria(&p, &none)
+        };
+        assert_eq!(pick_k(&nodes, &pinned, 4, 1), ["a"]);
     }
 
     #[test]
     fn missing_property_means_unsuitable_not_an_error() {
-        let pool = PoolSnapshot::new(vec![node("a", "available", json!({}))], vec![]);
-        assert!(pick(&pool, &props(json!({"ironic_properties": {"cpus": 1}}))).is_empty());
+        let nodes = [node("a", "available", json!({}))];
+        assert!(pick(&nodes, &props(json!({"ironic_properties": {"cpus": 1}}))).is_empty());
     }
 
     #[test]
@@ -510,19 +543,152 @@ mod tests {
         let nodes: Vec<Node> = (0..20)
             .map(|i| node(&format!("n{i}"), "available", json!({"cpus": 4})))
             .collect();
-        let pool = PoolSnapshot::new(nodes, vec![]);
-        let c = Criteria {
-            props: &props(json!({})),
-            az_field: "conductor_group",
-            pinned_node: None,
-        };
+        let p = props(json!({}));
+        let none = BTreeSet::new();
+        let c = criteria(&p, &none);
         let firsts: std::collections::HashSet<String> = (0..20)
-            .map(|_| {
-                select(&pool, &c, &mut rand::rng()).candidates[0]
-                    .uuid
-                    .clone()
-            })
+            .map(|seed| pick_k(&nodes, &c, 3, seed)[0].clone())
             .collect();
         assert!(firsts.len() > 1, "the same node came first 20 times");
+    }
+
+    #[test]
+    fn the_shortlist_keeps_the_best_k_of_any_stream() {
+        // 500 free nodes of ten sizes, streamed in a scrambled order, a node twice among them.
+        let mut nodes: Vec<Node> = (0..500)
+            .map(|i| {
+                let state = if i % 3 == 0 {
+                    "manageable"
+                } else {
+                    "available"
+                };
+                node(
+                    &format!("n{i:03}"),
+                    state,
+                    json!({"memory_mb": 1024 * (1 + (i * 7919) % 10)}),
+                )
+            })
+            .collect();
+        nodes.push(nodes[42].clone());
+        let p = props(json!({}));
+        let none = BTreeSet::new();
+        let c = criteria(&p, &none);
+        let memory = |uuid: &str| {
+            nodes.iter().find(|n| n.uuid == uuid).unwrap().properties["memory_mb"]
+                .as_u64()
+                .unwrap()
+        };
+        let state = |uuid: &str| {
+            nodes
+                .iter()
+                .find(|n| n.uuid == uuid)
+                .unwrap()
+                .provision_state
+                .clone()
+                .unwrap()
+        };
+        let k = 64;
+        let best = pick_k(&nodes, &c, k, 3);
+        assert_eq!(best.len(), k);
+        let unique: BTreeSet<&String> = best.iter().collect();
+        assert_eq!(unique.len(), k, "a node was kept twice");
+        // Exactly the smallest: 50 nodes have 1 GiB, so the 64 are those 50 and 14 of 2 GiB,
+        // in order, available before manageable within a size.
+        let small = nodes
+            .iter()
+            .filter(|n| n.properties["memory_mb"] == json!(1024))
+            .count();
+        assert_eq!(small, 50);
+        assert!(best[..50].iter().all(|u| memory(u) == 1024));
+        assert!(best[50..].iter().all(|u| memory(u) == 2048));
+        for size in [&best[..50], &best[50..]] {
+            let states: Vec<String> = size.iter().map(|u| state(u)).collect();
+            let first_manageable = states.iter().position(|s| s == "manageable");
+            if let Some(at) = first_manageable {
+                assert!(states[at..].iter().all(|s| s == "manageable"), "{states:?}");
+            }
+        }
+        // Reversing the stream keeps the same set of sizes and states.
+        let mut reversed = nodes.clone();
+        reversed.reverse();
+        let again = pick_k(&reversed, &c, k, 3);
+        let profile = |list: &[String]| -> Vec<(u64, String)> {
+            list.iter().map(|u| (memory(u), state(u))).collect()
+        };
+        assert_eq!(profile(&again)[..50], profile(&best)[..50]);
+    }
+
+    #[test]
+    fn free_queries_let_ironic_filter_what_it_can() {
+        let none = BTreeSet::new();
+        let p = props(
+            json!({"resource_class": "gold", "availability_zone": "rack-1",
+                             "traits": ["CUSTOM_GPU"], "ironic_properties": {"cpus": 8}}),
+        );
+        let c = criteria(&p, &none);
+        let qs = free_queries(&c, (1, 115));
+        let params: Vec<Vec<(&str, String)>> = qs.iter().map(|q| q.params()).collect();
+        let want = |state: &str| {
+            vec![
+                ("provision_state", state.to_string()),
+                ("associated", "false".to_string()),
+                ("maintenance", "false".to_string()),
+                ("resource_class", "gold".to_string()),
+                ("conductor_group", "rack-1".to_string()),
+            ]
+        };
+        assert_eq!(params, [want("available"), want("manageable")]);
+        assert!(qs.iter().all(|q| q.fields.len() == NODE_FIELDS.len()));
+
+        // The zone as the owner; a zone Ironic cannot filter on stays in memory.
+        let owner = Criteria {
+            az_field: "owner",
+            ..criteria(&p, &none)
+        };
+        assert_eq!(
+            free_queries(&owner, (1, 115))[0].owner.as_deref(),
+            Some("rack-1")
+        );
+        let extra = Criteria {
+            az_field: "extra.zone",
+            ..criteria(&p, &none)
+        };
+        let q = &free_queries(&extra, (1, 115))[0];
+        assert_eq!((q.conductor_group.as_ref(), q.owner.as_ref()), (None, None));
+        let zone_as_class = props(json!({"availability_zone": "silver"}));
+        let rc = Criteria {
+            az_field: "resource_class",
+            ..criteria(&zone_as_class, &none)
+        };
+        assert_eq!(
+            free_queries(&rc, (1, 115))[0].resource_class.as_deref(),
+            Some("silver")
+        );
+
+        // An Ironic too old for a filter gets the query without it.
+        let old = free_queries(&c, (1, 45));
+        assert_eq!(old[0].resource_class.as_deref(), Some("gold"));
+        assert_eq!(old[0].conductor_group, None);
+        let older = free_queries(&owner, (1, 20));
+        assert_eq!(
+            (older[0].resource_class.as_ref(), older[0].owner.as_ref()),
+            (None, None)
+        );
+        assert_eq!(free_queries(&owner, (1, 49))[0].owner, None);
+    }
+
+    #[test]
+    fn what_ironic_could_not_filter_is_checked_in_memory() {
+        // What an old Ironic answers to the unfiltered query: every free node of every class
+        // and zone. The shortlist is what the filters would have given.
+        let mut gold = node("gold", "available", json!({}));
+        gold.resource_class = Some("gold".into());
+        gold.conductor_group = Some("rack-1".into());
+        let mut other_zone = gold.clone();
+        other_zone.uuid = "other-zone".into();
+        other_zone.conductor_group = Some("rack-2".into());
+        let plain = node("plain", "available", json!({}));
+        let p = props(json!({"resource_class": "gold", "availability_zone": "rack-1"}));
+        assert_eq!(pick(&[plain, other_zone, gold], &p), ["gold"]);
     }
 }

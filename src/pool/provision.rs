@@ -421,8 +421,14 @@ impl Provisioner<'_> {
         let configdrive = self.files.publish(uuid, drive)?;
 
         let image = plan.image;
+        // The phase goes with instance_info, one request fewer: from here the VM is being
+        // deployed (validate, deploy, wait), and nothing tells these steps apart but the node.
         let mut ops = vec![
             while_owned(vm_id),
+            PatchOp::add(
+                format!("{}/phase", record_path(vm_id)),
+                json!(Phase::Deploying.as_str()),
+            ),
             PatchOp::add("/instance_uuid", json!(vm_id)),
             PatchOp::add("/instance_info/image_source", json!(image.url)),
             PatchOp::add("/instance_info/image_os_hash_algo", json!("sha256")),
@@ -447,7 +453,10 @@ impl Provisioner<'_> {
             uuid,
             "setting instance_info",
             || self.api.patch_node(uuid, &ops),
-            |n| n.instance_info.get("image_source") == Some(&json!(image.url)),
+            |n| {
+                n.instance_info.get("image_source") == Some(&json!(image.url))
+                    && VmRecord::read(n).is_some_and(|r| r.phase == Phase::Deploying)
+            },
         )
         .map_err(|e| ironic(e, "setting instance_info"))?;
 
@@ -457,7 +466,6 @@ impl Provisioner<'_> {
             .map_err(|e| ironic(e, "validating the node"))?;
         check_validation(&validation, &node.label())?;
 
-        self.set_phase(node, &held.record, Phase::Deploying)?;
         let started = self.api.now();
         self.action(node, "active", Some(json!({ "configdrive": configdrive })))?;
         let active = self.wait(uuid, "active", timeouts.deploy, "deploying")?;
@@ -511,9 +519,16 @@ impl Provisioner<'_> {
         .map_err(|e| ironic(e, &format!("'{target}' on node {}", node.label())))
     }
 
+    /// Wait for the transition an action of this call just started.
     fn wait(&self, uuid: &str, target: &str, timeout: f64, what: &str) -> Result<Node> {
-        wait::provision_state(self.api, &self.ironic.poll, uuid, &[target], secs(timeout))
-            .map_err(|e| ironic(e, what))
+        wait::provision_state_after_action(
+            self.api,
+            &self.ironic.poll,
+            uuid,
+            &[target],
+            secs(timeout),
+        )
+        .map_err(|e| ironic(e, what))
     }
 
     /// Return the node through delete_vm's teardown; the answer says whether that worked.

@@ -47,7 +47,7 @@ pub const INSTANCE_INFO_KEYS: [&str; 7] = [
 pub enum Phase {
     /// create_vm holds the node and prepares it (provide, config drive).
     Claimed,
-    /// create_vm asked Ironic to deploy and waits for `active`.
+    /// create_vm set `instance_info` and deploys: validate, deploy, wait for `active`.
     Deploying,
     /// create_vm answered the director: the VM exists.
     Active,

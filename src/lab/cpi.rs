@@ -83,8 +83,7 @@ impl CpiLab {
         })?;
         let ironic = IronicLab::start(opts.ironic)?;
 
-        let mut config = serde_json::to_value(ironic.config())
-            .map_err(|e| format!("cannot serialise the Ironic config: {e}"))?;
+        let mut config = ironic.config_doc();
         let repo = |path: &str| {
             json!({
                 "url": format!("{}/{path}", server.url),

@@ -70,6 +70,11 @@ pub struct IronicLabOptions {
     pub node_locked_retry_attempts: u32,
     /// Serve the API over HTTPS; plain HTTP when `None`.
     pub tls: Option<LabTls>,
+    /// The conductor's periodic tasks that walk every node: the power-state sync (a lock and a
+    /// driver call per node every 120 s) and the take-over check of active nodes (every 180 s).
+    /// Benchmarks with tens of thousands of nodes turn them off so that Ironic's CPU time
+    /// measures the API calls, not the background scans.
+    pub periodic_node_scans: bool,
     pub start_timeout: Duration,
 }
 
@@ -84,6 +89,7 @@ impl Default for IronicLabOptions {
             max_limit: 1000,
             node_locked_retry_attempts: 1,
             tls: None,
+            periodic_node_scans: true,
             start_timeout: Duration::from_secs(60),
         }
     }
@@ -168,6 +174,13 @@ impl IronicLab {
 
     /// A CPI config pointing at this lab, polling fast (fake transitions take 0.1-0.5 s).
     pub fn config(&self) -> Config {
+        // The document is fixed and valid; failing here is a bug in this file.
+        Config::from_value(self.config_doc()).expect("lab config is valid")
+    }
+
+    /// [`IronicLab::config`] as the JSON the lab writes: only the keys it sets, none of the
+    /// defaults, so that an older `ironic_cpi` (the benchmarks' "before" binary) reads it too.
+    pub fn config_doc(&self) -> Value {
         let auth = match &self.auth {
             LabAuth::None => json!({"type": "none"}),
             LabAuth::HttpBasic { username, password } => {
@@ -188,8 +201,7 @@ impl IronicLab {
         if let Some(tls) = &self.tls {
             doc["ironic"]["ca_cert_file"] = json!(tls.ca_file);
         }
-        // The document above is fixed and valid; failing here is a bug in this file.
-        Config::from_value(doc).expect("lab config is valid")
+        doc
     }
 
     /// A client for this lab with [`IronicLab::config`].
@@ -208,6 +220,11 @@ impl IronicLab {
 
     pub fn pid(&self) -> u32 {
         self.process.pid()
+    }
+
+    /// The Python venv Ironic runs from (its `bin/python` can import Ironic's own modules).
+    pub fn venv(&self) -> &Path {
+        &self.venv
     }
 
     /// The `instance_info` Ironic stored for a node, read from its database: the API masks the
@@ -370,6 +387,12 @@ public_endpoint = https://{}:{port}
         ),
         None => String::new(),
     };
+    // 0 disables each (documented in Ironic's [conductor] options).
+    let scans = if opts.periodic_node_scans {
+        ""
+    } else {
+        "sync_power_state_interval = 0\nsync_local_state_interval = 0\n"
+    };
     format!(
         "[DEFAULT]
 {auth}
@@ -403,7 +426,7 @@ max_limit = {max_limit}
 {api_tls}[conductor]
 automated_clean = true
 node_locked_retry_attempts = {locked}
-[database]
+{scans}[database]
 # SQLite lets one writer in at a time; its default 5 s wait for the lock is too short for a busy
 # 2-core machine running API and conductor together (500: database is locked).
 connection = sqlite:///{d}/ironic.sqlite?timeout=60
@@ -575,6 +598,19 @@ mod tests {
         ] {
             assert!(c.contains(want), "missing {want}");
         }
+        assert!(!c.contains("sync_power_state_interval"));
+    }
+
+    #[test]
+    fn conf_can_turn_off_node_scans() {
+        let opts = IronicLabOptions {
+            periodic_node_scans: false,
+            ..Default::default()
+        };
+        let c = ironic_conf(Path::new("/tmp/x"), 1234, &opts);
+        let conductor = &c[c.find("[conductor]").unwrap()..c.find("[database]").unwrap()];
+        assert!(conductor.contains("sync_power_state_interval = 0\n"));
+        assert!(conductor.contains("sync_local_state_interval = 0\n"));
     }
 
     #[test]

@@ -7,6 +7,8 @@
 //! the director sends it (mbus CA, certificate and private key, password hash, blobstores),
 //! two public keys.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benchmarks fail loudly
+
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

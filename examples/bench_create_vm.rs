@@ -13,14 +13,16 @@
 //! ```
 //! Uses the release binaries next to this example (`target/release/`).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benchmarks fail loudly
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use ironic_cpi::lab::cpi::{make_stemcell_image, CallOutcome, CpiLab, CpiLabOptions};
-use ironic_cpi::lab::ironic::{enroll_node, lab_mac, IronicLabOptions, NodeSpec};
+use ironic_cpi_testkit::cpi::{make_stemcell_image, CallOutcome, CpiLab, CpiLabOptions};
+use ironic_cpi_testkit::ironic::{enroll_node, lab_mac, IronicLabOptions, NodeSpec};
 
 fn main() {
     if let Err(e) = run() {

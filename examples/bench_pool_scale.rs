@@ -20,6 +20,9 @@
 //! Ironic runs without its periodic tasks that walk every node (power-state sync, take-over
 //! check): at 50,000 nodes they would dominate its CPU time.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benchmarks fail loudly
+#![allow(unsafe_code)] // sysconf for the clock tick and page size of /proc figures
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -29,8 +32,8 @@ use clap::Parser;
 use serde_json::{json, Value};
 
 use ironic_cpi::ironic::{IronicClient, NodeQuery, PortQuery};
-use ironic_cpi::lab::cpi::{make_stemcell_image, CallOutcome, CpiLab, CpiLabOptions};
-use ironic_cpi::lab::ironic::{enroll_node, lab_mac, IronicLabOptions, NodeSpec};
+use ironic_cpi_testkit::cpi::{make_stemcell_image, CallOutcome, CpiLab, CpiLabOptions};
+use ironic_cpi_testkit::ironic::{enroll_node, lab_mac, IronicLabOptions, NodeSpec};
 
 #[derive(Parser, Debug)]
 #[command(about = "create_vm cost against pools of growing size (see the file's doc comment)")]
@@ -169,7 +172,7 @@ fn run(args: Args) -> Result<(), String> {
         .server
         .clone()
         .unwrap_or_else(|| release.join("ironic_cpi_server"));
-    let filler = ironic_cpi::lab::process::repo_root().join("scripts/bench/pool_fill.py");
+    let filler = ironic_cpi_testkit::process::repo_root().join("scripts/bench/pool_fill.py");
     let mut sizes = args.sizes.clone();
     sizes.sort_unstable();
     sizes.dedup();
@@ -675,13 +678,13 @@ impl Bench {
         })
     }
 
-    fn spawn(&self, method: &str, arguments: Value) -> ironic_cpi::lab::cpi::RunningCall {
+    fn spawn(&self, method: &str, arguments: Value) -> ironic_cpi_testkit::cpi::RunningCall {
         let stemcell_api = (method == "create_vm").then_some(3);
         self.lab
             .spawn_call(&self.config_path, method, arguments, 2, stemcell_api)
     }
 
-    fn finish(&self, call: ironic_cpi::lab::cpi::RunningCall) -> (CallOutcome, u64) {
+    fn finish(&self, call: ironic_cpi_testkit::cpi::RunningCall) -> (CallOutcome, u64) {
         let pid = call.pid();
         let outcome = call.wait();
         let rss = std::fs::read_to_string(self.rss_dir.join(format!("rss.{pid}")))

@@ -7,6 +7,8 @@
 //! cargo run --release --example bench_select -- [ITERATIONS]
 //! ```
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benchmarks fail loudly
+
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};

@@ -9,12 +9,14 @@
 //! Nodes named `pool-<i>` with two ports each are enrolled first (4 threads, through the client)
 //! when fewer than N exist.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benchmarks fail loudly
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use ironic_cpi::config::Config;
 use ironic_cpi::ironic::{IronicClient, NodeQuery, PortQuery};
-use ironic_cpi::lab::ironic::{lab_mac, IronicLab, IronicLabOptions};
+use ironic_cpi_testkit::ironic::{lab_mac, IronicLab, IronicLabOptions};
 use serde_json::json;
 
 const THREADS: usize = 4;

@@ -9,11 +9,13 @@
 //! overhead is the time the wait returned minus the node's `provision_updated_at`, the moment
 //! Ironic recorded the final state.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benchmarks fail loudly
+
 use std::time::{Duration, SystemTime};
 
 use ironic_cpi::config::Config;
 use ironic_cpi::ironic::{IronicClient, PatchOp};
-use ironic_cpi::lab::ironic::{enroll_node, lab_mac, IronicLab, IronicLabOptions, NodeSpec};
+use ironic_cpi_testkit::ironic::{enroll_node, lab_mac, IronicLab, IronicLabOptions, NodeSpec};
 use serde_json::json;
 
 fn main() {

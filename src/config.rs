@@ -12,34 +12,7 @@ use serde_json::{Map, Value};
 
 use crate::error::{CpiError, Result};
 
-/// A credential: serialised as the plain string (the config file holds it that way), but never
-/// shown by `Debug` or `Display`, so that no log line or error message can carry it.
-#[derive(Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Self {
-        Secret(s.into())
-    }
-
-    /// The plain value, for the one place that must send it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
-impl std::fmt::Display for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
+pub use ironic_cpi_common::Secret;
 
 /// Context keys that belong to the director, not to the CPI's configuration.
 pub const RESERVED_CONTEXT_KEYS: [&str; 3] = ["director_uuid", "request_id", "vm"];
@@ -361,6 +334,10 @@ pub struct Defaults {
 }
 
 impl Default for Defaults {
+    #[expect(
+        clippy::expect_used,
+        reason = "every field has a serde default: tests/fuzz_config and the unit tests read {}"
+    )]
     fn default() -> Self {
         serde_json::from_value(Value::Object(Map::new())).expect("defaults deserialize from {}")
     }

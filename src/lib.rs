@@ -7,16 +7,13 @@ pub mod configdrive;
 pub mod disks;
 pub mod error;
 pub mod ironic;
-pub mod lab;
-pub mod logging;
 pub mod mac;
 pub mod pool;
-pub mod redact;
 pub mod registry;
 pub mod repository;
 pub mod rpc;
-pub mod server;
 pub mod stemcell;
 pub mod vm_data;
 
 pub use error::{CpiError, ErrorKind, Result};
+pub use ironic_cpi_common::{logging, redact};

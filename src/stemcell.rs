@@ -168,6 +168,10 @@ fn finish(
             .map(str::to_string),
         uploaded_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
     };
+    #[expect(
+        clippy::expect_used,
+        reason = "a struct of strings and numbers always serialises"
+    )]
     let body = serde_json::to_vec_pretty(&meta).expect("metadata serialises");
     repo.put_bytes(&meta_path(cid), body)?;
     Ok(meta)

@@ -1,6 +1,6 @@
 //! The config drive as the real BOSH agent takes it.
 //!
-//! The agent binary (`bosh-agent`, see `lab::bosh_tools`) runs with its `dummy` platform, which
+//! The agent binary (`bosh-agent`, see `ironic_cpi_testkit::bosh_tools`) runs with its `dummy` platform, which
 //! changes nothing on this machine, and a `File` settings source holding the drive's
 //! `ec2/latest/user-data` as `isoinfo` reads it from the ISO: that is exactly how current agents
 //! decode the config drive's user data (`ConfigDriveSettingsSource.Settings` and
@@ -14,6 +14,8 @@
 //! put on NICs in a network namespace of their own, where the kernel shows what they do to the
 //! VM's loopback network.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benchmarks fail loudly
+
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::process::Command;
@@ -24,8 +26,8 @@ use tempfile::TempDir;
 
 use ironic_cpi::config::{AgentConfig, Defaults, Secret, UnusedNicPolicy};
 use ironic_cpi::configdrive::{build, ConfigDrive, DriveInput};
-use ironic_cpi::lab::process::{free_port, wait_for_tcp};
-use ironic_cpi::lab::{bosh_tools, certs};
+use ironic_cpi_testkit::process::{free_port, wait_for_tcp};
+use ironic_cpi_testkit::{bosh_tools, certs};
 
 const NODE: &str = "6f1c2d3e-4b5a-4c6d-8e7f-9a0b1c2d3e4f";
 const AGENT_ID: &str = "8a9b0c1d-2e3f-4a5b-8c7d-6e5f4a3b2c1d";

@@ -8,6 +8,8 @@
 //! round's creates start together with the deletes of the round before. The losers' times are
 //! printed, never asserted.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benchmarks fail loudly
+
 mod common;
 
 use std::collections::BTreeSet;
@@ -17,8 +19,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use ironic_cpi::lab::cpi::{CallOutcome, CpiLab};
-use ironic_cpi::lab::ironic::{enroll_node, lab_mac, IronicLabOptions, NodeSpec};
+use ironic_cpi_testkit::cpi::{CallOutcome, CpiLab};
+use ironic_cpi_testkit::ironic::{enroll_node, lab_mac, IronicLabOptions, NodeSpec};
 
 const POOL: usize = 40;
 const CALLS: usize = 48;

@@ -7,6 +7,8 @@
 //! decoded with structs that mirror the Go agent's types field by field (`Option` everywhere,
 //! because Go leaves missing and null fields at their zero value, but a wrong JSON type fails).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benchmarks fail loudly
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};

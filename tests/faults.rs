@@ -1,10 +1,12 @@
 //! Faults around create_vm and create_stemcell, with the real Ironic and the real companion
 //! server: Ironic stopped mid-deploy (SIGSTOP), transient and persistent 503 / 409 NodeLocked
-//! and dropped connections (through `lab::faultproxy` in front of the real Ironic), a deploy that
+//! and dropped connections (through `ironic_cpi_testkit::faultproxy` in front of the real Ironic), a deploy that
 //! fails, and the companion server killed during a stemcell upload.
 //!
 //! Each test enrolls nodes of its own resource class and checks that the pool is exactly as it
 //! was once the fault is over; each proxy test has its own proxy and CPI config.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benchmarks fail loudly
 
 mod common;
 
@@ -15,10 +17,10 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use ironic_cpi::ironic::IronicClient;
-use ironic_cpi::lab::cpi::{make_stemcell_image, CallOutcome, CpiLab};
-use ironic_cpi::lab::faultproxy::{Fault, FaultProxy};
-use ironic_cpi::lab::ironic::{enroll_node, lab_mac, IronicLabOptions, NodeSpec};
-use ironic_cpi::lab::server::{ServerLab, ServerOpts};
+use ironic_cpi_testkit::cpi::{make_stemcell_image, CallOutcome, CpiLab};
+use ironic_cpi_testkit::faultproxy::{Fault, FaultProxy};
+use ironic_cpi_testkit::ironic::{enroll_node, lab_mac, IronicLabOptions, NodeSpec};
+use ironic_cpi_testkit::server::{ServerLab, ServerOpts};
 
 struct Shared {
     lab: CpiLab,
@@ -323,8 +325,7 @@ fn a_failed_deploy_is_rolled_back() {
 }
 
 fn signal_group(pid: u32, sig: libc::c_int) {
-    // SAFETY: kill(2) on the lab's own Ironic process group.
-    assert_eq!(unsafe { libc::kill(-(pid as libc::pid_t), sig) }, 0);
+    assert!(ironic_cpi_testkit::process::signal_group(pid as libc::pid_t, sig));
 }
 
 /// Ironic stopped (SIGSTOP on its whole process group) while create_vm waits for the deploy:
@@ -419,7 +420,7 @@ fn server_killed_during_a_stemcell_upload() {
     let server_opts = || ServerOpts {
         root: Some(root.clone()),
         anonymous_read: true,
-        binary: Some(env!("CARGO_BIN_EXE_ironic_cpi_server").into()),
+        binary: Some(ironic_cpi_testkit::binaries::server().unwrap()),
         ..Default::default()
     };
     let mut server = ServerLab::start(server_opts()).unwrap();

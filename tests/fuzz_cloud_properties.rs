@@ -1,6 +1,8 @@
 //! Bad input for a vm_type's cloud_properties: `VmCloudProperties::parse` never panics, and
 //! whatever it accepts can be summarised and used to select from a pool without a panic.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benchmarks fail loudly
+
 mod fuzz_support;
 
 use proptest::prelude::*;

@@ -2,6 +2,8 @@
 //! request's context: `Config::from_value` (after `config::overlay`) never panics, and a config
 //! it accepts gives an Ironic client and durations without a panic.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benchmarks fail loudly
+
 mod fuzz_support;
 
 use proptest::prelude::*;

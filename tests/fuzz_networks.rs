@@ -2,6 +2,8 @@
 //! `configdrive::map_networks` and `configdrive::build` never panic, whatever the networks,
 //! the node's MACs (Ironic's ports), the env and the policies.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benchmarks fail loudly
+
 mod fuzz_support;
 
 use proptest::prelude::*;

@@ -5,6 +5,8 @@
 //! Inputs: arbitrary bytes, arbitrary JSON, and every example request of spec/*.json with
 //! random damage (keys removed, values replaced or re-typed, truncation, flipped bytes).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benchmarks fail loudly
+
 mod fuzz_support;
 
 use proptest::prelude::*;

@@ -6,6 +6,8 @@
 //! Isolation: the tests share one lab per kind (`lab()`, `slow_lab()`, `basic_lab()`); each test
 //! uses its own node name prefix, resource class and MAC byte, and filters lists by them.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benchmarks fail loudly
+
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
@@ -15,7 +17,7 @@ use std::time::Duration;
 use ironic_cpi::config::{Config, IronicAuth, IronicConfig, Secret};
 use ironic_cpi::error::ErrorKind;
 use ironic_cpi::ironic::{ConflictKind, IronicClient, IronicError, NodeQuery, PatchOp, PortQuery};
-use ironic_cpi::lab::ironic::{
+use ironic_cpi_testkit::ironic::{
     enroll_node, lab_mac, EnrollTarget, IronicLab, IronicLabOptions, LabAuth, NodeSpec,
 };
 use serde_json::json;
@@ -708,7 +710,7 @@ fn fake_dropped_connection_retries_get_but_not_post() {
 
 #[test]
 fn connection_refused_names_the_url_without_credentials() {
-    let port = ironic_cpi::lab::process::free_port().unwrap();
+    let port = ironic_cpi_testkit::process::free_port().unwrap();
     let mut cfg = fake_config(&format!("http://admin:pw-in-url@127.0.0.1:{port}"));
     cfg.retry.max_attempts = 2;
     let c = IronicClient::new(&cfg).unwrap();

@@ -7,6 +7,8 @@
 //! lets the project's `member` see and deploy exactly those. Each test uses its own
 //! resource_class and MAC byte.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benchmarks fail loudly
+
 mod common;
 
 use std::path::{Path, PathBuf};
@@ -16,10 +18,12 @@ use serde_json::{json, Value};
 
 use ironic_cpi::config::{IronicAuth, Secret};
 use ironic_cpi::ironic::{IronicClient, IronicError};
-use ironic_cpi::lab::cpi::{CallOutcome, CpiLab};
-use ironic_cpi::lab::ironic::{enroll_node, lab_mac, IronicLabOptions, LabAuth, LabTls, NodeSpec};
-use ironic_cpi::lab::keystone::{KeystoneLab, KeystoneLabOptions, OTHER_REGION};
-use ironic_cpi::lab::tls::TestCa;
+use ironic_cpi_testkit::cpi::{CallOutcome, CpiLab};
+use ironic_cpi_testkit::ironic::{
+    enroll_node, lab_mac, IronicLabOptions, LabAuth, LabTls, NodeSpec,
+};
+use ironic_cpi_testkit::keystone::{KeystoneLab, KeystoneLabOptions, OTHER_REGION};
+use ironic_cpi_testkit::tls::TestCa;
 
 /// The name Ironic's certificate is for (and the only one).
 const IRONIC_HOST: &str = "localhost";
@@ -67,7 +71,7 @@ fn shared() -> &'static Shared {
         // A port nothing listens on: an endpoint a client must not pick.
         let nowhere = format!(
             "https://{IRONIC_HOST}:{}",
-            ironic_cpi::lab::process::free_port().unwrap()
+            ironic_cpi_testkit::process::free_port().unwrap()
         );
         keystone
             .register_baremetal(&lab.ironic.url, &nowhere)

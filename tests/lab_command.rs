@@ -1,11 +1,13 @@
 //! README's first command runs the lab: a full BOSH lifecycle through the real binary against
 //! the real Ironic and companion server. This runs it as a user would and reads its output.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benchmarks fail loudly
+
 use std::process::Command;
 
 #[test]
 fn the_lab_drives_a_full_lifecycle_and_stops_what_it_started() {
-    let out = Command::new(env!("CARGO_BIN_EXE_ironic_cpi_lab"))
+    let out = Command::new(ironic_cpi_testkit::binaries::lab().unwrap())
         .arg("run")
         .output()
         .expect("run ironic_cpi_lab");

@@ -5,6 +5,8 @@
 //! Tests share one lab; each uses its own resource_class (and MAC byte) so that they never see
 //! each other's nodes, and checks that the pool is exactly as it was after every path.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benchmarks fail loudly
+
 use std::io::Read;
 use std::path::Path;
 use std::sync::OnceLock;
@@ -13,9 +15,9 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use ironic_cpi::ironic::IronicClient;
-use ironic_cpi::lab::certs;
-use ironic_cpi::lab::cpi::{make_stemcell_image, CpiLab};
-use ironic_cpi::lab::ironic::{enroll_node, lab_mac, EnrollTarget, IronicLabOptions, NodeSpec};
+use ironic_cpi_testkit::certs;
+use ironic_cpi_testkit::cpi::{make_stemcell_image, CpiLab};
+use ironic_cpi_testkit::ironic::{enroll_node, lab_mac, EnrollTarget, IronicLabOptions, NodeSpec};
 
 mod common;
 
@@ -112,7 +114,7 @@ fn create_vm(
     networks: Value,
     disk_cids: Value,
     api: u32,
-) -> ironic_cpi::lab::cpi::CallOutcome {
+) -> ironic_cpi_testkit::cpi::CallOutcome {
     let s = shared();
     s.lab.call(
         "create_vm",
@@ -129,7 +131,7 @@ fn create_vm(
     )
 }
 
-fn vm_cid(out: &ironic_cpi::lab::cpi::CallOutcome) -> String {
+fn vm_cid(out: &ironic_cpi_testkit::cpi::CallOutcome) -> String {
     let r = out.ok();
     match r {
         Value::Array(a) => a[0].as_str().unwrap().to_string(),
@@ -148,7 +150,7 @@ fn record_of(node: &ironic_cpi::ironic::Node) -> ironic_cpi::pool::record::VmRec
     ironic_cpi::pool::record::VmRecord::read(node).expect("a VM record")
 }
 
-fn call(method: &str, args: Value) -> ironic_cpi::lab::cpi::CallOutcome {
+fn call(method: &str, args: Value) -> ironic_cpi_testkit::cpi::CallOutcome {
     shared().lab.call(method, args, 2, Some(3))
 }
 
@@ -286,7 +288,7 @@ fn create_by_mac_deploys_and_delete_restores_the_pool() {
     );
 }
 
-fn out_agent_id(out: &ironic_cpi::lab::cpi::CallOutcome) -> Value {
+fn out_agent_id(out: &ironic_cpi_testkit::cpi::CallOutcome) -> Value {
     // The agent id is in the stderr log of the call only as part of the request; read it back
     // from the node instead.
     let node = client().get_node(&node_of(&vm_cid(out))).unwrap();

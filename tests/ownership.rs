@@ -2,11 +2,13 @@
 //! a real fleet (a process killed, a timeout, an answer lost or late, a race with another call),
 //! then what the director or the operator does next, and every node ends where it should be.
 //! `tests/ownership_model.rs` explores the same rules exhaustively over the model of Ironic; this
-//! file proves they hold with the real one, through `lab::faultproxy` where Ironic cannot
+//! file proves they hold with the real one, through `ironic_cpi_testkit::faultproxy` where Ironic cannot
 //! misbehave on demand.
 //!
 //! Two labs: a fast one (deploys and undeploys finish at once) for the proxy tests, and a slow
 //! one (the fake deploy driver sleeps) where a process can be killed midway.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benchmarks fail loudly
 
 mod common;
 
@@ -18,9 +20,9 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use ironic_cpi::ironic::{IronicClient, Node};
-use ironic_cpi::lab::cpi::{CallOutcome, CpiLab};
-use ironic_cpi::lab::faultproxy::{Fault, FaultProxy};
-use ironic_cpi::lab::ironic::{enroll_node, lab_mac, IronicLabOptions, NodeSpec};
+use ironic_cpi_testkit::cpi::{CallOutcome, CpiLab};
+use ironic_cpi_testkit::faultproxy::{Fault, FaultProxy};
+use ironic_cpi_testkit::ironic::{enroll_node, lab_mac, IronicLabOptions, NodeSpec};
 
 use common::{assert_retryable_creation_failure, pool_state};
 

@@ -19,6 +19,8 @@
 //!
 //! The real-Ironic counterparts are in tests/ownership.rs.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benchmarks fail loudly
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -30,7 +32,6 @@ use ironic_cpi::config::Config;
 use ironic_cpi::configdrive::{self, ConfigDrive, DriveInput};
 use ironic_cpi::error::{CpiError, ErrorKind};
 use ironic_cpi::ironic::Node;
-use ironic_cpi::lab::model::{explore, Actor, At, Env, Explorer, Fault, ModelIronic, State};
 use ironic_cpi::pool::cloud_properties::VmCloudProperties;
 use ironic_cpi::pool::orphans::{self, judge, Holding};
 use ironic_cpi::pool::provision::{Image, Plan, Provisioner, VmFiles};
@@ -39,6 +40,7 @@ use ironic_cpi::pool::teardown::{self, Teardown};
 use ironic_cpi::pool::vm::{lookup, Lookup};
 use ironic_cpi::pool::vm_cid::VmCid;
 use ironic_cpi::pool::whoami::LivenessCheck;
+use ironic_cpi_testkit::model::{explore, Actor, At, Env, Explorer, Fault, ModelIronic, State};
 
 fn node_uuid(i: usize) -> String {
     format!("00000000-0000-4000-8000-{i:012}")

@@ -1,4 +1,4 @@
-//! The BOSH release made, compiled and installed by the real BOSH programs (`lab::bosh_tools`):
+//! The BOSH release made, compiled and installed by the real BOSH programs (`ironic_cpi_testkit::bosh_tools`):
 //!
 //! 1. `bosh create-release --force --tarball` of the working tree (a copy of it: `bosh add-blob`
 //!    writes config/blobs.yml, which the tree must keep), and `bosh inspect-local-release`;
@@ -14,6 +14,8 @@
 //!
 //! Every step prints its time; the compile takes most of it (several minutes on 2 cores).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benchmarks fail loudly
+
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -24,11 +26,11 @@ use sha2::{Digest, Sha256};
 use tempfile::TempDir;
 
 use ironic_cpi::ironic::NodeQuery;
-use ironic_cpi::lab::bosh_tools;
-use ironic_cpi::lab::certs;
-use ironic_cpi::lab::cpi::make_stemcell_image;
-use ironic_cpi::lab::ironic::{enroll_node, EnrollTarget, IronicLabOptions, NodeSpec};
-use ironic_cpi::lab::process::{free_port, ChildProcess, SpawnOptions};
+use ironic_cpi_testkit::bosh_tools;
+use ironic_cpi_testkit::certs;
+use ironic_cpi_testkit::cpi::make_stemcell_image;
+use ironic_cpi_testkit::ironic::{enroll_node, EnrollTarget, IronicLabOptions, NodeSpec};
+use ironic_cpi_testkit::process::{free_port, ChildProcess, SpawnOptions};
 
 mod common;
 

@@ -3,6 +3,8 @@
 //! checked by the programs themselves: every rendered cpi.json and server.json must pass the
 //! binary's `--check-config`, and the rendered `bin/cpi` is run for real.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benchmarks fail loudly
+
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -11,12 +13,11 @@ use std::time::Duration;
 
 use ironic_cpi::config::Config;
 use ironic_cpi::pool::cloud_properties::VmCloudProperties;
-use ironic_cpi::server::ServerConfig;
+use ironic_cpi_server::ServerConfig;
 use serde_json::{json, Value};
 use tempfile::TempDir;
 
 const CPI: &str = env!("CARGO_BIN_EXE_ironic_cpi");
-const SERVER: &str = env!("CARGO_BIN_EXE_ironic_cpi_server");
 /// What the director leaves in the environment of a CPI process (external_cpi.rb).
 const DIRECTOR_PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -89,7 +90,11 @@ fn render_job(job: &str, props: &Value, root: &Path) -> PathBuf {
     out
 }
 
-fn check_config(binary: &str, path: &Path) -> Result<(), String> {
+fn server_binary() -> std::path::PathBuf {
+    ironic_cpi_testkit::binaries::server().unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn check_config(binary: &Path, path: &Path) -> Result<(), String> {
     let out = Command::new(binary)
         .arg("-c")
         .arg(path)
@@ -108,7 +113,7 @@ fn cpi_job(props: &Value) -> (TempDir, PathBuf, Value) {
     let root = TempDir::new().expect("tempdir");
     let job = render_job("ironic_cpi", props, root.path());
     let config = job.join("config/cpi.json");
-    check_config(CPI, &config).unwrap_or_else(|e| panic!("cpi.json for {props}: {e}"));
+    check_config(Path::new(CPI), &config).unwrap_or_else(|e| panic!("cpi.json for {props}: {e}"));
     let text = std::fs::read_to_string(&config).expect("cpi.json");
     let value = serde_json::from_str(&text).expect("cpi.json is JSON");
     (root, job, value)
@@ -283,7 +288,7 @@ fn microversions_stay_strings_and_check_config_knows_the_floor() {
         );
         let root = TempDir::new().expect("tempdir");
         let job = render_job("ironic_cpi", &props, root.path());
-        let e = check_config(CPI, &job.join("config/cpi.json"))
+        let e = check_config(Path::new(CPI), &job.join("config/cpi.json"))
             .expect_err(&format!("{min}..{max} must be refused"));
         assert!(e.contains(key), "{min}..{max}: {e}");
     }
@@ -470,7 +475,7 @@ fn secrets_with_percent_quotes_and_newlines_survive() {
         {"username": "cpi", "role": "write", "password": nasty}]}});
     let root = TempDir::new().expect("tempdir");
     let job = render_job("ironic_cpi_server", &server, root.path());
-    check_config(SERVER, &job.join("config/server.json")).expect("server.json valid");
+    check_config(&server_binary(), &job.join("config/server.json")).expect("server.json valid");
     let value: Value = serde_json::from_str(
         &std::fs::read_to_string(job.join("config/server.json")).expect("server.json"),
     )
@@ -709,7 +714,7 @@ fn checked_server_json(job: &Path) -> Value {
     );
     let path = job.join("config/server.local.json");
     std::fs::write(&path, local).expect("write");
-    check_config(SERVER, &path).unwrap_or_else(|e| panic!("server.json: {e}"));
+    check_config(&server_binary(), &path).unwrap_or_else(|e| panic!("server.json: {e}"));
     value
 }
 
@@ -815,7 +820,8 @@ fn server_defaults_users_tls_and_bpm() {
 
 #[test]
 fn example_cpi_config_passes_check_config() {
-    check_config(CPI, &repo().join("manifests/cpi.example.json")).expect("cpi.example.json");
+    check_config(Path::new(CPI), &repo().join("manifests/cpi.example.json"))
+        .expect("cpi.example.json");
 }
 
 /// A YAML file of the release as JSON, through Ruby's YAML (the parser BOSH uses).

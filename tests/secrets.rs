@@ -12,6 +12,8 @@
 //! servers keep once the VMs are gone, and in Ironic's database only inside the (compressed)
 //! config drive.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benchmarks fail loudly
+
 mod common;
 
 use std::collections::BTreeSet;
@@ -21,10 +23,10 @@ use std::sync::Mutex;
 
 use serde_json::{json, Value};
 
-use ironic_cpi::lab::cpi::{make_stemcell_image, CallOutcome, CpiLab};
-use ironic_cpi::lab::ironic::{enroll_node, lab_mac, IronicLabOptions, LabAuth, NodeSpec};
-use ironic_cpi::lab::server::{ServerLab, ServerOpts};
 use ironic_cpi::rpc::dispatch::METHODS;
+use ironic_cpi_testkit::cpi::{make_stemcell_image, CallOutcome, CpiLab};
+use ironic_cpi_testkit::ironic::{enroll_node, lab_mac, IronicLabOptions, LabAuth, NodeSpec};
+use ironic_cpi_testkit::server::{ServerLab, ServerOpts};
 
 /// The CPI's own credentials: nothing it writes may show them.
 const IRONIC_PW: &str = "S3cret-Ironic-pw-7f1c";
@@ -135,7 +137,7 @@ impl Lab {
         );
         let server = ServerLab::start(ServerOpts {
             anonymous_read: true,
-            binary: Some(env!("CARGO_BIN_EXE_ironic_cpi_server").into()),
+            binary: Some(ironic_cpi_testkit::binaries::server().unwrap()),
             extra: json!({"users": [
                 {"username": "cpi-stemcells", "password": STEMCELL_DAV_PW, "role": "write"},
                 {"username": "cpi-metadata", "password": METADATA_DAV_PW, "role": "write"},

@@ -7,6 +7,8 @@
 //! One lab for the file; each test has its own resource classes and MAC byte, and returns the
 //! nodes it used to the pool.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benchmarks fail loudly
+
 mod common;
 
 use std::sync::atomic::{AtomicU16, Ordering};
@@ -16,11 +18,11 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use ironic_cpi::ironic::{IronicClient, PatchOp};
-use ironic_cpi::lab::cpi::{CallOutcome, CpiLab};
-use ironic_cpi::lab::ironic::{enroll_node, lab_mac, IronicLabOptions, NodeSpec};
 use ironic_cpi::pool::record::VmRecord;
 use ironic_cpi::pool::vm_cid::VmCid;
 use ironic_cpi::pool::whoami::Process;
+use ironic_cpi_testkit::cpi::{CallOutcome, CpiLab};
+use ironic_cpi_testkit::ironic::{enroll_node, lab_mac, IronicLabOptions, NodeSpec};
 
 const WAIT: Duration = Duration::from_secs(120);
 

@@ -7,13 +7,15 @@
 //!
 //! The full-size load (thousands of connections) is `scripts/bench/server-load`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benchmarks fail loudly
+
 mod common;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use ironic_cpi::lab::server::{raw_http, ServerLab, ServerOpts, READ_USER, WRITE_USER};
+use ironic_cpi_testkit::server::{raw_http, ServerLab, ServerOpts, READ_USER, WRITE_USER};
 use reqwest::blocking::Client;
 use serde_json::{json, Value};
 

@@ -3,10 +3,12 @@
 //! basic, copymove and http must pass entirely. props and locks pass except for what needs dead
 //! properties (PROPPATCH: the file system stores none), which is checked failure by failure.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benchmarks fail loudly
+
 use std::collections::BTreeMap;
 use std::process::Command;
 
-use ironic_cpi::lab::server::{ServerLab, ServerOpts, WRITE_USER};
+use ironic_cpi_testkit::server::{ServerLab, ServerOpts, WRITE_USER};
 
 #[derive(Debug, Default, Clone, Copy)]
 struct Summary {

@@ -1,12 +1,14 @@
 //! The registry API of the companion server, and the CPI's registry client against it.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benchmarks fail loudly
+
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use ironic_cpi::config::{AgentCredentials, RegistryConfig, Secret};
-use ironic_cpi::lab::server::{raw_http, ServerLab, ServerOpts, READ_USER, WRITE_USER};
 use ironic_cpi::registry::RegistryClient;
+use ironic_cpi_testkit::server::{raw_http, ServerLab, ServerOpts, READ_USER, WRITE_USER};
 use reqwest::blocking::{Client, RequestBuilder};
 use serde_json::{json, Value};
 

@@ -1,6 +1,8 @@
 //! The companion server's WebDAV side: path safety, auth, ranges, large streamed uploads, crash
 //! and shutdown behaviour, TLS, limits and configuration checks.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benchmarks fail loudly
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
@@ -8,8 +10,8 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use ironic_cpi::lab::server::{
-    raw_http, self_signed_cert, server_binary, ServerLab, ServerOpts, READ_USER, WRITE_USER,
+use ironic_cpi_testkit::server::{
+    raw_http, self_signed_cert, ServerLab, ServerOpts, READ_USER, WRITE_USER,
 };
 use reqwest::blocking::{Body, Client};
 use serde_json::json;
@@ -542,7 +544,7 @@ fn tls_serves_with_the_configured_certificate() {
 #[test]
 fn check_config_names_the_bad_key() {
     let dir = tempfile::tempdir().unwrap();
-    let bin = server_binary().unwrap();
+    let bin = ironic_cpi_testkit::binaries::server().unwrap();
     let run = |config: serde_json::Value| {
         let p = dir.path().join("c.json");
         std::fs::write(&p, config.to_string()).unwrap();

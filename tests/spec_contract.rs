@@ -4,6 +4,8 @@
 //! response has the shape the director validates, and the methods that answer without Ironic
 //! give exactly the documented answer when the real binary is run.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benchmarks fail loudly
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

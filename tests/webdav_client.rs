@@ -1,13 +1,15 @@
 //! The CPI's WebDAV client (`repository::Repository`) against the companion server and against
 //! nginx's WebDAV (Debian nginx + dav-ext), the two servers it must work with.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benchmarks fail loudly
+
 use std::io::Read;
 
 use ironic_cpi::config::{RepositoryConfig, Secret};
-use ironic_cpi::lab::nginx::NginxLab;
-use ironic_cpi::lab::server::{self_signed_cert, ServerLab, ServerOpts, READ_USER, WRITE_USER};
 use ironic_cpi::repository::Repository;
 use ironic_cpi::{vm_data, ErrorKind};
+use ironic_cpi_testkit::nginx::NginxLab;
+use ironic_cpi_testkit::server::{self_signed_cert, ServerLab, ServerOpts, READ_USER, WRITE_USER};
 
 fn config(url: String, user: Option<(&str, &str)>) -> RepositoryConfig {
     RepositoryConfig {

@@ -296,6 +296,7 @@ fn call(
         return ExitCode::SUCCESS;
     }
     let response = dispatch::handle(request.to_string().as_bytes(), config.as_deref());
+    #[expect(clippy::expect_used, reason = "a serde_json::Value always serialises")]
     let pretty = serde_json::to_string_pretty(&response).expect("response serialises");
     println!("{pretty}");
     if response.error.is_some() {

@@ -4,7 +4,7 @@
 
 use std::error::Error as StdError;
 
-use tokio_rustls::rustls::{CertificateError, Error as TlsError};
+use rustls::{CertificateError, Error as TlsError};
 
 /// What went wrong in the handshake, for an operator, if `e` is a TLS failure; `host` is the
 /// name the client asked the certificate to carry.

@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::config::Config;
-use crate::ironic::{IronicClient, IronicError};
-use crate::lab::ironic::{IronicLab, IronicLabOptions};
-use crate::lab::server::{ServerLab, ServerOpts, WRITE_USER};
+use crate::ironic::{IronicLab, IronicLabOptions};
+use crate::server::{ServerLab, ServerOpts, WRITE_USER};
+use ironic_cpi::config::Config;
+use ironic_cpi::ironic::{IronicClient, IronicError};
 
 pub struct CpiLabOptions {
     pub ironic: IronicLabOptions,

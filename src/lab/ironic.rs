@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};
 
-use crate::config::Config;
-use crate::ironic::{IronicClient, IronicError, Node};
+use ironic_cpi::config::Config;
+use ironic_cpi::ironic::{IronicClient, IronicError, Node};
 
 use super::process::{self, ChildProcess, SpawnOptions};
 
@@ -552,13 +552,17 @@ pub fn enroll_node(client: &IronicClient, spec: &NodeSpec) -> Result<Node, Ironi
     }
     let timeouts = &client.config().timeouts;
     client.set_power_state(&node.uuid, "power off")?;
-    client.wait_for_power_state(&node.uuid, "power off", crate::config::secs(timeouts.power))?;
+    client.wait_for_power_state(
+        &node.uuid,
+        "power off",
+        ironic_cpi::config::secs(timeouts.power),
+    )?;
     if spec.target != EnrollTarget::Enroll {
         client.set_provision_state(&node.uuid, "manage", None)?;
         client.wait_for_provision_state(
             &node.uuid,
             &["manageable"],
-            crate::config::secs(timeouts.manage),
+            ironic_cpi::config::secs(timeouts.manage),
         )?;
     }
     if spec.target == EnrollTarget::Available {
@@ -566,7 +570,7 @@ pub fn enroll_node(client: &IronicClient, spec: &NodeSpec) -> Result<Node, Ironi
         client.wait_for_provision_state(
             &node.uuid,
             &["available"],
-            crate::config::secs(timeouts.provide),
+            ironic_cpi::config::secs(timeouts.provide),
         )?;
     }
     client.get_node(&node.uuid)

@@ -15,9 +15,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The repository root (the crate's manifest directory).
+/// The repository root (this crate lives in `src/lab`).
 pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    here.ancestors().nth(2).unwrap_or(here).to_path_buf()
 }
 
 /// A TCP port on 127.0.0.1 that nothing listened on a moment ago.
@@ -195,13 +196,11 @@ impl Drop for ChildProcess {
     }
 }
 
-fn signal_group(pgid: libc::pid_t, sig: libc::c_int) {
-    if pgid > 1 {
-        // SAFETY: kill(2) with a negative pid signals a process group; no memory is touched.
-        unsafe {
-            libc::kill(-pgid, sig);
-        }
-    }
+/// Send `sig` to the process group `pgid` (a lab process's pid: each runs as its group's
+/// leader); whether it was delivered.
+pub fn signal_group(pgid: libc::pid_t, sig: libc::c_int) -> bool {
+    // SAFETY: kill(2) with a negative pid signals a process group; no memory is touched.
+    pgid > 1 && unsafe { libc::kill(-pgid, sig) } == 0
 }
 
 /// Whether any process of the group is left (the leader is reaped first, since a zombie leader
@@ -395,7 +394,7 @@ mod tests {
         let out = Command::new(std::env::current_exe().unwrap())
             .args([
                 "--exact",
-                "lab::process::tests::watchdog_helper",
+                "process::tests::watchdog_helper",
                 "--ignored",
                 "--nocapture",
             ])

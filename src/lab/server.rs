@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::lab::process::{ChildProcess, SpawnOptions};
-use crate::server::Role;
+use crate::process::{ChildProcess, SpawnOptions};
+use ironic_cpi_server::Role;
 
 /// Users every lab server has (plain passwords: it is a test setup).
 pub const WRITE_USER: (&str, &str) = ("writer", "writer-pw");
@@ -84,7 +84,7 @@ impl ServerLab {
             .map_err(|e| format!("cannot write {}: {e}", config_path.display()))?;
         let binary = match opts.binary {
             Some(b) => b,
-            None => server_binary()?,
+            None => crate::binaries::server()?,
         };
         let log_path = dir.path().join("server.log");
         let mut cmd = Command::new(&binary);
@@ -172,25 +172,6 @@ impl ServerLab {
     pub fn at(&self, path: &str) -> String {
         format!("{}/{}", self.url, path.trim_start_matches('/'))
     }
-}
-
-/// The server binary: `$IRONIC_CPI_SERVER_BIN`, or next to the running test binary
-/// (`target/<profile>/deps/test-…` → `target/<profile>/ironic_cpi_server`).
-pub fn server_binary() -> Result<PathBuf, String> {
-    if let Ok(p) = std::env::var("IRONIC_CPI_SERVER_BIN") {
-        return Ok(PathBuf::from(p));
-    }
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find the test binary: {e}"))?;
-    for dir in exe.ancestors().skip(1).take(3) {
-        let candidate = dir.join("ironic_cpi_server");
-        if candidate.is_file() {
-            return Ok(candidate);
-        }
-    }
-    Err(format!(
-        "ironic_cpi_server not found near {} (run `cargo build` or set IRONIC_CPI_SERVER_BIN)",
-        exe.display()
-    ))
 }
 
 /// Send a signal by name (`TERM`, `KILL`, `STOP`, ...) to one process.

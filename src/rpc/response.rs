@@ -42,8 +42,11 @@ impl Response {
         }
     }
 
+    #[expect(
+        clippy::expect_used,
+        reason = "serialising plain data with string keys cannot fail"
+    )]
     pub fn to_json(&self) -> String {
-        // Serialising plain data with string keys cannot fail.
         serde_json::to_string(self).expect("response serialises")
     }
 }

@@ -11,7 +11,7 @@ use base64::Engine;
 use sha2::{Digest, Sha256};
 
 use super::config::{Role, UserConfig};
-use crate::config::Secret;
+use ironic_cpi_common::Secret;
 
 /// Remembered successes; cleared when full rather than tracking age.
 const CACHE_MAX: usize = 4096;

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::config::Secret;
+use ironic_cpi_common::Secret;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -269,7 +269,7 @@ impl ServerConfig {
         let config: ServerConfig = serde_path_to_error::deserialize(value).map_err(|e| {
             let path = e.path().to_string();
             // serde quotes the value it refused, and a password may be that value.
-            let inner = crate::redact::serde_message(&e.into_inner().to_string());
+            let inner = ironic_cpi_common::redact::serde_message(&e.into_inner().to_string());
             if path == "." {
                 ConfigError(inner)
             } else {

@@ -26,6 +26,7 @@ use super::access_log::AccessLog;
 use super::config::{ServerConfig, TlsConfig};
 use super::limits::{Admission, Conn, Ending, Limits, Metered, Tracker};
 use super::service::App;
+use super::sys;
 
 /// Seconds a TLS handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -40,30 +41,9 @@ const SUMMARY_EVERY: Duration = Duration::from_secs(10);
 const BUSY: &[u8] =
     b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\nretry-after: 1\r\n\r\n";
 
-/// glibc's allocator, tuned so that memory freed after a burst goes back to the system: buffers
-/// of 64 KiB and more (download chunks) get their own mappings, returned when freed (the default
-/// threshold rises after the first free and then keeps such buffers in the heap, fragmented),
-/// and at most four arenas serve the worker and blocking threads.
-fn tune_allocator() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets allocator parameters; called before any other thread exists.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 64 * 1024);
-        libc::mallopt(libc::M_ARENA_MAX, 4);
-    }
-}
-
-fn release_free_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only returns free pages of the allocator's arenas to the system.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
 /// Run the server until SIGTERM/SIGINT; the error names what failed at startup.
 pub fn run(cfg: ServerConfig) -> Result<(), String> {
-    tune_allocator();
+    sys::tune_allocator();
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     rt.enable_all()
         .thread_name("ironic-cpi-server")
@@ -96,30 +76,16 @@ pub fn check(cfg: &ServerConfig) -> Result<(), String> {
 /// connection may hold a file or an upload's temp file too), so that accept never fails for want
 /// of descriptors.
 fn descriptor_limits(limits: &mut Limits) {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+    let Some(soft) = sys::raise_nofile_limit() else {
         return;
-    }
-    if lim.rlim_cur < lim.rlim_max {
-        let raised = libc::rlimit {
-            rlim_cur: lim.rlim_max,
-            rlim_max: lim.rlim_max,
-        };
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
-            lim.rlim_cur = lim.rlim_max;
-        }
-    }
-    let fit = (lim.rlim_cur.saturating_sub(SPARE_DESCRIPTORS) / 2).max(1) as usize;
+    };
+    let fit = (soft.saturating_sub(SPARE_DESCRIPTORS) / 2).max(1) as usize;
     if limits.max_connections > fit {
         log::warn!(
             "max_connections {} lowered to {fit}: the descriptor limit is {} (raise it, e.g. \
              ulimit -n or BPM's open_files)",
             limits.max_connections,
-            lim.rlim_cur
+            soft
         );
         limits.max_connections = fit;
         limits.max_anonymous_requests = limits.max_anonymous_requests.min(fit);
@@ -128,7 +94,7 @@ fn descriptor_limits(limits: &mut Limits) {
         "limits: {} connections, {} anonymous requests, descriptor limit {}",
         limits.max_connections,
         limits.max_anonymous_requests,
-        lim.rlim_cur
+        soft
     );
 }
 
@@ -209,7 +175,7 @@ async fn serve_all(cfg: ServerConfig, log: Option<Arc<AccessLog>>) -> Result<(),
                 // After a crowd has gone, give what it used back to the system.
                 let open = tracker.open();
                 if open + 64 < open_before {
-                    release_free_memory();
+                    sys::release_free_memory();
                 }
                 open_before = open;
             }
@@ -305,40 +271,6 @@ async fn serve(
     }
 }
 
-/// A connection cut while data waits to go out (or to be read) is reset rather than closed: the
-/// kernel would otherwise keep an orphan socket holding the unsent data, for minutes, trying to
-/// deliver it to a client that does not read. (`fd` belongs to the connection, which is dropped
-/// right after.)
-fn abort_if_stuck(fd: std::os::fd::RawFd, why: Ending) {
-    if !matches!(why, Ending::ResponseNotRead | Ending::BodyTooSlow) {
-        return;
-    }
-    // SAFETY: the connection that owns `fd` is alive until the caller returns.
-    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-    let _ = socket2::SockRef::from(&fd).set_linger(Some(Duration::ZERO));
-}
-
-/// Bytes the peer's TCP stack has acknowledged on socket `fd` (`tcpi_bytes_acked`, Linux 4.1 and
-/// later): what a client has received, however much the server's kernel has buffered for it.
-fn bytes_acked(fd: std::os::fd::RawFd) -> Option<u64> {
-    // SAFETY: an all-zero tcp_info is valid (plain integers).
-    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
-    // SAFETY: getsockopt writes at most `len` bytes into `info`, on a descriptor the caller's
-    // connection keeps open.
-    let rc = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::IPPROTO_TCP,
-            libc::TCP_INFO,
-            &mut info as *mut libc::tcp_info as *mut libc::c_void,
-            &mut len,
-        )
-    };
-    let end = std::mem::offset_of!(libc::tcp_info, tcpi_bytes_acked) + std::mem::size_of::<u64>();
-    (rc == 0 && len as usize >= end).then_some(info.tcpi_bytes_acked)
-}
-
 /// Resolves with the limit the connection broke (checked every `Limits::check_every`).
 async fn watchdog(conn: &Conn, fd: std::os::fd::RawFd) -> Ending {
     let every = conn.limits().check_every();
@@ -347,7 +279,7 @@ async fn watchdog(conn: &Conn, fd: std::os::fd::RawFd) -> Ending {
             _ = tokio::time::sleep(every) => {}
             _ = conn.evicted() => return Ending::Evicted,
         }
-        if let Some(why) = conn.check(bytes_acked(fd)) {
+        if let Some(why) = conn.check(sys::bytes_acked(fd)) {
             return why;
         }
     }
@@ -381,7 +313,7 @@ async fn serve_conn<I>(
         why = watchdog(&conn, fd) => {
             conn.ended(why);
             log::debug!("connection from {remote}: {}", why.describe(conn.limits()));
-            abort_if_stuck(fd, why);
+            sys::abort_if_stuck(fd, why);
             return;
         }
         _ = stopped(&mut stop) => {
@@ -390,7 +322,7 @@ async fn serve_conn<I>(
                 r = http.as_mut() => r,
                 why = watchdog(&conn, fd) => {
                     conn.ended(why);
-                    abort_if_stuck(fd, why);
+                    sys::abort_if_stuck(fd, why);
                     return;
                 }
             }

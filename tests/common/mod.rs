@@ -12,8 +12,8 @@ use base64::Engine;
 use serde_json::{json, Value};
 
 use ironic_cpi::ironic::{IronicClient, NodeQuery};
-use ironic_cpi::lab::cpi::{make_stemcell_image, CallOutcome, CpiLab, CpiLabOptions};
-use ironic_cpi::lab::ironic::IronicLabOptions;
+use ironic_cpi_testkit::cpi::{make_stemcell_image, CallOutcome, CpiLab, CpiLabOptions};
+use ironic_cpi_testkit::ironic::IronicLabOptions;
 
 /// A lab (Ironic, companion server) whose CPI is this build's `ironic_cpi`.
 pub fn start_lab(ironic: IronicLabOptions, registry: bool, publish_configdrive: bool) -> CpiLab {
@@ -22,7 +22,7 @@ pub fn start_lab(ironic: IronicLabOptions, registry: bool, publish_configdrive: 
         registry,
         publish_configdrive,
         cpi_binary: env!("CARGO_BIN_EXE_ironic_cpi").into(),
-        server_binary: Some(env!("CARGO_BIN_EXE_ironic_cpi_server").into()),
+        server_binary: Some(ironic_cpi_testkit::binaries::server().unwrap()),
     })
     .unwrap_or_else(|e| panic!("lab: {e}"))
 }

@@ -23,9 +23,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::ironic::{Ironic, IronicError, Node, NodeQuery, PatchOp, Port, PortQuery};
-use crate::pool::record::VmRecord;
-use crate::pool::whoami::{Liveness, LivenessCheck, Process};
+use ironic_cpi::ironic::{Ironic, IronicError, Node, NodeQuery, PatchOp, Port, PortQuery};
+use ironic_cpi::pool::record::VmRecord;
+use ironic_cpi::pool::whoami::{Liveness, LivenessCheck, Process};
 
 use sched::Sched;
 pub use world::{Mutation, State, Step};

@@ -12,8 +12,8 @@ use std::time::SystemTime;
 
 use serde_json::{json, Map, Value};
 
-use crate::ironic::error::ConflictKind;
-use crate::ironic::{IronicError, Node, NodeQuery, PatchOp, Port, PortQuery};
+use ironic_cpi::ironic::error::ConflictKind;
+use ironic_cpi::ironic::{IronicError, Node, NodeQuery, PatchOp, Port, PortQuery};
 
 /// What the conductor does next for a node in transition.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -351,7 +351,7 @@ impl State {
 }
 
 fn now_text() -> String {
-    crate::pool::record::timestamp(SystemTime::now())
+    ironic_cpi::pool::record::timestamp(SystemTime::now())
 }
 
 /// RFC 6901 pointer segments, unescaped.

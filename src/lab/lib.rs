@@ -3,6 +3,7 @@
 //! the test CA that TLS tests trust; and an in-memory model of Ironic for tests that must
 //! interleave or break calls request by request.
 
+pub mod binaries;
 pub mod bosh_tools;
 pub mod certs;
 pub mod cpi;

@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 use clap::{Parser, Subcommand};
 use serde_json::{json, Value};
 
-use ironic_cpi::lab::certs;
-use ironic_cpi::lab::cpi::{make_stemcell_image, CallOutcome, CpiLab, CpiLabOptions};
-use ironic_cpi::lab::ironic::{enroll_node, EnrollTarget, IronicLabOptions, NodeSpec};
 use ironic_cpi::pool::view;
+use ironic_cpi_testkit::certs;
+use ironic_cpi_testkit::cpi::{make_stemcell_image, CallOutcome, CpiLab, CpiLabOptions};
+use ironic_cpi_testkit::ironic::{enroll_node, EnrollTarget, IronicLabOptions, NodeSpec};
 
 #[derive(Parser)]
 #[command(
@@ -44,7 +44,7 @@ extern "C" fn on_signal(_: libc::c_int) {
 }
 
 fn main() -> ExitCode {
-    ironic_cpi::logging::init("ironic_cpi_lab");
+    ironic_cpi_common::logging::init("ironic_cpi_lab");
     let cli = Cli::parse();
     let result = match cli.mode.unwrap_or(Mode::Run) {
         Mode::Run => run(),

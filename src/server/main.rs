@@ -20,8 +20,8 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    ironic_cpi::logging::init("ironic_cpi_server");
-    let cfg = match ironic_cpi::server::ServerConfig::load(&args.config) {
+    ironic_cpi_common::logging::init("ironic_cpi_server");
+    let cfg = match ironic_cpi_server::ServerConfig::load(&args.config) {
         Ok(c) => c,
         Err(e) => {
             log::error!("{e}");
@@ -29,14 +29,14 @@ fn main() -> ExitCode {
         }
     };
     if args.check_config {
-        if let Err(e) = ironic_cpi::server::check(&cfg) {
+        if let Err(e) = ironic_cpi_server::check(&cfg) {
             log::error!("{e}");
             return ExitCode::from(2);
         }
         log::info!("config {} is valid", args.config.display());
         return ExitCode::SUCCESS;
     }
-    match ironic_cpi::server::run(cfg) {
+    match ironic_cpi_server::run(cfg) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             log::error!("{e}");

@@ -17,6 +17,7 @@ mod locks;
 mod paths;
 mod registry;
 mod service;
+mod sys;
 
 pub use atomic::TEMP_PREFIX;
 pub use config::{

@@ -175,10 +175,9 @@ impl KeystonePlan {
         )
         .map_err(|e| format!("cannot write {}: {e}", conf.display()))?;
 
-        // The server's start (mostly Python imports) overlaps the setup: it touches the database
-        // and the keys only when requests come.
-        let serve_started = Instant::now();
-        let spawned = spawn_server(&venv, &dir, &conf, port, "keystone");
+        // The setup runs before the server starts: a server whose imports finish before
+        // fernet_setup has made the key repository exits at once ("fernet-keys does not exist",
+        // seen on a clean CI machine), so the two must not overlap.
         let (uid, gid) = (current_uid(), current_gid());
         let identity_url = format!("{url}/v3");
         let mut setup = Command::new(venv.join("bin/python"));
@@ -199,11 +198,10 @@ impl KeystonePlan {
                  --bootstrap-internal-url {identity_url}"
             ))
             .env("OS_BOOTSTRAP_PASSWORD", &admin_password);
-        let setup_done =
-            process::run_logged("keystone-manage setup", setup, &dir.join("setup.log"));
+        process::run_logged("keystone-manage setup", setup, &dir.join("setup.log"))?;
         let manage_done = started.elapsed();
-        let mut process = spawned?;
-        setup_done?;
+        let serve_started = Instant::now();
+        let mut process = spawn_server(&venv, &dir, &conf, port, "keystone")?;
         process::wait_for_http(&identity_url, opts.start_timeout, Some(&mut process)).map_err(
             |e| {
                 format!(

@@ -129,3 +129,12 @@ impl CpiError {
 }
 
 pub type Result<T> = std::result::Result<T, CpiError>;
+
+/// Ironic errors reach the director as `CloudError`; the transient ones may be retried by it.
+/// Callers that need `VMNotFound` or `VMCreationFailed` map the error themselves.
+impl From<crate::ironic::IronicError> for CpiError {
+    fn from(e: crate::ironic::IronicError) -> CpiError {
+        let retry = e.is_transient() || matches!(e, crate::ironic::IronicError::WaitTimeout { .. });
+        CpiError::cloud(e.to_string()).retryable(retry)
+    }
+}

@@ -325,7 +325,10 @@ fn a_failed_deploy_is_rolled_back() {
 }
 
 fn signal_group(pid: u32, sig: libc::c_int) {
-    assert!(ironic_cpi_testkit::process::signal_group(pid as libc::pid_t, sig));
+    assert!(ironic_cpi_testkit::process::signal_group(
+        pid as libc::pid_t,
+        sig
+    ));
 }
 
 /// Ironic stopped (SIGSTOP on its whole process group) while create_vm waits for the deploy:

@@ -3,7 +3,6 @@
 use serde_json::Value;
 
 use crate::call::Call;
-use crate::config::secs;
 use crate::error::{CpiError, Result};
 use crate::ironic::wait;
 use crate::pool::vm::held;
@@ -30,7 +29,7 @@ pub fn run(call: &Call, args: &Args) -> Result<Value> {
         &cfg.ironic.poll,
         &node.uuid,
         "power on",
-        secs(cfg.ironic.timeouts.power),
+        cfg.ironic.timeouts.power.get(),
     )
     .map_err(|e| CpiError::cloud(format!("rebooting node {}: {e}", node.label())))?;
     call.note(format!(

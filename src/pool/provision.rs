@@ -21,7 +21,7 @@ use std::ops::ControlFlow;
 use rand::Rng;
 use serde_json::{json, Map, Value};
 
-use crate::config::{secs, IronicConfig};
+use crate::config::{IronicConfig, Seconds};
 use crate::configdrive::ConfigDrive;
 use crate::disks::cid::DiskCid;
 use crate::error::{CpiError, Result};
@@ -520,13 +520,13 @@ impl Provisioner<'_> {
     }
 
     /// Wait for the transition an action of this call just started.
-    fn wait(&self, uuid: &str, target: &str, timeout: f64, what: &str) -> Result<Node> {
+    fn wait(&self, uuid: &str, target: &str, timeout: Seconds, what: &str) -> Result<Node> {
         wait::provision_state_after_action(
             self.api,
             &self.ironic.poll,
             uuid,
             &[target],
-            secs(timeout),
+            timeout.get(),
         )
         .map_err(|e| ironic(e, what))
     }

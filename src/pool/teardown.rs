@@ -686,5 +686,5 @@ fn is_refused(e: &IronicError) -> bool {
 }
 
 fn fail(e: IronicError, what: &str) -> CpiError {
-    CpiError::from(e).context(what)
+    crate::error::from_ironic(e, crate::error::Stage::Call, what)
 }

@@ -6,10 +6,10 @@ use crate::call::Call;
 use crate::error::{CpiError, Result};
 use crate::ironic::wait;
 use crate::pool::vm::held;
-use crate::rpc::Args;
+use crate::rpc::methods::RebootVm;
 
-pub fn run(call: &Call, args: &Args) -> Result<Value> {
-    let vm_cid = args.string(0)?;
+pub fn run(call: &Call, args: RebootVm) -> Result<Value> {
+    let vm_cid = args.vm_cid.as_str();
     let cfg = call.config()?;
     let client = call.ironic()?;
     let (node, _) = held(client, vm_cid)?;

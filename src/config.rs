@@ -5,14 +5,17 @@
 //! falling back to a default.
 
 use std::path::Path;
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::error::{CpiError, Result};
 
-pub use ironic_cpi_common::Secret;
+pub use ironic_client::config::{
+    parse_microversion, IronicAuth, IronicConfig, MicroversionPolicy, PollPolicy, RetryPolicy,
+    Timeouts, DEFAULT_MAX_RESPONSE_BYTES, LOWEST_MICROVERSION, MIN_MAX_RESPONSE_BYTES,
+};
+pub use ironic_cpi_common::{Seconds, Secret};
 
 /// Context keys that belong to the director, not to the CPI's configuration.
 pub const RESERVED_CONTEXT_KEYS: [&str; 3] = ["director_uuid", "request_id", "vm"];
@@ -33,192 +36,6 @@ pub struct Config {
     pub defaults: Defaults,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct IronicConfig {
-    /// Base URL of the Ironic API, without `/v1` (e.g. `http://10.0.0.5:6385`). May be empty
-    /// with Keystone auth: the `baremetal` endpoint is then taken from the service catalog.
-    #[serde(default)]
-    pub url: String,
-    #[serde(default)]
-    pub auth: IronicAuth,
-    /// PEM bundle of CAs to trust for `https://` (in addition to the public Mozilla roots built in).
-    #[serde(default)]
-    pub ca_cert_file: Option<String>,
-    #[serde(default)]
-    pub microversion: MicroversionPolicy,
-    /// Seconds to establish a TCP/TLS connection.
-    #[serde(default = "default_connect_timeout")]
-    pub connect_timeout: f64,
-    /// Seconds for one HTTP request (list pages of 1,000 nodes take about 0.5 s).
-    #[serde(default = "default_request_timeout")]
-    pub request_timeout: f64,
-    #[serde(default)]
-    pub retry: RetryPolicy,
-    #[serde(default)]
-    pub poll: PollPolicy,
-    #[serde(default)]
-    pub timeouts: Timeouts,
-    /// Page size for node and port lists (Ironic caps it at its `max_limit`).
-    #[serde(default = "default_page_size")]
-    pub page_size: u32,
-    /// The largest answer body read from Ironic, in bytes: a broken or hostile server cannot
-    /// make the CPI hold more than this of one answer.
-    #[serde(default = "default_max_response_bytes")]
-    pub max_response_bytes: u64,
-    /// Run manual cleaning with `clean_steps` when a VM is deleted.
-    #[serde(default)]
-    pub clean_on_delete: bool,
-    /// Manual clean steps for `clean_on_delete`, as Ironic's API takes them.
-    #[serde(default = "default_clean_steps")]
-    pub clean_steps: Vec<Value>,
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-pub enum IronicAuth {
-    /// Standalone Ironic with `auth_strategy = noauth`.
-    #[default]
-    None,
-    /// Standalone Ironic with `auth_strategy = http_basic`.
-    HttpBasic { username: String, password: Secret },
-    /// A pre-issued token, sent as `X-Auth-Token`.
-    Token { token: Secret },
-    /// Keystone v3 password authentication; the token is fetched once per CPI call.
-    KeystonePassword {
-        auth_url: String,
-        username: String,
-        password: Secret,
-        #[serde(default = "default_domain")]
-        user_domain_name: String,
-        project_name: String,
-        #[serde(default = "default_domain")]
-        project_domain_name: String,
-        /// Region to pick the baremetal endpoint from when `ironic.url` is empty.
-        #[serde(default)]
-        region_name: Option<String>,
-    },
-    /// Keystone v3 application credential.
-    KeystoneApplicationCredential {
-        auth_url: String,
-        application_credential_id: String,
-        application_credential_secret: Secret,
-        #[serde(default)]
-        region_name: Option<String>,
-    },
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MicroversionPolicy {
-    /// Lowest microversion this CPI accepts from the server (see `default_min_microversion`).
-    #[serde(default = "default_min_microversion")]
-    pub min: String,
-    /// Highest microversion to use; the client uses min(server max, this).
-    #[serde(default = "default_max_microversion")]
-    pub max: String,
-}
-
-impl Default for MicroversionPolicy {
-    fn default() -> Self {
-        MicroversionPolicy {
-            min: default_min_microversion(),
-            max: default_max_microversion(),
-        }
-    }
-}
-
-/// Retries of transient API errors (409 NodeLocked, 503, connection failures).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RetryPolicy {
-    /// Attempts in all, the first included.
-    #[serde(default = "default_retry_attempts")]
-    pub max_attempts: u32,
-    /// Seconds before the first retry; doubles each time, with jitter.
-    #[serde(default = "default_retry_initial")]
-    pub initial_delay: f64,
-    /// Upper bound of one delay, in seconds.
-    #[serde(default = "default_retry_max")]
-    pub max_delay: f64,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy {
-            max_attempts: default_retry_attempts(),
-            initial_delay: default_retry_initial(),
-            max_delay: default_retry_max(),
-        }
-    }
-}
-
-/// How state changes are polled.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PollPolicy {
-    /// Seconds before the first poll.
-    #[serde(default = "default_poll_initial")]
-    pub initial_interval: f64,
-    /// Growth factor between polls.
-    #[serde(default = "default_poll_factor")]
-    pub factor: f64,
-    /// Upper bound of the interval, in seconds.
-    #[serde(default = "default_poll_max")]
-    pub max_interval: f64,
-    /// Fraction of random jitter added to each interval (0.25 = up to +25%).
-    #[serde(default = "default_poll_jitter")]
-    pub jitter: f64,
-}
-
-impl Default for PollPolicy {
-    fn default() -> Self {
-        PollPolicy {
-            initial_interval: default_poll_initial(),
-            factor: default_poll_factor(),
-            max_interval: default_poll_max(),
-            jitter: default_poll_jitter(),
-        }
-    }
-}
-
-/// Deadlines, in seconds, for each kind of wait.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Timeouts {
-    /// Deploy until `active` (real servers take many minutes to POST and write the image).
-    #[serde(default = "default_deploy_timeout")]
-    pub deploy: f64,
-    /// `provide` (with automated cleaning) until `available`.
-    #[serde(default = "default_clean_timeout")]
-    pub provide: f64,
-    /// Undeploy until `available` (includes automated cleaning).
-    #[serde(default = "default_clean_timeout")]
-    pub undeploy: f64,
-    /// Manual cleaning until `manageable`.
-    #[serde(default = "default_clean_timeout")]
-    pub clean: f64,
-    /// `manage` until `manageable` (the driver validates the BMC).
-    #[serde(default = "default_manage_timeout")]
-    pub manage: f64,
-    /// Power on, off or reboot until the target power state.
-    #[serde(default = "default_power_timeout")]
-    pub power: f64,
-}
-
-impl Default for Timeouts {
-    fn default() -> Self {
-        Timeouts {
-            deploy: default_deploy_timeout(),
-            provide: default_clean_timeout(),
-            undeploy: default_clean_timeout(),
-            clean: default_clean_timeout(),
-            manage: default_manage_timeout(),
-            power: default_power_timeout(),
-        }
-    }
-}
-
 /// A WebDAV location (the companion server or nginx) for stemcells or config drives.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -237,7 +54,7 @@ pub struct RepositoryConfig {
     pub ca_cert_file: Option<String>,
     /// Seconds for one request; uploads of large stemcells use it per chunk of progress.
     #[serde(default = "default_repository_timeout")]
-    pub timeout: f64,
+    pub timeout: Seconds,
 }
 
 impl RepositoryConfig {
@@ -360,71 +177,8 @@ pub enum UnusedNicPolicy {
     None,
 }
 
-fn default_connect_timeout() -> f64 {
-    10.0
-}
-fn default_request_timeout() -> f64 {
-    60.0
-}
-fn default_page_size() -> u32 {
-    1000
-}
-/// 32 MiB: ten times a page of 1,000 nodes with every field the CPI asks for.
-pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 32 * 1024 * 1024;
-/// Below this, a page of nodes or a node with a large `extra` would not fit.
-pub const MIN_MAX_RESPONSE_BYTES: u64 = 64 * 1024;
-fn default_max_response_bytes() -> u64 {
-    DEFAULT_MAX_RESPONSE_BYTES
-}
-fn default_clean_steps() -> Vec<Value> {
-    vec![serde_json::json!({"interface": "deploy", "step": "erase_devices_metadata"})]
-}
-fn default_domain() -> String {
-    "Default".into()
-}
-/// The node fields and filters the CPI reads need up to 1.50 (`owner`); 1.52 has been the
-/// floor since the CPI's first release, and lowering it would need testing against such a server.
-fn default_min_microversion() -> String {
-    "1.52".into()
-}
-fn default_max_microversion() -> String {
-    "1.115".into()
-}
-fn default_retry_attempts() -> u32 {
-    8
-}
-fn default_retry_initial() -> f64 {
-    0.5
-}
-fn default_retry_max() -> f64 {
-    20.0
-}
-fn default_poll_initial() -> f64 {
-    0.25
-}
-fn default_poll_factor() -> f64 {
-    1.5
-}
-fn default_poll_max() -> f64 {
-    15.0
-}
-fn default_poll_jitter() -> f64 {
-    0.2
-}
-fn default_deploy_timeout() -> f64 {
-    3600.0
-}
-fn default_clean_timeout() -> f64 {
-    3600.0
-}
-fn default_manage_timeout() -> f64 {
-    600.0
-}
-fn default_power_timeout() -> f64 {
-    600.0
-}
-fn default_repository_timeout() -> f64 {
-    300.0
+fn default_repository_timeout() -> Seconds {
+    Seconds::from_secs(300)
 }
 fn default_system_disk() -> String {
     "/dev/sda".into()
@@ -437,14 +191,6 @@ fn default_inline_configdrive_max() -> usize {
 }
 fn default_az_field() -> String {
     "conductor_group".into()
-}
-
-/// The longest duration a config may give, in seconds.
-const MAX_SECONDS: f64 = 1e9;
-
-/// Seconds from the config as a `Duration`; negative or non-finite values were refused by `validate`.
-pub fn secs(s: f64) -> Duration {
-    Duration::from_secs_f64(s.max(0.0))
 }
 
 impl Config {
@@ -534,34 +280,6 @@ impl Config {
         } else {
             check_url("ironic.url", url)?;
         }
-        for (key, v) in [
-            ("ironic.connect_timeout", self.ironic.connect_timeout),
-            ("ironic.request_timeout", self.ironic.request_timeout),
-            (
-                "ironic.retry.initial_delay",
-                self.ironic.retry.initial_delay,
-            ),
-            ("ironic.retry.max_delay", self.ironic.retry.max_delay),
-            (
-                "ironic.poll.initial_interval",
-                self.ironic.poll.initial_interval,
-            ),
-            ("ironic.poll.max_interval", self.ironic.poll.max_interval),
-            ("ironic.timeouts.deploy", self.ironic.timeouts.deploy),
-            ("ironic.timeouts.provide", self.ironic.timeouts.provide),
-            ("ironic.timeouts.undeploy", self.ironic.timeouts.undeploy),
-            ("ironic.timeouts.clean", self.ironic.timeouts.clean),
-            ("ironic.timeouts.manage", self.ironic.timeouts.manage),
-            ("ironic.timeouts.power", self.ironic.timeouts.power),
-        ] {
-            if !(v.is_finite() && v > 0.0) {
-                return bad(key, "must be a positive number of seconds");
-            }
-            // Larger values overflow Duration and Instant arithmetic (a panic, not an error).
-            if v > MAX_SECONDS {
-                return bad(key, "must be at most 1e9 seconds (about 31 years)");
-            }
-        }
         if !(self.ironic.poll.factor.is_finite() && self.ironic.poll.factor >= 1.0) {
             return bad("ironic.poll.factor", "must be a number >= 1");
         }
@@ -591,8 +309,8 @@ impl Config {
         // A YAML manifest turns an unquoted 1.60 into the number 1.6, which reads as 1.6 here:
         // refusing it now beats a 406 from Ironic at the first call.
         let (min, max) = (&self.ironic.microversion.min, &self.ironic.microversion.max);
-        let lowest = default_min_microversion();
-        if parse_microversion(min) < parse_microversion(&lowest) {
+        let lowest = LOWEST_MICROVERSION;
+        if parse_microversion(min) < parse_microversion(lowest) {
             return bad(
                 "ironic.microversion.min",
                 &format!(
@@ -616,13 +334,6 @@ impl Config {
         ] {
             if let Some(repo) = repo {
                 check_url(&format!("{key}.url"), &repo.url)?;
-                if !(repo.timeout.is_finite() && repo.timeout > 0.0 && repo.timeout <= MAX_SECONDS)
-                {
-                    return bad(
-                        &format!("{key}.timeout"),
-                        "must be a positive number of seconds, at most 1e9",
-                    );
-                }
                 if let Some(public) = &repo.public_url {
                     check_url(&format!("{key}.public_url"), public)?;
                 }
@@ -692,12 +403,6 @@ fn has_userinfo(s: &str) -> bool {
     url::Url::parse(s).is_ok_and(|u| !u.username().is_empty() || u.password().is_some())
 }
 
-/// Parse "1.52" into (1, 52).
-pub fn parse_microversion(s: &str) -> Option<(u32, u32)> {
-    let (major, minor) = s.trim().split_once('.')?;
-    Some((major.parse().ok()?, minor.parse().ok()?))
-}
-
 /// Deep-merge `overrides` into `base`: objects merge key by key, anything else replaces.
 pub fn overlay(base: &mut Value, overrides: &Map<String, Value>) {
     let Value::Object(base_map) = base else {
@@ -717,6 +422,7 @@ pub fn overlay(base: &mut Value, overrides: &Map<String, Value>) {
 mod tests {
     use super::*;
     use serde_json::json;
+    use std::time::Duration;
 
     fn minimal() -> Value {
         json!({"ironic": {"url": "http://127.0.0.1:6385"}})
@@ -727,7 +433,7 @@ mod tests {
         let c = Config::from_value(minimal()).unwrap();
         assert_eq!(c.ironic.auth, IronicAuth::None);
         assert_eq!(c.ironic.microversion.min, "1.52");
-        assert_eq!(c.ironic.timeouts.deploy, 3600.0);
+        assert_eq!(c.ironic.timeouts.deploy.get(), Duration::from_secs(3600));
         assert_eq!(c.defaults.system_disk, "/dev/sda");
         assert_eq!(c.defaults.persistent_disk_device, "/dev/sdc");
         assert_eq!(c.defaults.unused_nic_policy, UnusedNicPolicy::None);

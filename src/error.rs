@@ -129,3 +129,240 @@ impl CpiError {
 }
 
 pub type Result<T> = std::result::Result<T, CpiError>;
+
+/// Where an Ironic failure happened: that decides what the director is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Any call that reads or changes a VM, a disk or a node it owns: `CloudError`; the director
+    /// may call again when the same request may pass later (a lock, a 503, a broken connection,
+    /// a wait that ran out).
+    Call,
+    /// `create_vm` before it holds a node: nothing to undo, so `VMCreationFailed`, and another
+    /// try may succeed unless the credentials, the TLS trust or the client configuration are
+    /// wrong.
+    BeforeClaim,
+    /// `create_vm` while deploying the node it holds (the rollback then releases the node and
+    /// keeps the flag): another node may do, unless Ironic refused the request itself (400: the
+    /// vm_type's own root device hints or capabilities are wrong, and would be on any node).
+    Deploying,
+}
+
+/// The one mapping of an Ironic failure to a `Bosh::Clouds` type and `ok_to_retry` (the table
+/// in this file's tests); `what` says what was being done.
+pub fn from_ironic(e: crate::ironic::IronicError, stage: Stage, what: &str) -> CpiError {
+    use crate::ironic::IronicError;
+    let (kind, retry) = match stage {
+        Stage::Call => (
+            ErrorKind::CloudError,
+            e.is_transient() || matches!(e, IronicError::WaitTimeout { .. }),
+        ),
+        Stage::BeforeClaim => (ErrorKind::VmCreationFailed, !e.needs_configuration()),
+        Stage::Deploying => (
+            ErrorKind::CloudError,
+            !matches!(e, IronicError::BadRequest { .. }),
+        ),
+    };
+    let message = if what.is_empty() {
+        e.to_string()
+    } else {
+        format!("{what}: {e}")
+    };
+    CpiError::new(kind, message).retryable(retry)
+}
+
+/// A plain call's Ironic failure (`?` in actions): [`Stage::Call`].
+impl From<crate::ironic::IronicError> for CpiError {
+    fn from(e: crate::ironic::IronicError) -> CpiError {
+        from_ironic(e, Stage::Call, "")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::ironic::{ConflictKind, IronicError};
+
+    fn samples() -> Vec<(&'static str, IronicError)> {
+        let m = || "m".to_string();
+        vec![
+            (
+                "404",
+                IronicError::NotFound {
+                    resource: "node".into(),
+                    id: "n".into(),
+                    message: m(),
+                },
+            ),
+            (
+                "409 locked",
+                IronicError::Conflict {
+                    kind: ConflictKind::NodeLocked,
+                    message: m(),
+                },
+            ),
+            (
+                "409 associated",
+                IronicError::Conflict {
+                    kind: ConflictKind::Associated,
+                    message: m(),
+                },
+            ),
+            (
+                "409 state",
+                IronicError::Conflict {
+                    kind: ConflictKind::InvalidState,
+                    message: m(),
+                },
+            ),
+            ("503", IronicError::ServiceUnavailable { message: m() }),
+            ("400", IronicError::BadRequest { message: m() }),
+            (
+                "401",
+                IronicError::Unauthorized {
+                    status: 401,
+                    message: m(),
+                },
+            ),
+            ("406", IronicError::NotAcceptable { message: m() }),
+            (
+                "500",
+                IronicError::Http {
+                    method: "GET".into(),
+                    path: "/".into(),
+                    status: 500,
+                    message: m(),
+                },
+            ),
+            (
+                "transport",
+                IronicError::Transport {
+                    service: "Ironic",
+                    method: "GET".into(),
+                    url: "u".into(),
+                    message: m(),
+                    not_sent: true,
+                },
+            ),
+            (
+                "microversion",
+                IronicError::Microversion {
+                    url: "u".into(),
+                    server_min: "1.1".into(),
+                    server_max: "1.40".into(),
+                    required_min: "1.52".into(),
+                },
+            ),
+            (
+                "wait failed",
+                IronicError::WaitFailed {
+                    node: "n".into(),
+                    state: "deploy failed".into(),
+                    target: "active".into(),
+                    last_error: None,
+                    elapsed: Duration::from_secs(1),
+                    reason: "r".into(),
+                },
+            ),
+            (
+                "wait timeout",
+                IronicError::WaitTimeout {
+                    node: "n".into(),
+                    state: "deploying".into(),
+                    target: "active".into(),
+                    waited_for: Duration::from_secs(1),
+                    elapsed: Duration::from_secs(1),
+                    last_error: None,
+                },
+            ),
+            (
+                "tls",
+                IronicError::Tls {
+                    service: "Ironic",
+                    url: "u".into(),
+                    message: m(),
+                },
+            ),
+            ("keystone", IronicError::Auth { message: m() }),
+            (
+                "decode",
+                IronicError::Decode {
+                    what: "w".into(),
+                    message: m(),
+                },
+            ),
+            (
+                "too large",
+                IronicError::ResponseTooLarge {
+                    method: "GET".into(),
+                    url: "u".into(),
+                    cap: 1,
+                    declared: None,
+                    applied: false,
+                },
+            ),
+            ("config", IronicError::Config { message: m() }),
+        ]
+    }
+
+    /// Every Ironic failure in every stage: the type the director gets and whether it retries.
+    /// C = CloudError, F = VMCreationFailed; + retry, - final.
+    #[test]
+    fn ironic_failures_map_by_stage() {
+        #[rustfmt::skip]
+        let table: &[(&str, &str, &str, &str)] = &[
+            // failure          Call  BeforeClaim Deploying
+            ("404",            "C-", "F+", "C+"),
+            ("409 locked",     "C+", "F+", "C+"),
+            ("409 associated", "C-", "F+", "C+"),
+            ("409 state",      "C-", "F+", "C+"),
+            ("503",            "C+", "F+", "C+"),
+            ("400",            "C-", "F+", "C-"),
+            ("401",            "C-", "F-", "C+"),
+            ("406",            "C-", "F+", "C+"),
+            ("500",            "C-", "F+", "C+"),
+            ("transport",      "C+", "F+", "C+"),
+            ("microversion",   "C-", "F+", "C+"),
+            ("wait failed",    "C-", "F+", "C+"),
+            ("wait timeout",   "C+", "F+", "C+"),
+            ("tls",            "C-", "F-", "C+"),
+            ("keystone",       "C-", "F-", "C+"),
+            ("decode",         "C-", "F+", "C+"),
+            ("too large",      "C-", "F+", "C+"),
+            ("config",         "C-", "F-", "C+"),
+        ];
+        let samples = samples();
+        assert_eq!(table.len(), samples.len(), "every sample has a row");
+        for (name, e) in samples {
+            let row = table
+                .iter()
+                .find(|r| r.0 == name)
+                .unwrap_or_else(|| panic!("no row for {name}"));
+            for (stage, want) in [
+                (Stage::Call, row.1),
+                (Stage::BeforeClaim, row.2),
+                (Stage::Deploying, row.3),
+            ] {
+                let got = from_ironic(e.clone(), stage, "doing x");
+                let kind = match got.kind {
+                    ErrorKind::CloudError => 'C',
+                    ErrorKind::VmCreationFailed => 'F',
+                    other => panic!("{name} in {stage:?}: {other}"),
+                };
+                let retry = if got.ok_to_retry { '+' } else { '-' };
+                assert_eq!(format!("{kind}{retry}"), want, "{name} in {stage:?}");
+                assert!(got.message.starts_with("doing x: "), "{}", got.message);
+            }
+        }
+    }
+
+    #[test]
+    fn a_plain_question_mark_is_the_call_stage() {
+        let e = IronicError::ServiceUnavailable {
+            message: "busy".into(),
+        };
+        let via_from: CpiError = e.clone().into();
+        assert_eq!(via_from, from_ironic(e, Stage::Call, ""));
+    }
+}

@@ -6,7 +6,6 @@ pub mod config;
 pub mod configdrive;
 pub mod disks;
 pub mod error;
-pub mod ironic;
 pub mod mac;
 pub mod pool;
 pub mod registry;
@@ -16,4 +15,5 @@ pub mod stemcell;
 pub mod vm_data;
 
 pub use error::{CpiError, ErrorKind, Result};
+pub use ironic_client as ironic;
 pub use ironic_cpi_common::{logging, redact};

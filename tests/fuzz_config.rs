@@ -10,7 +10,7 @@ use proptest::prelude::*;
 use serde_json::{json, Map, Value};
 
 use fuzz_support::{arb_json, damaged, fuzz};
-use ironic_cpi::config::{overlay, secs, Config};
+use ironic_cpi::config::{overlay, Config};
 use ironic_cpi::ironic::IronicClient;
 
 const KEYS: &[&str] = &[
@@ -118,12 +118,15 @@ fn config_documents_never_panic() {
         let Ok(config) = Config::from_value(doc) else {
             return Ok(false);
         };
+        // The arithmetic the waits do with every duration the config can hold.
         let t = &config.ironic.timeouts;
-        for s in [t.deploy, t.provide, t.undeploy, t.clean, t.manage, t.power] {
-            let _ = secs(s);
+        let c = &config.ironic;
+        for s in [t.deploy, t.provide, t.undeploy, t.clean, t.manage, t.power]
+            .into_iter()
+            .chain([c.connect_timeout, c.request_timeout, c.poll.max_interval])
+        {
+            let _ = std::time::Instant::now() + s.get() + s.get();
         }
-        let _ = secs(config.ironic.connect_timeout);
-        let _ = secs(config.ironic.request_timeout);
         let _ = IronicClient::new(&config.ironic);
         Ok(true)
     });

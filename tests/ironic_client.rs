@@ -633,8 +633,8 @@ fn fake_config(url: &str) -> IronicConfig {
     let mut cfg = Config::from_value(json!({"ironic": {"url": url}}))
         .unwrap()
         .ironic;
-    cfg.retry.initial_delay = 0.01;
-    cfg.retry.max_delay = 0.05;
+    cfg.retry.initial_delay = ironic_cpi::config::Seconds::from_millis(10);
+    cfg.retry.max_delay = ironic_cpi::config::Seconds::from_millis(50);
     cfg
 }
 

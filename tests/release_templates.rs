@@ -739,7 +739,7 @@ fn server_defaults_users_tls_and_bpm() {
         (config.max_connections, config.max_anonymous_requests),
         (4096, 512)
     );
-    assert_eq!(config.header_read_timeout_seconds, 30.0);
+    assert_eq!(config.header_read_timeout_seconds.as_secs_f64(), 30.0);
     assert!(config.tls.is_none() && config.users.is_empty());
 
     let bpm: Value = serde_json::from_str(

@@ -18,7 +18,7 @@ fn config(url: String, user: Option<(&str, &str)>) -> RepositoryConfig {
         username: user.map(|u| u.0.to_string()),
         password: user.map(|u| Secret::new(u.1)),
         ca_cert_file: None,
-        timeout: 60.0,
+        timeout: ironic_cpi::config::Seconds::from_secs(60),
     }
 }
 

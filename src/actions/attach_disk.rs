@@ -6,11 +6,11 @@ use serde_json::{json, Value};
 use crate::call::Call;
 use crate::disks::{registry, store};
 use crate::error::{CpiError, Result};
-use crate::rpc::Args;
+use crate::rpc::methods::AttachDisk;
 
-pub fn run(call: &Call, args: &Args) -> Result<Value> {
-    let vm_cid = args.string(0)?;
-    let disk_cid = args.string(1)?;
+pub fn run(call: &Call, args: AttachDisk) -> Result<Value> {
+    let vm_cid = args.vm_cid.as_str();
+    let disk_cid = args.disk_cid.as_str();
     let client = call.ironic()?;
     let (node, vm, located) = store::locate_for_vm(client, vm_cid, disk_cid)?;
     if located.node.uuid != node.uuid {

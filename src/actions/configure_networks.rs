@@ -4,9 +4,9 @@ use serde_json::Value;
 
 use crate::call::Call;
 use crate::error::{CpiError, Result};
-use crate::rpc::Args;
+use crate::rpc::methods::ConfigureNetworks;
 
-pub fn run(_call: &Call, _args: &Args) -> Result<Value> {
+pub fn run(_call: &Call, _args: ConfigureNetworks) -> Result<Value> {
     Err(CpiError::not_supported(
         "configure_networks: changing networks of a running node is not supported; \
          the director recreates the VM instead",

@@ -10,12 +10,12 @@ use crate::error::{CpiError, Result};
 use crate::ironic::PortQuery;
 use crate::pool::record::disks;
 use crate::pool::vm::held;
-use crate::rpc::Args;
+use crate::rpc::methods::CreateDisk;
 
-pub fn run(call: &Call, args: &Args) -> Result<Value> {
-    let size_mb = args.positive_integer(0)?;
-    let cloud_properties = args.object(1)?;
-    let Some(vm_cid) = args.optional_string(2)? else {
+pub fn run(call: &Call, args: CreateDisk) -> Result<Value> {
+    let size_mb = args.size;
+    let cloud_properties = args.cloud_properties.clone();
+    let Some(vm_cid) = args.vm_cid.as_deref() else {
         return Err(CpiError::cloud(
             "create_disk: vm_cid is null; a persistent disk on bare metal is a local disk of a \
              node, so it needs the VM it will belong to",

@@ -6,12 +6,12 @@ use serde_json::{json, Value};
 
 use crate::call::Call;
 use crate::error::Result;
-use crate::rpc::Args;
+use crate::rpc::methods::CreateStemcell;
 use crate::stemcell;
 
-pub fn run(call: &Call, args: &Args) -> Result<Value> {
-    let image_path = args.string(0)?;
-    let cloud_properties = args.object(1)?;
+pub fn run(call: &Call, args: CreateStemcell) -> Result<Value> {
+    let image_path = args.image_path.as_str();
+    let cloud_properties = args.cloud_properties.clone();
     let repo = call.stemcell_repository()?;
     let started = std::time::Instant::now();
     let meta = stemcell::upload(&repo, Path::new(image_path), &cloud_properties)?;

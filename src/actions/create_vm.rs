@@ -15,18 +15,18 @@ use crate::ironic::Node;
 use crate::pool::cloud_properties::VmCloudProperties;
 use crate::pool::provision::{Image, Plan, Provisioner, VmFiles};
 use crate::pool::whoami::on_this_host;
-use crate::rpc::Args;
+use crate::rpc::methods::CreateVm;
 use crate::stemcell;
 use crate::vm_data::{self, VmRegistry};
 
-pub fn run(call: &Call, args: &Args) -> Result<Value> {
-    let agent_id = args.string(0)?;
+pub fn run(call: &Call, args: CreateVm) -> Result<Value> {
+    let agent_id = args.agent_id.as_str();
     check::check_agent_id(agent_id)?;
-    let stemcell_cid = args.string(1)?;
-    let props = VmCloudProperties::parse(&args.object(2)?)?;
-    let networks = args.object(3)?;
-    let disk_cids = args.string_list(4)?;
-    let env = args.object(5)?;
+    let stemcell_cid = args.stemcell_cid.as_str();
+    let props = VmCloudProperties::parse(&args.cloud_properties)?;
+    let networks = args.networks.clone();
+    let disk_cids = args.disk_cids.clone();
+    let env = args.env.clone();
     check::check_input(&networks, &env)?;
     let cfg = call.config()?;
 

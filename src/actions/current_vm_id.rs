@@ -5,9 +5,9 @@ use serde_json::Value;
 
 use crate::call::Call;
 use crate::error::{CpiError, Result};
-use crate::rpc::Args;
+use crate::rpc::methods::NoArgs;
 
-pub fn run(_call: &Call, _args: &Args) -> Result<Value> {
+pub fn run(_call: &Call, _args: NoArgs) -> Result<Value> {
     Err(CpiError::not_implemented(
         "current_vm_id: the Ironic CPI cannot tell which node the director runs on",
     ))

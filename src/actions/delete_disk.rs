@@ -6,10 +6,10 @@ use serde_json::Value;
 use crate::call::Call;
 use crate::disks::store;
 use crate::error::Result;
-use crate::rpc::Args;
+use crate::rpc::methods::DeleteDisk;
 
-pub fn run(call: &Call, args: &Args) -> Result<Value> {
-    let cid = args.string(0)?;
+pub fn run(call: &Call, args: DeleteDisk) -> Result<Value> {
+    let cid = args.disk_cid.as_str();
     let client = call.ironic()?;
     let located = store::locate_existing(client, cid)?;
     store::remove(client, &located.node, cid)?;

@@ -5,9 +5,9 @@ use serde_json::Value;
 
 use crate::call::Call;
 use crate::error::{CpiError, Result};
-use crate::rpc::Args;
+use crate::rpc::methods::DeleteSnapshot;
 
-pub fn run(_call: &Call, _args: &Args) -> Result<Value> {
+pub fn run(_call: &Call, _args: DeleteSnapshot) -> Result<Value> {
     Err(CpiError::not_implemented(
         "delete_snapshot: local disks of bare-metal nodes have no snapshots",
     ))

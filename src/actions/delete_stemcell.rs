@@ -4,11 +4,11 @@ use serde_json::Value;
 
 use crate::call::Call;
 use crate::error::Result;
-use crate::rpc::Args;
+use crate::rpc::methods::DeleteStemcell;
 use crate::stemcell;
 
-pub fn run(call: &Call, args: &Args) -> Result<Value> {
-    let cid = args.string(0)?;
+pub fn run(call: &Call, args: DeleteStemcell) -> Result<Value> {
+    let cid = args.stemcell_cid.as_str();
     stemcell::delete(&call.stemcell_repository()?, cid)?;
     call.note(format!("deleted stemcell {cid}"));
     Ok(Value::Null)

@@ -9,11 +9,11 @@ use crate::error::Result;
 use crate::pool::teardown::{self, Teardown};
 use crate::pool::vm::parse_cid;
 use crate::pool::whoami::on_this_host;
-use crate::rpc::Args;
+use crate::rpc::methods::DeleteVm;
 use crate::vm_data;
 
-pub fn run(call: &Call, args: &Args) -> Result<Value> {
-    let cid = parse_cid(args.string(0)?)?;
+pub fn run(call: &Call, args: DeleteVm) -> Result<Value> {
+    let cid = parse_cid(args.vm_cid.as_str())?;
     let cfg = call.config()?;
     let teardown = Teardown {
         api: call.ironic()?,

@@ -6,10 +6,10 @@ use crate::call::Call;
 use crate::error::Result;
 use crate::pool::record::disks;
 use crate::pool::vm::held;
-use crate::rpc::Args;
+use crate::rpc::methods::GetDisks;
 
-pub fn run(call: &Call, args: &Args) -> Result<Value> {
-    let (node, record) = held(call.ironic()?, args.string(0)?)?;
+pub fn run(call: &Call, args: GetDisks) -> Result<Value> {
+    let (node, record) = held(call.ironic()?, args.vm_cid.as_str())?;
     let mut attached: Vec<String> = disks(&node)
         .into_iter()
         .filter(|(_, r)| r.get("attached_to").and_then(Value::as_str) == Some(&record.vm_id))

@@ -7,10 +7,10 @@ use crate::call::Call;
 use crate::disks::cid::DiskCid;
 use crate::disks::store;
 use crate::error::Result;
-use crate::rpc::Args;
+use crate::rpc::methods::HasDisk;
 
-pub fn run(call: &Call, args: &Args) -> Result<Value> {
-    let Some(cid) = DiskCid::parse(args.string(0)?) else {
+pub fn run(call: &Call, args: HasDisk) -> Result<Value> {
+    let Some(cid) = DiskCid::parse(args.disk_cid.as_str()) else {
         return Ok(json!(false));
     };
     let located = store::locate(call.ironic()?, &cid)?;

@@ -6,10 +6,10 @@ use serde_json::{json, Value};
 use crate::call::Call;
 use crate::error::{CpiError, Result};
 use crate::pool::vm::{lookup, parse_cid, Lookup};
-use crate::rpc::Args;
+use crate::rpc::methods::HasVm;
 
-pub fn run(call: &Call, args: &Args) -> Result<Value> {
-    let cid = parse_cid(args.string(0)?)?;
+pub fn run(call: &Call, args: HasVm) -> Result<Value> {
+    let cid = parse_cid(args.vm_cid.as_str())?;
     match lookup(call.ironic()?, &cid) {
         Ok(Lookup::Held(..)) => Ok(json!(true)),
         Ok(Lookup::Gone(why)) => {

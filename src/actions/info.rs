@@ -4,7 +4,7 @@ use serde_json::{json, Value};
 
 use crate::call::Call;
 use crate::error::Result;
-use crate::rpc::Args;
+use crate::rpc::methods::NoArgs;
 
 /// The stemcells this CPI deploys. OpenStack stemcells carry a whole-disk `root.img` that Ironic
 /// writes to the node's root device: raw as it is, qcow2 converted by the deploy agent on the
@@ -15,7 +15,7 @@ pub const STEMCELL_FORMATS: [&str; 2] = ["openstack-raw", "openstack-qcow2"];
 /// The newest CPI API this CPI speaks; the director refuses CPIs that report less than 2.
 pub const API_VERSION: u32 = 2;
 
-pub fn run(_call: &Call, _args: &Args) -> Result<Value> {
+pub fn run(_call: &Call, _args: NoArgs) -> Result<Value> {
     Ok(json!({
         "api_version": API_VERSION,
         "stemcell_formats": STEMCELL_FORMATS,

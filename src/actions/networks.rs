@@ -6,12 +6,19 @@ use serde_json::Value;
 
 use crate::call::Call;
 use crate::error::{CpiError, Result};
-use crate::rpc::Args;
+use crate::rpc::methods::{CreateNetwork, DeleteNetwork};
 
-pub fn run(_call: &Call, args: &Args) -> Result<Value> {
-    Err(CpiError::not_implemented(format!(
-        "{}: the Ironic CPI does not manage networks; define them in the cloud-config \
-         and leave director.networks.enable_cpi_management off",
-        args.method
-    )))
+pub fn create(_call: &Call, _args: CreateNetwork) -> Result<Value> {
+    Err(unmanaged("create_network"))
+}
+
+pub fn delete(_call: &Call, _args: DeleteNetwork) -> Result<Value> {
+    Err(unmanaged("delete_network"))
+}
+
+fn unmanaged(method: &str) -> CpiError {
+    CpiError::not_implemented(format!(
+        "{method}: the Ironic CPI does not manage networks; define them in the cloud-config \
+         and leave director.networks.enable_cpi_management off"
+    ))
 }

@@ -4,8 +4,8 @@ use serde_json::{json, Value};
 
 use crate::call::Call;
 use crate::error::Result;
-use crate::rpc::Args;
+use crate::rpc::methods::NoArgs;
 
-pub fn run(_call: &Call, _args: &Args) -> Result<Value> {
+pub fn run(_call: &Call, _args: NoArgs) -> Result<Value> {
     Ok(json!("pong"))
 }

@@ -3,14 +3,13 @@
 use serde_json::Value;
 
 use crate::call::Call;
-use crate::config::secs;
 use crate::error::{CpiError, Result};
 use crate::ironic::wait;
 use crate::pool::vm::held;
-use crate::rpc::Args;
+use crate::rpc::methods::RebootVm;
 
-pub fn run(call: &Call, args: &Args) -> Result<Value> {
-    let vm_cid = args.string(0)?;
+pub fn run(call: &Call, args: RebootVm) -> Result<Value> {
+    let vm_cid = args.vm_cid.as_str();
     let cfg = call.config()?;
     let client = call.ironic()?;
     let (node, _) = held(client, vm_cid)?;
@@ -30,7 +29,7 @@ pub fn run(call: &Call, args: &Args) -> Result<Value> {
         &cfg.ironic.poll,
         &node.uuid,
         "power on",
-        secs(cfg.ironic.timeouts.power),
+        cfg.ironic.timeouts.power.get(),
     )
     .map_err(|e| CpiError::cloud(format!("rebooting node {}: {e}", node.label())))?;
     call.note(format!(

@@ -5,9 +5,9 @@ use serde_json::Value;
 
 use crate::call::Call;
 use crate::error::{CpiError, Result};
-use crate::rpc::Args;
+use crate::rpc::methods::ResizeDisk;
 
-pub fn run(_call: &Call, _args: &Args) -> Result<Value> {
+pub fn run(_call: &Call, _args: ResizeDisk) -> Result<Value> {
     Err(CpiError::not_supported(
         "resize_disk: persistent disks are local disks of a node and cannot be resized; \
          the director copies the data to a new disk instead",

@@ -5,11 +5,11 @@ use serde_json::Value;
 use crate::call::Call;
 use crate::disks::store;
 use crate::error::Result;
-use crate::rpc::Args;
+use crate::rpc::methods::SetDiskMetadata;
 
-pub fn run(call: &Call, args: &Args) -> Result<Value> {
-    let cid = args.string(0)?;
-    let metadata = args.object(1)?;
+pub fn run(call: &Call, args: SetDiskMetadata) -> Result<Value> {
+    let cid = args.disk_cid.as_str();
+    let metadata = args.metadata.clone();
     let client = call.ironic()?;
     let located = store::locate_existing(client, cid)?;
     let mut record = located.require()?.clone();

@@ -9,11 +9,11 @@ use crate::ironic::PatchOp;
 use crate::pool::record::while_owned;
 use crate::pool::record::METADATA_KEY;
 use crate::pool::vm::held;
-use crate::rpc::Args;
+use crate::rpc::methods::SetVmMetadata;
 
-pub fn run(call: &Call, args: &Args) -> Result<Value> {
-    let vm_cid = args.string(0)?;
-    let metadata = args.object(1)?;
+pub fn run(call: &Call, args: SetVmMetadata) -> Result<Value> {
+    let vm_cid = args.vm_cid.as_str();
+    let metadata = args.metadata.clone();
     let client = call.ironic()?;
     let (node, record) = held(client, vm_cid)?;
     // Ironic refuses the write if the VM's record is gone by then (another VM may own the node).

@@ -5,9 +5,9 @@ use serde_json::Value;
 
 use crate::call::Call;
 use crate::error::{CpiError, Result};
-use crate::rpc::Args;
+use crate::rpc::methods::UpdateDisk;
 
-pub fn run(_call: &Call, _args: &Args) -> Result<Value> {
+pub fn run(_call: &Call, _args: UpdateDisk) -> Result<Value> {
     Err(CpiError::not_supported(
         "update_disk: persistent disks are local disks of a node and cannot be changed in place; \
          the director copies the data to a new disk instead",

@@ -4,6 +4,8 @@
 
 pub mod logging;
 pub mod redact;
+mod seconds;
 mod secret;
 
+pub use seconds::Seconds;
 pub use secret::Secret;

@@ -29,11 +29,21 @@ impl Backoff {
 
     /// Retries double their delay; a quarter of jitter spreads simultaneous clients.
     pub fn for_retry(p: &RetryPolicy) -> Backoff {
-        Backoff::new(p.initial_delay, 2.0, p.max_delay, 0.25)
+        Backoff::new(
+            p.initial_delay.as_secs_f64(),
+            2.0,
+            p.max_delay.as_secs_f64(),
+            0.25,
+        )
     }
 
     pub fn for_poll(p: &PollPolicy) -> Backoff {
-        Backoff::new(p.initial_interval, p.factor, p.max_interval, p.jitter)
+        Backoff::new(
+            p.initial_interval.as_secs_f64(),
+            p.factor,
+            p.max_interval.as_secs_f64(),
+            p.jitter,
+        )
     }
 
     /// The next delay. Never above `max * (1 + jitter)`, never below the un-jittered base.

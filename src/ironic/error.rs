@@ -6,8 +6,6 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::error::CpiError;
-
 /// The two 409s Ironic sends mean opposite things: retry (lock) or give up (someone owns it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConflictKind {
@@ -289,15 +287,6 @@ fn shorten(s: &str) -> String {
     format!("{cut}...")
 }
 
-/// Ironic errors reach the director as `CloudError`; the transient ones may be retried by it.
-/// Callers that need `VMNotFound` or `VMCreationFailed` map the error themselves.
-impl From<IronicError> for CpiError {
-    fn from(e: IronicError) -> CpiError {
-        let retry = e.is_transient() || matches!(e, IronicError::WaitTimeout { .. });
-        CpiError::cloud(e.to_string()).retryable(retry)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -392,7 +381,5 @@ mod tests {
         for part in ["n1 (uuid)", "deploying", "active", "30 s", "30.1 s"] {
             assert!(s.contains(part), "{s} lacks {part}");
         }
-        let c: CpiError = e.into();
-        assert_eq!(c.kind, crate::error::ErrorKind::CloudError);
     }
 }

@@ -140,7 +140,7 @@ pub fn normalize_base(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Secret;
+    use ironic_cpi_common::Secret;
 
     #[test]
     fn urls() {

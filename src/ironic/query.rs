@@ -32,7 +32,8 @@ impl NodeQuery {
         }
     }
 
-    pub(crate) fn params(&self) -> Vec<(&'static str, String)> {
+    /// The query string pairs this query sends.
+    pub fn params(&self) -> Vec<(&'static str, String)> {
         let mut p = Vec::new();
         push(&mut p, "provision_state", &self.provision_state);
         push_bool(&mut p, "associated", self.associated);

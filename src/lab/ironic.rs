@@ -552,26 +552,14 @@ pub fn enroll_node(client: &IronicClient, spec: &NodeSpec) -> Result<Node, Ironi
     }
     let timeouts = &client.config().timeouts;
     client.set_power_state(&node.uuid, "power off")?;
-    client.wait_for_power_state(
-        &node.uuid,
-        "power off",
-        ironic_cpi::config::secs(timeouts.power),
-    )?;
+    client.wait_for_power_state(&node.uuid, "power off", timeouts.power.get())?;
     if spec.target != EnrollTarget::Enroll {
         client.set_provision_state(&node.uuid, "manage", None)?;
-        client.wait_for_provision_state(
-            &node.uuid,
-            &["manageable"],
-            ironic_cpi::config::secs(timeouts.manage),
-        )?;
+        client.wait_for_provision_state(&node.uuid, &["manageable"], timeouts.manage.get())?;
     }
     if spec.target == EnrollTarget::Available {
         client.set_provision_state(&node.uuid, "provide", None)?;
-        client.wait_for_provision_state(
-            &node.uuid,
-            &["available"],
-            ironic_cpi::config::secs(timeouts.provide),
-        )?;
+        client.wait_for_provision_state(&node.uuid, &["available"], timeouts.provide.get())?;
     }
     client.get_node(&node.uuid)
 }

@@ -4,7 +4,7 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::config::{secs, IronicConfig};
+use crate::config::IronicConfig;
 use crate::error::{CpiError, Result};
 use crate::ironic::{wait, Ironic, IronicError, Node};
 use crate::pool::record::ENROLLED_KEY;
@@ -63,7 +63,7 @@ fn prepare(
         &cfg.poll,
         &node.uuid,
         &["manageable"],
-        secs(cfg.timeouts.manage),
+        cfg.timeouts.manage.get(),
     )?;
     // A defined power state: Ironic's allocation conductor skips nodes whose power is unknown.
     api.set_power_state(&node.uuid, "power off")?;
@@ -72,7 +72,7 @@ fn prepare(
         &cfg.poll,
         &node.uuid,
         "power off",
-        secs(cfg.timeouts.power),
+        cfg.timeouts.power.get(),
     )?;
     api.set_provision_state(&node.uuid, "provide", None)?;
     wait::provision_state(
@@ -80,6 +80,6 @@ fn prepare(
         &cfg.poll,
         &node.uuid,
         &["available"],
-        secs(cfg.timeouts.provide),
+        cfg.timeouts.provide.get(),
     )
 }

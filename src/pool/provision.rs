@@ -21,10 +21,10 @@ use std::ops::ControlFlow;
 use rand::Rng;
 use serde_json::{json, Map, Value};
 
-use crate::config::{secs, IronicConfig};
+use crate::config::{IronicConfig, Seconds};
 use crate::configdrive::ConfigDrive;
 use crate::disks::cid::DiskCid;
-use crate::error::{CpiError, Result};
+use crate::error::{self, CpiError, Result, Stage};
 use crate::ironic::{wait, Ironic, IronicError, Node, NodeQuery, PatchOp, PortQuery};
 use crate::mac::normalize_mac;
 use crate::pool::cloud_properties::VmCloudProperties;
@@ -520,13 +520,13 @@ impl Provisioner<'_> {
     }
 
     /// Wait for the transition an action of this call just started.
-    fn wait(&self, uuid: &str, target: &str, timeout: f64, what: &str) -> Result<Node> {
+    fn wait(&self, uuid: &str, target: &str, timeout: Seconds, what: &str) -> Result<Node> {
         wait::provision_state_after_action(
             self.api,
             &self.ironic.poll,
             uuid,
             &[target],
-            secs(timeout),
+            timeout.get(),
         )
         .map_err(|e| ironic(e, what))
     }
@@ -619,16 +619,10 @@ fn check_validation(v: &Value, node: &str) -> Result<()> {
     }
 }
 
-/// A failure while deploying: another node may do (retryable), except when Ironic refused the
-/// request itself (400: the vm_type's own hints or capabilities are wrong).
 fn ironic(e: IronicError, what: &str) -> CpiError {
-    let retry = !matches!(e, IronicError::BadRequest { .. });
-    CpiError::cloud(format!("{what}: {e}")).retryable(retry)
+    error::from_ironic(e, Stage::Deploying, what)
 }
 
-/// A failure before any node was reserved: nothing to undo, and another try may succeed, unless
-/// the credentials or the TLS trust are wrong.
 fn failed(e: IronicError, what: &str) -> CpiError {
-    let retry = !e.needs_configuration();
-    CpiError::vm_creation_failed(format!("{what}: {e}"), retry)
+    error::from_ironic(e, Stage::BeforeClaim, what)
 }

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::config::{secs, IronicConfig};
+use crate::config::{IronicConfig, Seconds};
 use crate::error::{CpiError, Result};
 use crate::ironic::{wait, ConflictKind, Ironic, IronicError, Node, PatchOp};
 use crate::pool::confirm::{self, read_back, Confirmed};
@@ -287,9 +287,9 @@ impl Teardown<'_> {
                     waiting_for = Some(what);
                 }
                 // As long as a whole teardown may take.
-                let patience = secs(self.ironic.timeouts.undeploy)
-                    + secs(self.ironic.timeouts.clean)
-                    + secs(self.ironic.timeouts.provide);
+                let patience = self.ironic.timeouts.undeploy.get()
+                    + self.ironic.timeouts.clean.get()
+                    + self.ironic.timeouts.provide.get();
                 if self.api.now() - started > patience {
                     return Err(CpiError::cloud(format!(
                         "node {}: {} has not finished after {:.0} s; if that process is gone, \
@@ -312,7 +312,13 @@ impl Teardown<'_> {
                 )));
             }
             self.api.sleep(delay);
-            delay = (delay * 2).min(secs(self.ironic.poll.max_interval.max(0.25)));
+            delay = (delay * 2).min(
+                self.ironic
+                    .poll
+                    .max_interval
+                    .get()
+                    .max(Duration::from_millis(250)),
+            );
         }
     }
 
@@ -424,17 +430,13 @@ impl Teardown<'_> {
             node.state(),
             node.target_provision_state.as_deref().unwrap_or("?")
         );
-        let timeout = self
-            .ironic
-            .timeouts
-            .deploy
-            .max(self.ironic.timeouts.undeploy);
+        let timeout = (self.ironic.timeouts.deploy.get()).max(self.ironic.timeouts.undeploy.get());
         match wait::provision_state(
             self.api,
             &self.ironic.poll,
             &node.uuid,
             &STABLE_STATES,
-            secs(timeout),
+            timeout,
         ) {
             Ok(n) => Ok(n),
             // A failed state is settled too: the steps after this deal with it.
@@ -464,7 +466,7 @@ impl Teardown<'_> {
 
     /// Wait for `target`; None when the VM's record went meanwhile (another teardown of the VM
     /// finished, and the node may belong to a new VM already: nothing more may be done to it).
-    fn wait(&self, node: &Node, target: &str, timeout: f64) -> Result<Option<Node>> {
+    fn wait(&self, node: &Node, target: &str, timeout: Seconds) -> Result<Option<Node>> {
         let vm_id = VmRecord::read(node).map(|r| r.vm_id);
         let gone = |n: &Node| VmRecord::read(n).map(|r| r.vm_id) != vm_id;
         let n = wait::provision_state_unless(
@@ -472,7 +474,7 @@ impl Teardown<'_> {
             &self.ironic.poll,
             &node.uuid,
             &[target],
-            secs(timeout),
+            timeout.get(),
             gone,
         )
         .map_err(|e| fail(e, &format!("returning node {} to the pool", node.label())))?;
@@ -519,7 +521,7 @@ impl Teardown<'_> {
                 &self.ironic.poll,
                 &node.uuid,
                 "power off",
-                secs(self.ironic.timeouts.power),
+                self.ironic.timeouts.power.get(),
             )
             .map_err(|e| fail(e, "powering off the enrolled node"))?;
         }
@@ -684,5 +686,5 @@ fn is_refused(e: &IronicError) -> bool {
 }
 
 fn fail(e: IronicError, what: &str) -> CpiError {
-    CpiError::from(e).context(what)
+    crate::error::from_ironic(e, crate::error::Stage::Call, what)
 }

@@ -18,7 +18,7 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use reqwest::blocking::{Body, Client, RequestBuilder};
 use reqwest::{Method, StatusCode};
 
-use crate::config::{secs, RepositoryConfig, Secret};
+use crate::config::{RepositoryConfig, Secret};
 use crate::error::{CpiError, Result};
 
 /// Characters left alone in a path segment (RFC 3986 unreserved).
@@ -52,7 +52,7 @@ impl Repository {
         let client = http::client(
             &format!("repository {base}"),
             cfg.ca_cert_file.as_deref(),
-            secs(cfg.timeout),
+            cfg.timeout.get(),
         )?;
         Ok(Repository {
             base: base.trim_end_matches('/').to_string(),
@@ -275,6 +275,7 @@ fn check_path(path: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Seconds;
 
     fn cfg(url: &str) -> RepositoryConfig {
         RepositoryConfig {
@@ -283,7 +284,7 @@ mod tests {
             username: None,
             password: None,
             ca_cert_file: None,
-            timeout: 5.0,
+            timeout: Seconds::from_secs(5),
         }
     }
 

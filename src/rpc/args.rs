@@ -172,6 +172,63 @@ impl<'a> Args<'a> {
     }
 }
 
+/// A Rust type an argument decodes into, and the JSON type the contract gives it: the typed
+/// argument structs (`rpc::methods`) are made of these.
+pub trait FromArg: Sized {
+    const TYPE: ArgType;
+    fn from_arg(args: &Args, i: usize) -> Result<Self>;
+}
+
+impl FromArg for String {
+    const TYPE: ArgType = ArgType::String;
+    fn from_arg(args: &Args, i: usize) -> Result<Self> {
+        args.string(i).map(str::to_string)
+    }
+}
+
+impl FromArg for Option<String> {
+    const TYPE: ArgType = ArgType::OptionalString;
+    fn from_arg(args: &Args, i: usize) -> Result<Self> {
+        args.value(i)?;
+        Ok(args.optional_string(i)?.map(str::to_string))
+    }
+}
+
+impl FromArg for Map<String, Value> {
+    const TYPE: ArgType = ArgType::Object;
+    fn from_arg(args: &Args, i: usize) -> Result<Self> {
+        args.object(i)
+    }
+}
+
+impl FromArg for Vec<String> {
+    const TYPE: ArgType = ArgType::StringList;
+    fn from_arg(args: &Args, i: usize) -> Result<Self> {
+        args.value(i)?;
+        args.string_list(i)
+    }
+}
+
+/// A positive integer (sizes in MiB).
+impl FromArg for u64 {
+    const TYPE: ArgType = ArgType::PositiveInteger;
+    fn from_arg(args: &Args, i: usize) -> Result<Self> {
+        args.positive_integer(i)
+    }
+}
+
+/// An object decoded into `T`; errors name the path inside it.
+#[derive(Debug, Clone)]
+pub struct Typed<T>(pub T);
+
+impl<T: DeserializeOwned> FromArg for Typed<T> {
+    const TYPE: ArgType = ArgType::Object;
+    fn from_arg(args: &Args, i: usize) -> Result<Self> {
+        args.object(i)?;
+        args.typed(i).map(Typed)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

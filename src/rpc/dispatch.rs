@@ -5,7 +5,8 @@ use std::time::Instant;
 
 use serde_json::Value;
 
-use super::args::{Arg, ArgType};
+use super::args::Arg;
+use super::methods::*;
 use super::{Args, Request, Response};
 use crate::actions;
 use crate::call::Call;
@@ -22,177 +23,74 @@ pub struct Method {
     pub run: Action,
 }
 
-const fn method(name: &'static str, args: &'static [Arg], run: Action) -> Method {
-    Method {
-        name,
-        args,
-        needs_config: true,
-        run,
-    }
+/// A table entry: the action gets its arguments decoded into the method's struct.
+macro_rules! method {
+    ($name:literal, $args:ident, $run:path) => {
+        method!($name, $args, $run, needs_config: true)
+    };
+    ($name:literal, $args:ident, $run:path, needs_config: $needs:expr) => {
+        Method {
+            name: $name,
+            args: $args::SPEC,
+            needs_config: $needs,
+            run: |call, args| $run(call, $args::decode(args)?),
+        }
+    };
 }
 
 pub static METHODS: &[Method] = &[
-    Method {
-        name: "info",
-        args: &[],
-        needs_config: false,
-        run: actions::info::run,
-    },
-    Method {
-        name: "ping",
-        args: &[],
-        needs_config: false,
-        run: actions::ping::run,
-    },
-    method(
+    method!("info", NoArgs, actions::info::run, needs_config: false),
+    method!("ping", NoArgs, actions::ping::run, needs_config: false),
+    method!(
         "create_stemcell",
-        &[
-            Arg::new("image_path", ArgType::String),
-            Arg::new("cloud_properties", ArgType::Object),
-        ],
-        actions::create_stemcell::run,
+        CreateStemcell,
+        actions::create_stemcell::run
     ),
-    method(
+    method!(
         "delete_stemcell",
-        &[Arg::new("stemcell_cid", ArgType::String)],
-        actions::delete_stemcell::run,
+        DeleteStemcell,
+        actions::delete_stemcell::run
     ),
-    method(
-        "create_vm",
-        &[
-            Arg::new("agent_id", ArgType::String),
-            Arg::new("stemcell_cid", ArgType::String),
-            Arg::new("cloud_properties", ArgType::Object),
-            Arg::new("networks", ArgType::Object),
-            Arg::new("disk_cids", ArgType::StringList),
-            Arg::new("env", ArgType::Object),
-        ],
-        actions::create_vm::run,
-    ),
-    method(
-        "delete_vm",
-        &[Arg::new("vm_cid", ArgType::String)],
-        actions::delete_vm::run,
-    ),
-    method(
-        "has_vm",
-        &[Arg::new("vm_cid", ArgType::String)],
-        actions::has_vm::run,
-    ),
-    method(
-        "reboot_vm",
-        &[Arg::new("vm_cid", ArgType::String)],
-        actions::reboot_vm::run,
-    ),
-    method(
+    method!("create_vm", CreateVm, actions::create_vm::run),
+    method!("delete_vm", DeleteVm, actions::delete_vm::run),
+    method!("has_vm", HasVm, actions::has_vm::run),
+    method!("reboot_vm", RebootVm, actions::reboot_vm::run),
+    method!(
         "set_vm_metadata",
-        &[
-            Arg::new("vm_cid", ArgType::String),
-            Arg::new("metadata", ArgType::Object),
-        ],
-        actions::set_vm_metadata::run,
+        SetVmMetadata,
+        actions::set_vm_metadata::run
     ),
-    method(
+    method!(
         "calculate_vm_cloud_properties",
-        &[Arg::new("desired_instance_size", ArgType::Object)],
-        actions::calculate_vm_cloud_properties::run,
+        CalculateVmCloudProperties,
+        actions::calculate_vm_cloud_properties::run
     ),
-    method(
-        "create_disk",
-        &[
-            Arg::new("size", ArgType::PositiveInteger),
-            Arg::new("cloud_properties", ArgType::Object),
-            Arg::new("vm_cid", ArgType::OptionalString),
-        ],
-        actions::create_disk::run,
-    ),
-    method(
-        "delete_disk",
-        &[Arg::new("disk_cid", ArgType::String)],
-        actions::delete_disk::run,
-    ),
-    method(
-        "has_disk",
-        &[Arg::new("disk_cid", ArgType::String)],
-        actions::has_disk::run,
-    ),
-    method(
-        "attach_disk",
-        &[
-            Arg::new("vm_cid", ArgType::String),
-            Arg::new("disk_cid", ArgType::String),
-        ],
-        actions::attach_disk::run,
-    ),
-    method(
-        "detach_disk",
-        &[
-            Arg::new("vm_cid", ArgType::String),
-            Arg::new("disk_cid", ArgType::String),
-        ],
-        actions::detach_disk::run,
-    ),
-    method(
+    method!("create_disk", CreateDisk, actions::create_disk::run),
+    method!("delete_disk", DeleteDisk, actions::delete_disk::run),
+    method!("has_disk", HasDisk, actions::has_disk::run),
+    method!("attach_disk", AttachDisk, actions::attach_disk::run),
+    method!("detach_disk", DetachDisk, actions::detach_disk::run),
+    method!(
         "set_disk_metadata",
-        &[
-            Arg::new("disk_cid", ArgType::String),
-            Arg::new("metadata", ArgType::Object),
-        ],
-        actions::set_disk_metadata::run,
+        SetDiskMetadata,
+        actions::set_disk_metadata::run
     ),
-    method(
-        "get_disks",
-        &[Arg::new("vm_cid", ArgType::String)],
-        actions::get_disks::run,
-    ),
-    method(
-        "resize_disk",
-        &[
-            Arg::new("disk_cid", ArgType::String),
-            Arg::new("new_size", ArgType::PositiveInteger),
-        ],
-        actions::resize_disk::run,
-    ),
-    method(
-        "update_disk",
-        &[
-            Arg::new("disk_cid", ArgType::String),
-            Arg::new("new_size", ArgType::PositiveInteger),
-            Arg::new("cloud_properties", ArgType::Object),
-        ],
-        actions::update_disk::run,
-    ),
-    method(
-        "snapshot_disk",
-        &[
-            Arg::new("disk_cid", ArgType::String),
-            Arg::new("metadata", ArgType::Object),
-        ],
-        actions::snapshot_disk::run,
-    ),
-    method(
+    method!("get_disks", GetDisks, actions::get_disks::run),
+    method!("resize_disk", ResizeDisk, actions::resize_disk::run),
+    method!("update_disk", UpdateDisk, actions::update_disk::run),
+    method!("snapshot_disk", SnapshotDisk, actions::snapshot_disk::run),
+    method!(
         "delete_snapshot",
-        &[Arg::new("snapshot_cid", ArgType::String)],
-        actions::delete_snapshot::run,
+        DeleteSnapshot,
+        actions::delete_snapshot::run
     ),
-    method(
-        "create_network",
-        &[Arg::new("network_definition", ArgType::Object)],
-        actions::networks::run,
-    ),
-    method(
-        "delete_network",
-        &[Arg::new("network_cid", ArgType::String)],
-        actions::networks::run,
-    ),
-    method("current_vm_id", &[], actions::current_vm_id::run),
-    method(
+    method!("create_network", CreateNetwork, actions::networks::create),
+    method!("delete_network", DeleteNetwork, actions::networks::delete),
+    method!("current_vm_id", NoArgs, actions::current_vm_id::run),
+    method!(
         "configure_networks",
-        &[
-            Arg::new("vm_cid", ArgType::String),
-            Arg::new("networks", ArgType::Object),
-        ],
-        actions::configure_networks::run,
+        ConfigureNetworks,
+        actions::configure_networks::run
     ),
 ];
 

@@ -5,6 +5,7 @@
 
 pub mod args;
 pub mod dispatch;
+pub mod methods;
 pub mod request;
 pub mod response;
 

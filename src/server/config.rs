@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use ironic_cpi_common::Secret;
+use ironic_cpi_common::{Seconds, Secret};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -45,13 +45,13 @@ pub struct ServerConfig {
     /// Seconds a client has to send a complete request head, counted from the connection's start
     /// or the end of the previous response (so also the idle time allowed between requests).
     #[serde(default = "default_header_timeout")]
-    pub header_read_timeout_seconds: f64,
+    pub header_read_timeout_seconds: Seconds,
     /// Longest wait for the next bytes of a request body (see `min_bytes_per_second` too).
     #[serde(default = "default_transfer_timeout")]
-    pub body_read_timeout_seconds: f64,
+    pub body_read_timeout_seconds: Seconds,
     /// Longest a response may wait for the client to take more bytes.
     #[serde(default = "default_transfer_timeout")]
-    pub response_write_timeout_seconds: f64,
+    pub response_write_timeout_seconds: Seconds,
     /// Slowest transfer: the time a body or response waits for its client is an allowance of the
     /// timeout, refilled by one second per this many bytes moved and never above the timeout, so
     /// clients that trickle are cut. 0 turns the rate check off.
@@ -75,7 +75,7 @@ pub struct ServerConfig {
     pub send_buffer_bytes: u64,
     /// Longest life of a WebDAV lock (on mounts with `locks`), whatever the client asks.
     #[serde(default = "default_max_lock")]
-    pub max_lock_seconds: f64,
+    pub max_lock_seconds: Seconds,
     /// Files up to this size are kept in memory after the first GET (validated by a stat on
     /// every request and dropped on every write); 0 disables the cache.
     #[serde(default = "default_cache_file_max")]
@@ -205,11 +205,11 @@ fn default_grace() -> f64 {
 fn default_true() -> bool {
     true
 }
-fn default_header_timeout() -> f64 {
-    30.0
+fn default_header_timeout() -> Seconds {
+    Seconds::from_secs(30)
 }
-fn default_transfer_timeout() -> f64 {
-    30.0
+fn default_transfer_timeout() -> Seconds {
+    Seconds::from_secs(30)
 }
 fn default_min_rate() -> u64 {
     1024
@@ -226,8 +226,8 @@ fn default_download_buffer() -> u64 {
 fn default_send_buffer() -> u64 {
     256 * 1024
 }
-fn default_max_lock() -> f64 {
-    60.0
+fn default_max_lock() -> Seconds {
+    Seconds::from_secs(60)
 }
 fn default_cache_file_max() -> u64 {
     64 * 1024
@@ -362,23 +362,6 @@ impl ServerConfig {
         }
         if !(self.shutdown_grace_seconds.is_finite() && self.shutdown_grace_seconds >= 0.0) {
             return bad("shutdown_grace_seconds", "must be a number >= 0");
-        }
-        for (key, v) in [
-            (
-                "header_read_timeout_seconds",
-                self.header_read_timeout_seconds,
-            ),
-            ("body_read_timeout_seconds", self.body_read_timeout_seconds),
-            (
-                "response_write_timeout_seconds",
-                self.response_write_timeout_seconds,
-            ),
-            ("max_lock_seconds", self.max_lock_seconds),
-        ] {
-            // The upper bound keeps Duration arithmetic from overflowing.
-            if !(v.is_finite() && v > 0.0 && v <= 1e6) {
-                return bad(key, "must be a number of seconds > 0 and at most 1e6");
-            }
         }
         if self.max_connections == 0 {
             return bad("max_connections", "must be at least 1");

@@ -50,9 +50,9 @@ impl Limits {
         Limits {
             max_connections: cfg.max_connections,
             max_anonymous_requests: cfg.max_anonymous_requests,
-            header_timeout: Duration::from_secs_f64(cfg.header_read_timeout_seconds),
-            body_timeout: Duration::from_secs_f64(cfg.body_read_timeout_seconds),
-            write_timeout: Duration::from_secs_f64(cfg.response_write_timeout_seconds),
+            header_timeout: cfg.header_read_timeout_seconds.get(),
+            body_timeout: cfg.body_read_timeout_seconds.get(),
+            write_timeout: cfg.response_write_timeout_seconds.get(),
             min_bytes_per_second: cfg.min_bytes_per_second,
             send_buffer_bytes: cfg.send_buffer_bytes,
         }

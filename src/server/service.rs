@@ -92,7 +92,7 @@ impl App {
                 .strip_prefix(m.prefix.clone())
                 .autoindex(true);
             if m.locks {
-                let max = std::time::Duration::from_secs_f64(cfg.max_lock_seconds);
+                let max = cfg.max_lock_seconds.get();
                 dav = dav.locksystem(BoundedLs::new(max));
             } else {
                 methods.remove(DavMethod::Lock);

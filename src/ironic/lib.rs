@@ -9,6 +9,7 @@ mod api;
 pub mod backoff;
 mod body;
 mod client;
+pub mod config;
 pub mod error;
 #[cfg(test)]
 mod hostile_tests;

@@ -79,3 +79,60 @@ pub fn read_back(api: &dyn Ironic, id: &str) -> Result<Node, IronicError> {
         }
     }
 }
+
+/// A provision action (`target`: provide, active, deleted, manage, clean...) sent so that a lost
+/// answer, or a refusal because it already happened, is judged by what the node shows.
+pub fn provision_action(
+    api: &dyn Ironic,
+    node: &Node,
+    target: &str,
+    body: Option<serde_json::Value>,
+) -> Result<(), IronicError> {
+    let uuid = node.uuid.as_str();
+    let from = node.state().to_string();
+    change(
+        api,
+        uuid,
+        target,
+        || api.set_provision_state(uuid, target, body.clone()),
+        |n| action_happened(target, &from, n),
+    )
+    .map(drop)
+}
+
+/// Whether a provision action whose answer was lost shows on the node.
+pub fn action_happened(target: &str, from: &str, n: &Node) -> bool {
+    let state = n.state();
+    // A failure state keeps the target of what failed, which says nothing about this action.
+    let heading = n
+        .target_provision_state
+        .as_deref()
+        .filter(|_| n.in_transition());
+    let failed_anew = |failure: &str| state == failure && from != failure;
+    match target {
+        "deleted" => {
+            heading == Some("available")
+                || matches!(state, "deleting" | "cleaning" | "clean wait")
+                || failed_anew("clean failed")
+                || (state == "available" && from != "available")
+        }
+        "provide" => {
+            heading == Some("available")
+                || matches!(state, "cleaning" | "clean wait")
+                || failed_anew("clean failed")
+                || (state == "available" && from != "available")
+        }
+        "manage" => heading == Some("manageable") || matches!(state, "manageable" | "verifying"),
+        "clean" => {
+            heading == Some("manageable")
+                || matches!(state, "cleaning" | "clean wait")
+                || failed_anew("clean failed")
+        }
+        "active" => {
+            heading == Some("active")
+                || matches!(state, "deploying" | "wait call-back" | "active")
+                || failed_anew("deploy failed")
+        }
+        _ => false,
+    }
+}

@@ -28,12 +28,12 @@ use crate::error::{self, CpiError, Result, Stage};
 use crate::ironic::{wait, Ironic, IronicError, Node, NodeQuery, PatchOp, PortQuery};
 use crate::mac::normalize_mac;
 use crate::pool::cloud_properties::VmCloudProperties;
-use crate::pool::confirm::{self, Confirmed};
+use crate::pool::confirm;
 use crate::pool::enroll;
 use crate::pool::record::{disks, record_path, while_owned, Phase, VmRecord, VM_KEY};
 use crate::pool::reserve::{reserve, Reservation, Reserve};
 use crate::pool::select::{free_queries, Criteria, Shortlist, Tally, NODE_FIELDS, PORT_FIELDS};
-use crate::pool::teardown::{action_happened, Teardown};
+use crate::pool::teardown::Teardown;
 use crate::pool::vm_cid::VmCid;
 use crate::pool::whoami::{LivenessCheck, Process};
 
@@ -503,20 +503,8 @@ impl Provisioner<'_> {
     }
 
     fn action(&self, node: &Node, target: &str, body: Option<Value>) -> Result<()> {
-        let uuid = node.uuid.as_str();
-        let from = node.state().to_string();
-        confirm::change(
-            self.api,
-            uuid,
-            target,
-            || self.api.set_provision_state(uuid, target, body.clone()),
-            |n| action_happened(target, &from, n),
-        )
-        .map(|c| match c {
-            Confirmed::Answered(()) => (),
-            Confirmed::ReadBack(_) => (),
-        })
-        .map_err(|e| ironic(e, &format!("'{target}' on node {}", node.label())))
+        confirm::provision_action(self.api, node, target, body)
+            .map_err(|e| ironic(e, &format!("'{target}' on node {}", node.label())))
     }
 
     /// Wait for the transition an action of this call just started.

@@ -451,17 +451,8 @@ impl Teardown<'_> {
     /// concurrent teardown of the same VM), is judged by what the node shows.
     fn action(&self, node: &Node, target: &str, body: Option<Value>) -> Result<()> {
         log::info!("node {}: provision action '{target}'", node.label());
-        let uuid = node.uuid.as_str();
-        let from = node.state().to_string();
-        confirm::change(
-            self.api,
-            uuid,
-            target,
-            || self.api.set_provision_state(uuid, target, body.clone()),
-            |n| action_happened(target, &from, n),
-        )
-        .map(drop)
-        .map_err(|e| fail(e, &format!("'{target}' on node {}", node.label())))
+        confirm::provision_action(self.api, node, target, body)
+            .map_err(|e| fail(e, &format!("'{target}' on node {}", node.label())))
     }
 
     /// Wait for `target`; None when the VM's record went meanwhile (another teardown of the VM
@@ -634,43 +625,6 @@ pub fn delete_vm(teardown: &Teardown, cid: &VmCid, remove_files: &dyn Fn(&str)) 
         }
     }
     teardown.run(cid)
-}
-
-/// Whether a provision action whose answer was lost shows on the node.
-pub fn action_happened(target: &str, from: &str, n: &Node) -> bool {
-    let state = n.state();
-    // A failure state keeps the target of what failed, which says nothing about this action.
-    let heading = n
-        .target_provision_state
-        .as_deref()
-        .filter(|_| n.in_transition());
-    let failed_anew = |failure: &str| state == failure && from != failure;
-    match target {
-        "deleted" => {
-            heading == Some("available")
-                || matches!(state, "deleting" | "cleaning" | "clean wait")
-                || failed_anew("clean failed")
-                || (state == "available" && from != "available")
-        }
-        "provide" => {
-            heading == Some("available")
-                || matches!(state, "cleaning" | "clean wait")
-                || failed_anew("clean failed")
-                || (state == "available" && from != "available")
-        }
-        "manage" => heading == Some("manageable") || matches!(state, "manageable" | "verifying"),
-        "clean" => {
-            heading == Some("manageable")
-                || matches!(state, "cleaning" | "clean wait")
-                || failed_anew("clean failed")
-        }
-        "active" => {
-            heading == Some("active")
-                || matches!(state, "deploying" | "wait call-back" | "active")
-                || failed_anew("deploy failed")
-        }
-        _ => false,
-    }
 }
 
 fn released_meanwhile(mut report: Report, cid: &VmCid) -> Report {

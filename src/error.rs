@@ -5,6 +5,8 @@
 
 use std::fmt;
 
+use crate::ironic::IronicError;
+
 /// The `Bosh::Clouds::*` error types the director knows (contract doc, section 1.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorKind {
@@ -149,8 +151,7 @@ pub enum Stage {
 
 /// The one mapping of an Ironic failure to a `Bosh::Clouds` type and `ok_to_retry` (the table
 /// in this file's tests); `what` says what was being done.
-pub fn from_ironic(e: crate::ironic::IronicError, stage: Stage, what: &str) -> CpiError {
-    use crate::ironic::IronicError;
+pub fn from_ironic(e: IronicError, stage: Stage, what: &str) -> CpiError {
     let (kind, retry) = match stage {
         Stage::Call => (
             ErrorKind::CloudError,
@@ -171,8 +172,8 @@ pub fn from_ironic(e: crate::ironic::IronicError, stage: Stage, what: &str) -> C
 }
 
 /// A plain call's Ironic failure (`?` in actions): [`Stage::Call`].
-impl From<crate::ironic::IronicError> for CpiError {
-    fn from(e: crate::ironic::IronicError) -> CpiError {
+impl From<IronicError> for CpiError {
+    fn from(e: IronicError) -> CpiError {
         from_ironic(e, Stage::Call, "")
     }
 }
@@ -182,7 +183,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::ironic::{ConflictKind, IronicError};
+    use crate::ironic::ConflictKind;
 
     fn samples() -> Vec<(&'static str, IronicError)> {
         let m = || "m".to_string();

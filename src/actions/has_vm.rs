@@ -4,7 +4,7 @@
 use serde_json::{json, Value};
 
 use crate::call::Call;
-use crate::error::{CpiError, Result};
+use crate::error::{self, Result, Stage};
 use crate::pool::vm::{lookup, parse_cid, Lookup};
 use crate::rpc::methods::HasVm;
 
@@ -16,6 +16,10 @@ pub fn run(call: &Call, args: HasVm) -> Result<Value> {
             call.note(format!("VM {cid} is gone: {why}"));
             Ok(json!(false))
         }
-        Err(e) => Err(CpiError::from(e).context(format!("reading the node of VM {cid}"))),
+        Err(e) => Err(error::from_ironic(
+            e,
+            Stage::Call,
+            &format!("reading the node of VM {cid}"),
+        )),
     }
 }

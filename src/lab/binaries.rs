@@ -5,7 +5,7 @@
 //! built through cargo (a no-op when up to date) once per process, with the test's own profile,
 //! so that a test never runs a binary older than the sources it was compiled with.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
@@ -13,9 +13,8 @@ use crate::process::repo_root;
 
 /// `bin` of workspace package `package`, built if it is missing or stale.
 pub fn workspace_binary(package: &str, bin: &str) -> Result<PathBuf, String> {
-    static BUILT: Mutex<Option<HashMap<String, PathBuf>>> = Mutex::new(None);
+    static BUILT: Mutex<BTreeMap<String, PathBuf>> = Mutex::new(BTreeMap::new());
     let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
-    let built = built.get_or_insert_with(HashMap::new);
     if let Some(path) = built.get(bin) {
         return Ok(path.clone());
     }

@@ -2,7 +2,7 @@
 //! cid of a VM that is gone (its node since released, maybe holding another VM) never reaches
 //! an Ironic call that changes something.
 
-use crate::error::{CpiError, Result};
+use crate::error::{self, CpiError, Result, Stage};
 use crate::ironic::{Ironic, IronicError, Node};
 use crate::pool::record::VmRecord;
 use crate::pool::vm_cid::VmCid;
@@ -50,6 +50,10 @@ pub fn held(api: &dyn Ironic, cid_text: &str) -> Result<(Node, VmRecord)> {
     match lookup(api, &cid) {
         Ok(Lookup::Held(node, record)) => Ok((*node, *record)),
         Ok(Lookup::Gone(why)) => Err(CpiError::vm_not_found(format!("VM {cid} not found: {why}"))),
-        Err(e) => Err(CpiError::from(e).context(format!("reading the node of VM {cid}"))),
+        Err(e) => Err(error::from_ironic(
+            e,
+            Stage::Call,
+            &format!("reading the node of VM {cid}"),
+        )),
     }
 }

@@ -7,9 +7,9 @@
 use serde_json::{json, Map, Value};
 
 use crate::disks::cid::DiskCid;
-use crate::error::{CpiError, Result};
+use crate::error::{self, CpiError, Result, Stage};
 use crate::ironic::types::pointer_key;
-use crate::ironic::{Ironic, Node, PatchOp, PortQuery};
+use crate::ironic::{Ironic, IronicError, Node, PatchOp, PortQuery};
 use crate::pool::record::{disks, DISKS_KEY};
 use crate::pool::record::{while_owned, VmRecord};
 
@@ -47,24 +47,32 @@ impl Located {
 
 /// Find the node that owns the disk's MAC; None when no node has that MAC any more.
 pub fn locate(client: &dyn Ironic, cid: &DiskCid) -> Result<Option<Located>> {
-    let ports = client
-        .list_ports(&PortQuery {
-            address: Some(cid.mac.clone()),
-            fields: vec!["node_uuid".into(), "address".into()],
-            ..Default::default()
-        })
-        .map_err(|e| CpiError::cloud(format!("looking up the node of disk {cid}: {e}")))?;
+    find(client, cid).map_err(|e| {
+        error::from_ironic(
+            e,
+            Stage::Call,
+            &format!("looking up the node of disk {cid}"),
+        )
+    })
+}
+
+/// [`locate`] with Ironic's own error, for callers that map it by their stage (create_vm).
+pub fn find(
+    client: &dyn Ironic,
+    cid: &DiskCid,
+) -> std::result::Result<Option<Located>, IronicError> {
+    let ports = client.list_ports(&PortQuery {
+        address: Some(cid.mac.clone()),
+        fields: vec!["node_uuid".into(), "address".into()],
+        ..Default::default()
+    })?;
     let Some(port) = ports.first() else {
         return Ok(None);
     };
     let node = match client.get_node(&port.node_uuid) {
         Ok(n) => n,
         Err(e) if e.is_not_found() => return Ok(None),
-        Err(e) => {
-            return Err(CpiError::cloud(format!(
-                "reading the node of disk {cid}: {e}"
-            )))
-        }
+        Err(e) => return Err(e),
     };
     let record = disks(&node)
         .get(&cid.to_string())

@@ -23,14 +23,14 @@ use serde_json::{json, Map, Value};
 
 use crate::config::{IronicConfig, Seconds};
 use crate::configdrive::ConfigDrive;
-use crate::disks::cid::DiskCid;
+use crate::disks::placement;
 use crate::error::{self, CpiError, Result, Stage};
 use crate::ironic::{wait, Ironic, IronicError, Node, NodeQuery, PatchOp, PortQuery};
 use crate::mac::normalize_mac;
 use crate::pool::cloud_properties::VmCloudProperties;
 use crate::pool::confirm;
 use crate::pool::enroll;
-use crate::pool::record::{disks, record_path, while_owned, Phase, VmRecord, VM_KEY};
+use crate::pool::record::{record_path, while_owned, Phase, VmRecord, VM_KEY};
 use crate::pool::reserve::{reserve, Reservation, Reserve};
 use crate::pool::select::{free_queries, Criteria, Shortlist, Tally, NODE_FIELDS, PORT_FIELDS};
 use crate::pool::teardown::Teardown;
@@ -99,7 +99,7 @@ impl Provisioner<'_> {
     pub fn create(&self, plan: &Plan, rng: &mut impl Rng) -> Result<Created> {
         let mut mac_nodes = self.nodes_with_macs(&plan.props.macs)?;
         self.enroll_if_asked(plan, &mut mac_nodes)?;
-        let mut pinned = self.pinned_node(plan.disk_cids)?;
+        let mut pinned = placement::node_of(self.api, plan.disk_cids)?;
         let pinned_uuid = pinned.as_ref().map(|n| n.uuid.clone());
         let criteria = Criteria {
             props: plan.props,
@@ -271,62 +271,6 @@ impl Provisioner<'_> {
         (self.note)(format!("enrolled node {} from ironic_params", node.label()));
         mac_nodes.insert(node.uuid);
         Ok(())
-    }
-
-    /// The node holding the VM's persistent disks: a VM must land where its local disks are.
-    /// Each disk must be recorded on the node its cid names (by a MAC of its).
-    fn pinned_node(&self, disk_cids: &[String]) -> Result<Option<Node>> {
-        let mut pinned: Option<Node> = None;
-        for cid in disk_cids {
-            let parsed = DiskCid::parse(cid).ok_or_else(|| {
-                CpiError::cloud(format!("disk_cids: '{cid}' is not a disk id of this CPI"))
-            })?;
-            let gone = || {
-                CpiError::cloud(format!(
-                    "disk {cid} lives on the node with MAC {}, which is not in the pool any more",
-                    parsed.mac
-                ))
-            };
-            let lookup = |e: IronicError| failed(e, &format!("looking up the node of disk {cid}"));
-            let owner = self
-                .api
-                .list_ports(&PortQuery {
-                    address: Some(parsed.mac.clone()),
-                    fields: vec!["address".into(), "node_uuid".into()],
-                    ..Default::default()
-                })
-                .map_err(lookup)?
-                .into_iter()
-                .next()
-                .ok_or_else(gone)?
-                .node_uuid;
-            let node = match pinned.take() {
-                Some(n) if n.uuid == owner => n,
-                other => {
-                    if other.is_some() {
-                        return Err(CpiError::cloud(format!(
-                            "disk_cids {disk_cids:?} live on different nodes; one VM can only \
-                             use the local disks of its own node"
-                        )));
-                    }
-                    match self.api.get_node(&owner) {
-                        Ok(n) => n,
-                        Err(e) if e.is_not_found() => return Err(gone()),
-                        Err(e) => return Err(lookup(e)),
-                    }
-                }
-            };
-            if !disks(&node).contains_key(cid) {
-                return Err(CpiError::cloud(format!(
-                    "disk {cid} is not recorded on node {} (the node with MAC {}): it was never \
-                     created there, or it was deleted",
-                    node.label(),
-                    parsed.mac
-                )));
-            }
-            pinned = Some(node);
-        }
-        Ok(pinned)
     }
 
     /// No candidate: read the whole pool once more, page by page, to say why and whether the

@@ -342,7 +342,8 @@ fn which(program: &str) -> bool {
         .is_some_and(|paths| std::env::split_paths(&paths).any(|p| p.join(program).is_file()))
 }
 
-/// The configuration measured in docs/ironic-facts.md, on `port`, with the lab's options.
+/// Ironic's configuration for the lab (standalone, fake-hardware, SQLite, the lab's auth), on
+/// `port`, with the lab's options.
 fn ironic_conf(dir: &Path, port: u16, opts: &IronicLabOptions) -> String {
     let d = dir.display();
     let auth = match opts.auth {

@@ -201,6 +201,7 @@ impl Config {
                 "cannot read the CPI config file {}: {e}",
                 path.display()
             ))
+            .because(e)
         })?;
         let mut value: Value = serde_json::from_str(&text).map_err(|e| {
             CpiError::cpi(format!(

@@ -4,6 +4,7 @@
 //! other `type` to `UnknownError` and fails the task, so nothing else may escape.
 
 use std::fmt;
+use std::sync::Arc;
 
 use crate::ironic::IronicError;
 
@@ -62,13 +63,30 @@ impl fmt::Display for ErrorKind {
 
 /// A failure on its way to the director: type, a message a person can act on, and whether the
 /// director may simply call again.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+///
+/// The message already says what went wrong in words (the director shows only it); the error
+/// that caused it is kept as the `source`, so the stderr log can show the chain and code can
+/// ask what the cause was instead of reading the message.
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("{kind}: {message}")]
 pub struct CpiError {
     pub kind: ErrorKind,
     pub message: String,
     pub ok_to_retry: bool,
+    #[source]
+    source: Option<Arc<dyn std::error::Error + Send + Sync>>,
 }
+
+/// Two errors are the same answer to the director when type, message and retry flag agree.
+impl PartialEq for CpiError {
+    fn eq(&self, other: &Self) -> bool {
+        self.kind == other.kind
+            && self.message == other.message
+            && self.ok_to_retry == other.ok_to_retry
+    }
+}
+
+impl Eq for CpiError {}
 
 impl CpiError {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
@@ -76,7 +94,19 @@ impl CpiError {
             kind,
             message: message.into(),
             ok_to_retry: false,
+            source: None,
         }
+    }
+
+    /// Keep the error that caused this one (its text is usually in the message too).
+    pub fn because(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.source = Some(Arc::new(source));
+        self
+    }
+
+    /// The cause, when it is of type `E` (an Ironic failure, an I/O error).
+    pub fn cause<E: std::error::Error + 'static>(&self) -> Option<&E> {
+        self.source.as_deref().and_then(|s| s.downcast_ref::<E>())
     }
 
     /// Bad input: malformed request, wrong argument types, bad configuration.
@@ -168,7 +198,7 @@ pub fn from_ironic(e: IronicError, stage: Stage, what: &str) -> CpiError {
     } else {
         format!("{what}: {e}")
     };
-    CpiError::new(kind, message).retryable(retry)
+    CpiError::new(kind, message).retryable(retry).because(e)
 }
 
 /// A plain call's Ironic failure (`?` in actions): [`Stage::Call`].
@@ -356,6 +386,29 @@ mod tests {
                 assert!(got.message.starts_with("doing x: "), "{}", got.message);
             }
         }
+    }
+
+    #[test]
+    fn the_ironic_failure_stays_the_source() {
+        let e = IronicError::BadRequest {
+            message: "bad root_device".into(),
+        };
+        let got = from_ironic(e, Stage::Deploying, "deploying node n");
+        assert!(matches!(
+            got.cause::<IronicError>(),
+            Some(IronicError::BadRequest { .. })
+        ));
+        let chain = std::error::Error::source(&got).map(|s| s.to_string());
+        assert_eq!(
+            chain.as_deref(),
+            Some(got.message.trim_start_matches("deploying node n: "))
+        );
+        assert!(got
+            .clone()
+            .context("create_vm")
+            .cause::<IronicError>()
+            .is_some());
+        assert!(CpiError::cloud("plain").cause::<IronicError>().is_none());
     }
 
     #[test]

@@ -6,7 +6,7 @@ use serde_json::{json, Map, Value};
 use crate::call::Call;
 use crate::disks::cid::{check_device, DiskCid};
 use crate::disks::store;
-use crate::error::{CpiError, Result};
+use crate::error::{self, CpiError, Result, Stage};
 use crate::ironic::PortQuery;
 use crate::pool::record::disks;
 use crate::pool::vm::held;
@@ -68,7 +68,13 @@ pub fn run(call: &Call, args: CreateDisk) -> Result<Value> {
             fields: vec!["address".into()],
             ..Default::default()
         })
-        .map_err(|e| CpiError::cloud(format!("listing ports of node {}: {e}", node.label())))?;
+        .map_err(|e| {
+            error::from_ironic(
+                e,
+                Stage::Call,
+                &format!("listing ports of node {}", node.label()),
+            )
+        })?;
     ports.sort_by(|a, b| a.address.cmp(&b.address));
     let mac = ports.first().map(|p| p.address.clone()).ok_or_else(|| {
         CpiError::cloud(format!(

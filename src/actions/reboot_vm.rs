@@ -3,7 +3,7 @@
 use serde_json::Value;
 
 use crate::call::Call;
-use crate::error::{CpiError, Result};
+use crate::error::{self, CpiError, Result, Stage};
 use crate::ironic::wait;
 use crate::pool::vm::held;
 use crate::rpc::methods::RebootVm;
@@ -23,7 +23,9 @@ pub fn run(call: &Call, args: RebootVm) -> Result<Value> {
     let started = std::time::Instant::now();
     client
         .set_power_state(&node.uuid, "rebooting")
-        .map_err(|e| CpiError::cloud(format!("rebooting node {}: {e}", node.label())))?;
+        .map_err(|e| {
+            error::from_ironic(e, Stage::Call, &format!("rebooting node {}", node.label()))
+        })?;
     wait::power_state(
         client,
         &cfg.ironic.poll,
@@ -31,7 +33,7 @@ pub fn run(call: &Call, args: RebootVm) -> Result<Value> {
         "power on",
         cfg.ironic.timeouts.power.get(),
     )
-    .map_err(|e| CpiError::cloud(format!("rebooting node {}: {e}", node.label())))?;
+    .map_err(|e| error::from_ironic(e, Stage::Call, &format!("rebooting node {}", node.label())))?;
     call.note(format!(
         "rebooted node {} in {:.1} s",
         node.label(),

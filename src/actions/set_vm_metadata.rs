@@ -4,7 +4,7 @@
 use serde_json::{json, Map, Value};
 
 use crate::call::Call;
-use crate::error::{CpiError, Result};
+use crate::error::{self, Result, Stage};
 use crate::ironic::PatchOp;
 use crate::pool::record::while_owned;
 use crate::pool::record::METADATA_KEY;
@@ -42,7 +42,13 @@ pub fn run(call: &Call, args: SetVmMetadata) -> Result<Value> {
     }
     client
         .patch_node(&node.uuid, &[guard, meta_op])
-        .map_err(|e| CpiError::cloud(format!("saving metadata on node {}: {e}", node.label())))?;
+        .map_err(|e| {
+            error::from_ironic(
+                e,
+                Stage::Call,
+                &format!("saving metadata on node {}", node.label()),
+            )
+        })?;
     Ok(Value::Null)
 }
 

@@ -158,7 +158,9 @@ fn read_request() -> Result<Vec<u8>, CpiError> {
         .lock()
         .take(MAX_REQUEST_BYTES as u64 + 1)
         .read_to_end(&mut input)
-        .map_err(|e| CpiError::cpi(format!("cannot read the request from stdin: {e}")))?;
+        .map_err(|e| {
+            CpiError::cpi(format!("cannot read the request from stdin: {e}")).because(e)
+        })?;
     if input.len() > MAX_REQUEST_BYTES {
         return Err(CpiError::cpi(format!(
             "request is larger than {} MiB; refusing it rather than reading part of it",

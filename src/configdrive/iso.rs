@@ -59,7 +59,9 @@ pub fn write_iso(files: &[(String, Vec<u8>)]) -> Result<Vec<u8>> {
     // Descriptors, path tables and directories take well under 64 sectors: one allocation.
     let capacity = files.iter().map(|(_, c)| c.len() + 2048).sum::<usize>() + 64 * 2048;
     let out = IsoImageWriter::create(Cursor::new(Vec::with_capacity(capacity)), tree, options)
-        .map_err(|e| CpiError::cloud(format!("cannot write the config drive ISO image: {e}")))?;
+        .map_err(|e| {
+            CpiError::cloud(format!("cannot write the config drive ISO image: {e}")).because(e)
+        })?;
     Ok(out.into_inner())
 }
 
@@ -136,7 +138,7 @@ pub fn gzip(data: &[u8]) -> Result<Vec<u8>> {
     let mut enc = GzEncoder::new(Vec::with_capacity(data.len() / 8), Compression::best());
     enc.write_all(data)
         .and_then(|_| enc.finish())
-        .map_err(|e| CpiError::cloud(format!("cannot gzip the config drive: {e}")))
+        .map_err(|e| CpiError::cloud(format!("cannot gzip the config drive: {e}")).because(e))
 }
 
 /// One line, standard alphabet, padded: what Ironic's `configdrive` string takes.

@@ -446,7 +446,9 @@ fn reconcile_netmask_prefix(name: &str, net: &mut Map<String, Value>) -> Result<
         (Some((m, bits)), _) => (m, bits),
         (None, Some(p)) => {
             let mask = IpNetwork::new(ip, p)
-                .map_err(|e| CpiError::cloud(format!("manual network '{name}': prefix {p}: {e}")))?
+                .map_err(|e| {
+                    CpiError::cloud(format!("manual network '{name}': prefix {p}: {e}")).because(e)
+                })?
                 .mask();
             (mask.to_string(), p)
         }

@@ -131,10 +131,13 @@ pub fn put(
         ops.push(while_owned(vm_id));
     }
     ops.push(op);
-    client
-        .patch_node(&node.uuid, &ops)
-        .map(drop)
-        .map_err(|e| CpiError::cloud(format!("saving disk {cid} on node {}: {e}", node.label())))
+    client.patch_node(&node.uuid, &ops).map(drop).map_err(|e| {
+        error::from_ironic(
+            e,
+            Stage::Call,
+            &format!("saving disk {cid} on node {}", node.label()),
+        )
+    })
 }
 
 pub fn remove(client: &dyn Ironic, node: &Node, cid: &str) -> Result<()> {
@@ -146,10 +149,11 @@ pub fn remove(client: &dyn Ironic, node: &Node, cid: &str) -> Result<()> {
         PatchOp::remove(format!("/extra/{DISKS_KEY}/{}", pointer_key(cid)))
     };
     client.patch_node(&node.uuid, &[op]).map(drop).map_err(|e| {
-        CpiError::cloud(format!(
-            "removing disk {cid} from node {}: {e}",
-            node.label()
-        ))
+        error::from_ironic(
+            e,
+            Stage::Call,
+            &format!("removing disk {cid} from node {}", node.label()),
+        )
     })
 }
 

@@ -5,7 +5,7 @@
 use serde_json::{json, Map, Value};
 
 use crate::config::IronicConfig;
-use crate::error::{CpiError, Result};
+use crate::error::{self, CpiError, Result, Stage};
 use crate::ironic::{wait, Ironic, IronicError, Node};
 use crate::pool::record::ENROLLED_KEY;
 
@@ -26,9 +26,13 @@ pub fn enroll(
     };
     extra.insert(ENROLLED_KEY.into(), json!(true));
 
-    let node = api
-        .create_node(&Value::Object(body))
-        .map_err(|e| CpiError::cloud(format!("enrolling a node for MACs {macs:?}: {e}")))?;
+    let node = api.create_node(&Value::Object(body)).map_err(|e| {
+        error::from_ironic(
+            e,
+            Stage::Call,
+            &format!("enrolling a node for MACs {macs:?}"),
+        )
+    })?;
     log::info!("enrolled node {} for MACs {macs:?}", node.label());
     match prepare(api, cfg, &node, macs) {
         Ok(node) => Ok(node),

@@ -267,7 +267,7 @@ impl Provisioner<'_> {
             return Ok(());
         }
         let node = enroll::enroll(self.api, self.ironic, params, &plan.props.macs)
-            .map_err(|e| CpiError::vm_creation_failed(e.message, true))?;
+            .map_err(|e| CpiError::vm_creation_failed(e.message.clone(), true).because(e))?;
         (self.note)(format!("enrolled node {} from ironic_params", node.label()));
         mac_nodes.insert(node.uuid);
         Ok(())

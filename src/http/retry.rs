@@ -125,8 +125,8 @@ pub enum Verdict {
     Retry(Option<Duration>),
 }
 
-/// Run `op` until it succeeds, `judge` stops it or `policy`'s budget is spent; `notify` hears of
-/// each retry before its delay. The result is `op`'s last.
+/// Run `op` until it succeeds, `judge` stops it or `policy`'s attempts are spent; `notify`
+/// hears of each retry before its delay. The result is `op`'s last.
 pub fn run<T, E>(
     policy: &Policy,
     op: impl FnMut() -> Result<T, E>,

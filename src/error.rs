@@ -201,6 +201,21 @@ pub fn from_ironic(e: IronicError, stage: Stage, what: &str) -> CpiError {
     CpiError::new(kind, message).retryable(retry).because(e)
 }
 
+/// A WebDAV or registry failure: a client that cannot be built is the configuration's fault;
+/// no answer, or a 5xx, may pass.
+impl From<ironic_cpi_http::HttpError> for CpiError {
+    fn from(e: ironic_cpi_http::HttpError) -> CpiError {
+        use ironic_cpi_http::HttpError;
+        match e {
+            HttpError::CaFile { .. } | HttpError::Build { .. } => CpiError::cpi(e.to_string()),
+            HttpError::Transport { .. } => CpiError::cloud(e.to_string()).retryable(true),
+            HttpError::Status { status, .. } => {
+                CpiError::cloud(e.to_string()).retryable(status >= 500)
+            }
+        }
+    }
+}
+
 /// A plain call's Ironic failure (`?` in actions): [`Stage::Call`].
 impl From<IronicError> for CpiError {
     fn from(e: IronicError) -> CpiError {

@@ -178,7 +178,7 @@ fn check_config(path: Option<PathBuf>) -> ExitCode {
     match Config::load(&path, &serde_json::Map::new()) {
         Ok(config) => {
             // URLs may carry `user:password@`: show them without.
-            let shown = |u: Option<&str>| u.map_or("none".to_string(), redact::url);
+            let shown = |u: Option<&str>| u.map_or("none".to_string(), redact::url_text);
             println!(
                 "{}: valid (Ironic at {}, registry {}, stemcell repository {}, metadata repository {})",
                 path.display(),

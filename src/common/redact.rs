@@ -6,29 +6,52 @@
 //! - Text from Ironic (names, agent ids, `last_error`) is shown with control characters escaped,
 //!   so that it cannot clear a terminal or forge lines.
 
-/// `url` without credentials; text that does not parse as a URL loses everything up to an `@`
-/// in what would be its authority.
-pub fn url(raw: &str) -> String {
-    if let Ok(mut u) = url::Url::parse(raw).map_err(|_| ()).and_then(|u| {
-        // `user:pw@host` parses as scheme `user` with an opaque path: not a URL with a host.
-        if u.has_host() {
-            Ok(u)
-        } else {
-            Err(())
-        }
-    }) {
-        if !u.username().is_empty() || u.password().is_some() {
-            let _ = u.set_username("");
-            let _ = u.set_password(None);
-            let mut s = u.to_string();
-            // Url adds a `/` to an empty path; keep the configured form.
-            if !raw.ends_with('/') && s.ends_with('/') && u.path() == "/" {
-                s.pop();
-            }
-            return s;
-        }
-        return raw.to_string();
+use percent_encoding::percent_decode_str;
+use url::Url;
+
+/// `u` without its user and password: the one way a URL goes into a message.
+pub fn url(u: &Url) -> String {
+    let mut u = u.clone();
+    strip(&mut u);
+    u.to_string()
+}
+
+/// Text that should be a URL (a configured endpoint), without credentials, in the form it was
+/// written. Text that is no URL with a host (`user:pw@host:25777` parses as scheme `user`)
+/// loses everything up to an `@` in what would be its authority.
+pub fn url_text(raw: &str) -> String {
+    split_credentials(raw).0
+}
+
+/// `raw` without `user:password@`, and the credentials it carried, percent-decoded (a WebDAV
+/// URL's userinfo becomes basic auth). A URL keeps the form it was written in (no `/` added to
+/// an empty path); text that is no URL with a host loses everything up to an `@` in what would
+/// be its authority, and its credentials are not taken (they cannot be told apart reliably).
+pub fn split_credentials(raw: &str) -> (String, Option<(String, String)>) {
+    let Some(mut u) = Url::parse(raw).ok().filter(Url::has_host) else {
+        return (without_authority_userinfo(raw), None);
+    };
+    if u.username().is_empty() && u.password().is_none() {
+        return (raw.to_string(), None);
     }
+    let decode = |s: &str| percent_decode_str(s).decode_utf8_lossy().into_owned();
+    let creds = (decode(u.username()), decode(u.password().unwrap_or("")));
+    strip(&mut u);
+    let mut plain = u.to_string();
+    // Url adds a `/` to an empty path; keep the configured form.
+    if !raw.ends_with('/') && plain.ends_with('/') && u.path() == "/" {
+        plain.pop();
+    }
+    (plain, Some(creds))
+}
+
+fn strip(u: &mut Url) {
+    // Both only fail for URLs that cannot have userinfo, which then have none.
+    let _ = u.set_username("");
+    let _ = u.set_password(None);
+}
+
+fn without_authority_userinfo(raw: &str) -> String {
     let (scheme, rest) = match raw.find("://") {
         Some(i) => (&raw[..i + 3], &raw[i + 3..]),
         None => ("", raw),
@@ -102,12 +125,49 @@ mod tests {
 
     #[test]
     fn urls_lose_credentials() {
-        assert_eq!(url("http://u:p%40ss@h:1/x"), "http://h:1/x");
-        assert_eq!(url("http://u:pw@h:1"), "http://h:1");
-        assert_eq!(url("http://h:1/x/"), "http://h:1/x/");
-        assert_eq!(url("h:1/x"), "h:1/x");
-        assert_eq!(url("http://u:s3cret@[bad/x"), "http://[bad/x");
-        assert_eq!(url("u:s3cret@host:25777"), "host:25777");
+        let u = |s: &str| Url::parse(s).unwrap();
+        assert_eq!(url(&u("http://u:p%40ss@h:1/x?q=1")), "http://h:1/x?q=1");
+        assert_eq!(url(&u("http://u@h:1")), "http://h:1/", "Url's own form");
+        assert_eq!(url(&u("http://h:1/x/")), "http://h:1/x/");
+    }
+
+    #[test]
+    fn text_loses_credentials_and_keeps_its_form() {
+        assert_eq!(url_text("http://u:p%40ss@h:1/x"), "http://h:1/x");
+        assert_eq!(url_text("http://u:pw@h:1"), "http://h:1");
+        assert_eq!(url_text("http://h:1/x/"), "http://h:1/x/");
+        assert_eq!(
+            url_text("HTTP://h:1"),
+            "HTTP://h:1",
+            "no credentials: as written"
+        );
+        // Not URLs with a host: everything up to the authority's last `@` goes.
+        assert_eq!(url_text("h:1/x"), "h:1/x");
+        assert_eq!(url_text("http://u:s3cret@[bad/x"), "http://[bad/x");
+        assert_eq!(url_text("u:s3cret@host:25777"), "host:25777");
+        assert_eq!(url_text("u:p@ss@host/a@b"), "host/a@b");
+    }
+
+    #[test]
+    fn credentials_are_split_off_decoded() {
+        let owned = |a: &str, b: &str| Some((a.to_string(), b.to_string()));
+        assert_eq!(
+            split_credentials("http://u:p%40ss@h:1/images"),
+            ("http://h:1/images".to_string(), owned("u", "p@ss"))
+        );
+        assert_eq!(
+            split_credentials("https://us%20er@h"),
+            ("https://h".to_string(), owned("us er", ""))
+        );
+        assert_eq!(
+            split_credentials("http://h/x/"),
+            ("http://h/x/".to_string(), None)
+        );
+        assert_eq!(
+            split_credentials("u:pw@h:1/x"),
+            ("h:1/x".to_string(), None),
+            "no URL: hidden, not taken"
+        );
     }
 
     #[test]

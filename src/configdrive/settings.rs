@@ -127,24 +127,11 @@ pub fn redacted(doc: &Value) -> Value {
         // Registry endpoints may embed `user:password@`.
         if let Some(Value::Object(r)) = m.get_mut("registry") {
             if let Some(e) = r.get_mut("endpoint") {
-                *e = Value::String(without_userinfo(e.as_str().unwrap_or_default()));
+                *e = Value::String(ironic_cpi_common::redact::url_text(
+                    e.as_str().unwrap_or_default(),
+                ));
             }
         }
     }
     out
-}
-
-/// The URL with any `user:password@` replaced; unparsable text is hidden entirely.
-fn without_userinfo(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) => {
-            if !u.username().is_empty() || u.password().is_some() {
-                // Both setters only fail for URLs that cannot carry userinfo at all.
-                let _ = u.set_username("redacted");
-                let _ = u.set_password(None);
-            }
-            u.to_string()
-        }
-        Err(_) => REDACTED.into(),
-    }
 }

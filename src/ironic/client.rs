@@ -16,11 +16,12 @@ use reqwest::Method;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use url::Url;
 
 use crate::config::{parse_microversion, IronicAuth, IronicConfig};
-use ironic_cpi_common::Secret;
+use ironic_cpi_common::{redact, Secret};
+use ironic_cpi_http::{self as http, Policy, Verdict};
 
-use super::backoff::{Backoff, RetryBudget};
 use super::body::{self, Body};
 use super::error::IronicError;
 use super::keystone;
@@ -29,7 +30,6 @@ use super::tls;
 use super::types::{Node, PatchOp, Port};
 
 const VERSION_HEADER: &str = "X-OpenStack-Ironic-API-Version";
-const USER_AGENT: &str = concat!("ironic_cpi/", env!("CARGO_PKG_VERSION"));
 
 /// Characters left alone in a path segment (node names may contain anything).
 const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
@@ -42,7 +42,8 @@ const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
 /// token request).
 #[derive(Clone)]
 struct Session {
-    base: String,
+    /// Ends in `/`, so that API paths join below it (a proxy's path prefix stays).
+    base: Url,
     token: Option<Secret>,
 }
 
@@ -82,21 +83,18 @@ enum Mode {
 #[derive(Clone, Copy)]
 struct Exchange<'a> {
     method: &'a Method,
-    url: &'a str,
+    url: &'a Url,
     /// For logs and errors: the path below the base URL, never the host or credentials.
     path: &'a str,
     body: Option<&'a Value>,
     mode: Mode,
-    session: &'a Session,
+    token: Option<&'a Secret>,
     version: Option<(u32, u32)>,
     target: &'a Target<'a>,
 }
 
-/// One exchange's outcome; a failure carries the server's `Retry-After`, if any.
-enum Attempt {
-    Answered(Answer),
-    Failed(IronicError, Option<Duration>),
-}
+/// A failed exchange, with the server's `Retry-After`, if any.
+struct Failed(Box<IronicError>, Option<Duration>);
 
 struct Answer {
     headers: HeaderMap,
@@ -107,30 +105,15 @@ impl IronicClient {
     /// Build the HTTP client. No network I/O happens here.
     pub fn new(cfg: &IronicConfig) -> Result<IronicClient, IronicError> {
         let config_err = |message: String| IronicError::Config { message };
-        let mut builder = Client::builder()
-            .user_agent(USER_AGENT)
-            .connect_timeout(cfg.connect_timeout.get())
-            .timeout(cfg.request_timeout.get());
-        if let Some(path) = cfg.ca_cert_file.as_deref().filter(|p| !p.is_empty()) {
-            let pem = std::fs::read(path)
-                .map_err(|e| config_err(format!("cannot read ironic.ca_cert_file {path}: {e}")))?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                config_err(format!(
-                    "ironic.ca_cert_file {path} is not a PEM bundle: {e}"
-                ))
-            })?;
-            if certs.is_empty() {
-                return Err(config_err(format!(
-                    "ironic.ca_cert_file {path} holds no certificate"
-                )));
-            }
-            for c in certs {
-                builder = builder.add_root_certificate(c);
-            }
-        }
-        let http = builder
-            .build()
-            .map_err(|e| config_err(format!("cannot build the HTTP client: {e}")))?;
+        let http = http::client(&http::ClientOptions {
+            ca_cert_file: cfg.ca_cert_file.as_deref(),
+            connect_timeout: cfg.connect_timeout.get(),
+            timeout: cfg.request_timeout.get(),
+        })
+        .map_err(|e| match e {
+            http::HttpError::CaFile { .. } => config_err(format!("ironic.{e}")),
+            e => config_err(e.to_string()),
+        })?;
         for (key, v) in [
             ("min", &cfg.microversion.min),
             ("max", &cfg.microversion.max),
@@ -147,18 +130,27 @@ impl IronicClient {
                 "ironic.url is empty and no Keystone auth is configured to find it".into(),
             ));
         }
-        if !base.is_empty() {
-            url::Url::parse(&base)
-                .map_err(|e| config_err(format!("ironic.url is not a URL: {e}")))?;
-        }
-        let session = match &cfg.auth {
-            IronicAuth::KeystonePassword { .. }
-            | IronicAuth::KeystoneApplicationCredential { .. } => None,
-            IronicAuth::Token { token } => Some(Session {
-                base: base.clone(),
+        let base = match base.as_str() {
+            "" => None,
+            b => {
+                Some(base_url(b).map_err(|e| config_err(format!("ironic.url is not a URL: {e}")))?)
+            }
+        };
+        let session = match (&cfg.auth, base) {
+            (
+                IronicAuth::KeystonePassword { .. }
+                | IronicAuth::KeystoneApplicationCredential { .. },
+                _,
+            ) => None,
+            (IronicAuth::Token { token }, Some(base)) => Some(Session {
+                base,
                 token: Some(token.clone()),
             }),
-            IronicAuth::None | IronicAuth::HttpBasic { .. } => Some(Session { base, token: None }),
+            (IronicAuth::None | IronicAuth::HttpBasic { .. }, Some(base)) => {
+                Some(Session { base, token: None })
+            }
+            // Checked above: without Keystone, the URL is configured.
+            (_, None) => None,
         };
         Ok(IronicClient {
             http,
@@ -214,7 +206,7 @@ impl IronicClient {
     }
 
     fn negotiate(&self) -> Result<(u32, u32), IronicError> {
-        let ans = self.call(Method::GET, "/v1", None, Mode::Discovery, &NO_TARGET, None)?;
+        let ans = self.call(Method::GET, "/v1", None, Mode::Discovery, &NO_TARGET)?;
         let header = |name: &str| {
             ans.headers
                 .get(name)
@@ -261,7 +253,7 @@ impl IronicClient {
 
     /// A node by UUID or name.
     pub fn get_node(&self, id: &str) -> Result<Node, IronicError> {
-        self.get_json(&format!("/v1/nodes/{}", seg(id)), &node_target(id), None)
+        self.get_json(&format!("/v1/nodes/{}", seg(id)), &node_target(id))
     }
 
     /// A node with only `fields` filled in (the others default).
@@ -270,7 +262,7 @@ impl IronicClient {
             &format!("/v1/nodes/{}", seg(id)),
             &[("fields", fields.join(","))],
         );
-        self.get_json(&path, &node_target(id), None)
+        self.get_json(&path, &node_target(id))
     }
 
     /// The nodes matching `q`, page by page: `each` sees every page as it arrives and may stop
@@ -377,11 +369,7 @@ impl IronicClient {
 
     /// The driver's interface-by-interface validation (`{"power": {"result": true}, ...}`).
     pub fn validate_node(&self, id: &str) -> Result<Value, IronicError> {
-        self.get_json(
-            &format!("/v1/nodes/{}/validate", seg(id)),
-            &node_target(id),
-            None,
-        )
+        self.get_json(&format!("/v1/nodes/{}/validate", seg(id)), &node_target(id))
     }
 
     // ---- ports ----
@@ -451,7 +439,7 @@ impl IronicClient {
         let mut markers: HashSet<String> = HashSet::new();
         let mut delivered = 0usize;
         while let Some(page_path) = next.take() {
-            let page: Page<T> = self.get_json(&page_path, &NO_TARGET, None)?;
+            let page: Page<T> = self.get_json(&page_path, &NO_TARGET)?;
             let Some(mut items) = page.items else {
                 return Err(IronicError::Decode {
                     what: format!("GET {path}"),
@@ -491,13 +479,8 @@ impl IronicClient {
         Ok(())
     }
 
-    fn get_json<T: DeserializeOwned>(
-        &self,
-        path: &str,
-        target: &Target,
-        budget: Option<RetryBudget>,
-    ) -> Result<T, IronicError> {
-        let ans = self.call(Method::GET, path, None, Mode::Api, target, budget)?;
+    fn get_json<T: DeserializeOwned>(&self, path: &str, target: &Target) -> Result<T, IronicError> {
+        let ans = self.call(Method::GET, path, None, Mode::Api, target)?;
         decode(&Method::GET, path, &ans.body)
     }
 
@@ -508,7 +491,7 @@ impl IronicClient {
         body: Option<&Value>,
         target: &Target,
     ) -> Result<T, IronicError> {
-        let ans = self.call(method.clone(), path, body, Mode::Api, target, None)?;
+        let ans = self.call(method.clone(), path, body, Mode::Api, target)?;
         decode(&method, path, &ans.body)
     }
 
@@ -519,8 +502,7 @@ impl IronicClient {
         body: Option<&Value>,
         target: &Target,
     ) -> Result<(), IronicError> {
-        self.call(method, path, body, Mode::Api, target, None)
-            .map(|_| ())
+        self.call(method, path, body, Mode::Api, target).map(|_| ())
     }
 
     /// One API call: session, microversion, retries, and one re-authentication when a Keystone
@@ -537,7 +519,6 @@ impl IronicClient {
         body: Option<&Value>,
         mode: Mode,
         target: &Target,
-        budget: Option<RetryBudget>,
     ) -> Result<Answer, IronicError> {
         let mut reauthenticated = false;
         let mut negotiated = false;
@@ -550,18 +531,23 @@ impl IronicClient {
                 },
                 _ => (None, false),
             };
-            let url = format!("{}{}", session.base, path);
+            let url = session
+                .base
+                .join(path.trim_start_matches('/'))
+                .map_err(|e| IronicError::Config {
+                    message: format!("{path} does not join {}: {e}", shown(&session.base)),
+                })?;
             let exchange = Exchange {
                 method: &method,
                 url: &url,
                 path,
                 body,
                 mode,
-                session: &session,
+                token: session.token.as_ref(),
                 version,
                 target,
             };
-            let result = self.send_with_retries(&exchange, budget);
+            let result = self.send_with_retries(&exchange);
             // 401 is a token Ironic no longer accepts; 403 is a policy refusal a new token of
             // the same user would meet again.
             match result {
@@ -614,17 +600,19 @@ impl IronicClient {
                 message: "no Keystone auth configured".into(),
             });
         };
-        let empty = Session {
-            base: String::new(),
-            token: None,
-        };
+        let url = Url::parse(&url).map_err(|e| IronicError::Config {
+            message: format!(
+                "the Keystone auth_url {} is not a URL: {e}",
+                redact::url_text(&url)
+            ),
+        })?;
         let exchange = Exchange {
             method: &Method::POST,
             url: &url,
             path: "/v3/auth/tokens",
             body: Some(&body),
             mode: Mode::Keystone,
-            session: &empty,
+            token: None,
             version: None,
             target: &NO_TARGET,
         };
@@ -633,18 +621,16 @@ impl IronicClient {
         let refused = |status: u16, message: String| IronicError::Auth {
             message: format!(
                 "Keystone at {} refused {} (HTTP {status}: {message})",
-                redact_url(&url),
+                shown(&url),
                 keystone::identity(&self.cfg.auth)
             ),
         };
-        let ans = self
-            .send_with_retries(&exchange, None)
-            .map_err(|e| match e {
-                IronicError::Unauthorized { status, message } => refused(status, message),
-                IronicError::NotFound { message, .. } => refused(404, message),
-                IronicError::BadRequest { message } => refused(400, message),
-                other => other,
-            })?;
+        let ans = self.send_with_retries(&exchange).map_err(|e| match e {
+            IronicError::Unauthorized { status, message } => refused(status, message),
+            IronicError::NotFound { message, .. } => refused(404, message),
+            IronicError::BadRequest { message } => refused(400, message),
+            other => other,
+        })?;
         let token = ans
             .headers
             .get("X-Subject-Token")
@@ -662,68 +648,79 @@ impl IronicClient {
         } else {
             base
         };
+        let base = base_url(&base).map_err(|e| IronicError::Auth {
+            message: format!(
+                "the baremetal endpoint {} is not a URL: {e}",
+                redact::url_text(&base)
+            ),
+        })?;
         Ok(Session {
             base,
             token: Some(Secret::new(token)),
         })
     }
 
-    fn send_with_retries(
-        &self,
-        x: &Exchange,
-        budget: Option<RetryBudget>,
-    ) -> Result<Answer, IronicError> {
-        let budget = budget.unwrap_or(RetryBudget::Attempts(self.cfg.retry.max_attempts.max(1)));
-        let mut backoff = Backoff::for_retry(&self.cfg.retry);
+    /// One exchange under the retry policy: transient failures (409 NodeLocked, 503,
+    /// connection failures) are repeated after the server's `Retry-After` if it gave one, but
+    /// a request that may have reached Ironic only if repeating it is harmless.
+    fn send_with_retries(&self, x: &Exchange) -> Result<Answer, IronicError> {
+        let p = &self.cfg.retry;
+        let policy = Policy::retries(p.initial_delay.get(), p.max_delay.get(), p.max_attempts);
         let idempotent = matches!(*x.method, Method::GET | Method::HEAD | Method::DELETE);
-        let mut attempt = 0u32;
-        let started = Instant::now();
-        loop {
-            attempt += 1;
-            let (err, retry_after) = match self.send_once(x) {
-                Attempt::Answered(ans) => return Ok(ans),
-                Attempt::Failed(err, retry_after) => (err, retry_after),
-            };
-            let retryable = match &err {
-                // A request that may have reached Ironic is repeated only if repeating is harmless.
+        let judge = |Failed(err, retry_after): &Failed| {
+            let retryable = match &**err {
                 IronicError::Transport { not_sent, .. } => *not_sent || idempotent,
                 e => e.is_transient(),
             };
-            if !retryable {
-                return Err(err);
+            if retryable {
+                Verdict::Retry(*retry_after)
+            } else {
+                Verdict::Stop
             }
-            let mut delay = backoff.next_delay();
-            if let Some(ra) = retry_after {
-                delay =
-                    delay.max(ra.min(self.cfg.retry.max_delay.get().max(Duration::from_secs(1))));
+        };
+        let attempts = std::cell::Cell::new(0u32);
+        let started = Instant::now();
+        let result = http::retry::run(
+            &policy,
+            || {
+                attempts.set(attempts.get() + 1);
+                self.send_once(x)
+            },
+            judge,
+            |Failed(err, _), delay| {
+                warn!(
+                    "{} {}: {err}; retrying in {:.2} s (attempt {})",
+                    x.method,
+                    x.path,
+                    delay.as_secs_f64(),
+                    attempts.get() + 1
+                )
+            },
+        );
+        result.map_err(|failed| {
+            let exhausted = judge(&failed) != Verdict::Stop;
+            let Failed(err, _) = failed;
+            if exhausted {
+                gave_up(*err, attempts.get(), started.elapsed())
+            } else {
+                *err
             }
-            if !budget.allows(attempt, delay) {
-                return Err(gave_up(err, attempt, started.elapsed()));
-            }
-            warn!(
-                "{} {}: {err}; retrying in {:.2} s (attempt {})",
-                x.method,
-                x.path,
-                delay.as_secs_f64(),
-                attempt + 1
-            );
-            std::thread::sleep(delay);
-        }
+        })
     }
 
     /// One HTTP exchange. Errors come with the server's `Retry-After`, if any.
-    fn send_once(&self, x: &Exchange) -> Attempt {
+    fn send_once(&self, x: &Exchange) -> Result<Answer, Failed> {
         let Exchange {
             method,
             url,
             path,
             body,
             mode,
-            session,
+            token,
             version,
             target,
         } = *x;
-        let mut req = self.http.request(method.clone(), url);
+        let mut req = self.http.request(method.clone(), url.clone());
         if let Some(v) = version {
             req = req.header(VERSION_HEADER, fmt_version(v));
         }
@@ -733,7 +730,7 @@ impl IronicClient {
                     req = req.basic_auth(username, Some(password.expose()));
                 }
                 _ => {
-                    if let Some(token) = &session.token {
+                    if let Some(token) = token {
                         if let Ok(mut value) = HeaderValue::from_str(token.expose()) {
                             value.set_sensitive(true);
                             req = req.header("X-Auth-Token", value);
@@ -757,30 +754,27 @@ impl IronicClient {
             Ok(r) => r,
             Err(e) => {
                 debug!("{method} {path} -> transport error after {ms:.0} ms");
-                let host = url::Url::parse(url)
-                    .ok()
-                    .and_then(|u| u.host_str().map(str::to_string))
-                    .unwrap_or_default();
-                if let Some(message) = tls::failure(&e, &host) {
-                    return Attempt::Failed(
-                        IronicError::Tls {
+                let host = url.host_str().unwrap_or_default();
+                if let Some(message) = tls::failure(&e, host) {
+                    return Err(Failed(
+                        Box::new(IronicError::Tls {
                             service,
-                            url: redact_url(url),
+                            url: shown(url),
                             message,
-                        },
+                        }),
                         None,
-                    );
+                    ));
                 }
-                return Attempt::Failed(
-                    IronicError::Transport {
+                return Err(Failed(
+                    Box::new(IronicError::Transport {
                         service,
                         method: method.to_string(),
-                        url: redact_url(url),
+                        url: shown(url),
                         message: error_chain(&e),
                         not_sent: e.is_connect(),
-                    },
+                    }),
                     None,
-                );
+                ));
             }
         };
         let status = resp.status().as_u16();
@@ -798,28 +792,28 @@ impl IronicClient {
                 .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
             Ok(Body::Over { declared }) => {
                 debug!("{method} {path} -> {status}, answer over {cap} bytes");
-                return Attempt::Failed(
-                    IronicError::ResponseTooLarge {
+                return Err(Failed(
+                    Box::new(IronicError::ResponseTooLarge {
                         method: method.to_string(),
-                        url: redact_url(url),
+                        url: shown(url),
                         cap,
                         declared,
                         applied: !matches!(*method, Method::GET | Method::HEAD),
-                    },
+                    }),
                     None,
-                );
+                ));
             }
             Err(e) => {
-                return Attempt::Failed(
-                    IronicError::Transport {
+                return Err(Failed(
+                    Box::new(IronicError::Transport {
                         service,
                         method: method.to_string(),
-                        url: redact_url(url),
+                        url: shown(url),
                         message: format!("reading the answer: {}", io_chain(&e)),
                         not_sent: false,
-                    },
+                    }),
                     None,
-                )
+                ))
             }
         };
         debug!(
@@ -827,41 +821,32 @@ impl IronicClient {
             started.elapsed().as_secs_f64() * 1000.0
         );
         if success {
-            return Attempt::Answered(Answer {
+            return Ok(Answer {
                 headers,
                 body: text,
             });
         }
-        let retry_after = headers
-            .get("Retry-After")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|s| s.trim().parse::<f64>().ok())
-            // The server's number may be anything; too large for a Duration means "a long
-            // time", which the retry policy caps anyway.
-            .filter(|s| *s >= 0.0)
-            .map(|s| Duration::try_from_secs_f64(s).unwrap_or(Duration::MAX));
+        let retry_after = http::retry_after(&headers);
         let short_path = path.split('?').next().unwrap_or(path);
-        Attempt::Failed(
-            IronicError::from_status(
+        Err(Failed(
+            Box::new(IronicError::from_status(
                 method.as_str(),
                 short_path,
                 status,
                 &text,
                 target.resource,
                 target.id,
-            ),
+            )),
             retry_after,
-        )
+        ))
     }
 
     fn display_base(&self) -> String {
-        let base = self
-            .session
-            .lock()
-            .map(|s| s.as_ref().map(|s| s.base.clone()))
-            .unwrap_or_default()
-            .unwrap_or_else(|| self.cfg.url.clone());
-        redact_url(&base)
+        let session = self.session.lock().unwrap_or_else(|p| p.into_inner());
+        match session.as_ref() {
+            Some(s) => shown(&s.base),
+            None => redact::url_text(&self.cfg.url),
+        }
     }
 }
 
@@ -944,19 +929,21 @@ fn collect<T>(
     Ok(out)
 }
 
-/// The URL without `user:password@`, for messages.
-pub(crate) fn redact_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) => {
-            if !u.username().is_empty() || u.password().is_some() {
-                let _ = u.set_username("");
-                let _ = u.set_password(None);
-            }
-            u.set_query(None);
-            u.to_string()
-        }
-        Err(_) => "<unparsable URL>".to_string(),
+/// The base URL of the API: `base` (without `/v1`) ending in `/`, so that paths join below it.
+fn base_url(base: &str) -> Result<Url, url::ParseError> {
+    let mut u = Url::parse(base)?;
+    if !u.path().ends_with('/') {
+        let path = format!("{}/", u.path());
+        u.set_path(&path);
     }
+    Ok(u)
+}
+
+/// A URL for messages: no credentials, no query (filters and markers only make it long).
+fn shown(url: &Url) -> String {
+    let mut u = url.clone();
+    u.set_query(None);
+    redact::url(&u)
 }
 
 /// An I/O error while reading an answer, with its causes (reqwest's among them), without URLs.
@@ -964,54 +951,20 @@ fn io_chain(e: &std::io::Error) -> String {
     if let Some(inner) = e.get_ref().and_then(|i| i.downcast_ref::<reqwest::Error>()) {
         return error_chain(inner);
     }
-    let mut parts = vec![e.to_string()];
-    push_causes(&mut parts, std::error::Error::source(e));
-    parts.join(": ")
+    http::chain(vec![e.to_string()], std::error::Error::source(e))
 }
 
-/// The messages of `source` and its causes, each once.
-fn push_causes(parts: &mut Vec<String>, mut source: Option<&(dyn std::error::Error + 'static)>) {
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        source = s.source();
-    }
-}
-
-/// reqwest's message plus its causes ("connection refused"), without the URL it would print.
+/// reqwest's message plus its causes ("connection failed: ...: Connection refused"), without
+/// the URL it would print.
 fn error_chain(e: &reqwest::Error) -> String {
-    let mut parts = vec![];
-    let mut kind = String::new();
-    if e.is_timeout() {
-        kind = "timed out".into();
+    let kind = if e.is_timeout() {
+        "timed out: "
     } else if e.is_connect() {
-        kind = "connection failed".into();
-    }
-    if !kind.is_empty() {
-        parts.push(kind);
-    }
-    push_causes(&mut parts, std::error::Error::source(e));
-    if parts.is_empty() {
-        parts.push(e.to_string());
-    }
-    let joined = parts.join(": ");
-    // Belt and braces: causes should not carry the URL, but never let userinfo through.
-    if joined.contains('@') {
-        return joined
-            .split_whitespace()
-            .map(|w| {
-                if w.contains("://") {
-                    redact_url(w)
-                } else {
-                    w.to_string()
-                }
-            })
-            .collect::<Vec<_>>()
-            .join(" ");
-    }
-    joined
+        "connection failed: "
+    } else {
+        ""
+    };
+    format!("{kind}{}", http::describe(e))
 }
 
 #[cfg(test)]
@@ -1070,11 +1023,20 @@ mod tests {
     }
 
     #[test]
-    fn urls_lose_userinfo() {
+    fn urls_lose_userinfo_and_query() {
+        let u = Url::parse("http://admin:hunter2@h:6385/v1/nodes?x=1").unwrap();
+        assert_eq!(shown(&u), "http://h:6385/v1/nodes");
+    }
+
+    #[test]
+    fn paths_join_below_the_base() {
+        let base = base_url("https://h/baremetal").unwrap();
         assert_eq!(
-            redact_url("http://admin:hunter2@h:6385/v1/nodes?x=1"),
-            "http://h:6385/v1/nodes"
+            base.join("v1/nodes/a%20b?fields=uuid").unwrap().as_str(),
+            "https://h/baremetal/v1/nodes/a%20b?fields=uuid"
         );
+        let base = base_url("http://h:6385").unwrap();
+        assert_eq!(base.join("v1").unwrap().as_str(), "http://h:6385/v1");
     }
 
     #[test]

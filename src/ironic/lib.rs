@@ -6,7 +6,6 @@
 //! transitions with backoff, failing fast on `* failed`, `error`, maintenance and fault.
 
 mod api;
-pub mod backoff;
 mod body;
 mod client;
 pub mod config;

@@ -6,11 +6,11 @@ use std::time::Duration;
 use log::debug;
 
 use super::api::Ironic;
-use super::backoff::Backoff;
 use super::client::IronicClient;
 use super::error::IronicError;
 use super::types::Node;
 use crate::config::PollPolicy;
+use ironic_cpi_http::Policy;
 
 /// What one poll saw, for the error if the wait ends badly.
 struct Seen {
@@ -70,10 +70,18 @@ fn poll_until<T>(
 ) -> Result<T, IronicError> {
     let started = api.now();
     let deadline = started + timeout;
-    let mut backoff = Backoff::for_poll(policy);
+    let max = policy.max_interval.get();
+    // Without a budget the delays never end: `max` stands in for the impossible `None`.
+    let mut delays = Policy::new(
+        policy.initial_interval.get(),
+        policy.factor,
+        max,
+        policy.jitter,
+    )
+    .delays();
     let mut last_seen: Option<Seen> = None;
     if start == Start::AfterInterval {
-        api.sleep(backoff.next_delay().min(timeout));
+        api.sleep(delays.next().unwrap_or(max).min(timeout));
     }
     loop {
         let seen = match step() {
@@ -120,7 +128,7 @@ fn poll_until<T>(
                 last_error: seen.last_error,
             });
         }
-        api.sleep(backoff.next_delay().min(deadline - now));
+        api.sleep(delays.next().unwrap_or(max).min(deadline - now));
     }
 }
 

@@ -11,23 +11,27 @@
 //! server the secret's SHA-256 (`X-Agent-Password-SHA256`). Nothing on a node can read another
 //! node's settings, and no shared credential is on any node.
 
+use std::time::Duration;
+
+use ironic_cpi_common::redact;
+use ironic_cpi_http::{self as http, Policy, Request};
 use reqwest::blocking::{Client, RequestBuilder};
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use sha2::Digest;
+use url::Url;
 
 use crate::config::{AgentCredentials, RegistryConfig, Secret};
 use crate::error::{CpiError, Result};
-use crate::repository::http;
 
-/// Seconds for one registry request (documents are small).
-const TIMEOUT_SECS: u64 = 30;
+/// For one registry request (documents are small).
+const TIMEOUT: Duration = Duration::from_secs(30);
 /// The header that carries the digest of a VM's read secret (the companion server's name).
 pub const READER_HEADER: &str = "X-Agent-Password-SHA256";
 
 pub struct RegistryClient {
-    endpoint: String,
+    endpoint: Url,
     agent_endpoint: String,
     username: String,
     password: Secret,
@@ -58,11 +62,19 @@ impl RegistryClient {
             .as_deref()
             .map(with_scheme)
             .unwrap_or_else(|| endpoint.clone());
-        let client = http::client(
-            &format!("registry {endpoint}"),
-            cfg.ca_cert_file.as_deref(),
-            std::time::Duration::from_secs(TIMEOUT_SECS),
-        )?;
+        let shown = redact::url_text(&endpoint);
+        let endpoint = Url::parse(&endpoint)
+            .ok()
+            .filter(|u| !u.cannot_be_a_base())
+            .ok_or_else(|| {
+                CpiError::cpi(format!("registry.endpoint '{shown}' is not an http(s) URL"))
+            })?;
+        let client = http::client(&http::ClientOptions {
+            ca_cert_file: cfg.ca_cert_file.as_deref(),
+            connect_timeout: http::CONNECT_TIMEOUT,
+            timeout: TIMEOUT,
+        })
+        .map_err(|e| CpiError::cpi(format!("registry {shown}: {e}")))?;
         Ok(RegistryClient {
             endpoint,
             agent_endpoint,
@@ -89,7 +101,8 @@ impl RegistryClient {
         let body = serde_json::to_vec(settings)
             .map_err(|e| CpiError::cpi(format!("cannot encode the settings of {id}: {e}")))?;
         let doing = format!("storing the agent settings of {id}");
-        let resp = http::send("PUT", &url, &doing, true, || {
+        let req = request("PUT", &url, &doing);
+        let resp = http::send(&Policy::default(), &req, || {
             let r = self
                 .request(Method::PUT, &url)
                 .header(CONTENT_TYPE, "application/json")
@@ -102,7 +115,7 @@ impl RegistryClient {
         if resp.status().is_success() {
             Ok(())
         } else {
-            Err(http::status_error("PUT", &url, &doing, resp))
+            Err(req.status_error(resp).into())
         }
     }
 
@@ -110,13 +123,12 @@ impl RegistryClient {
     pub fn get_settings(&self, id: &str) -> Result<Option<Value>> {
         let url = self.settings_url(id)?;
         let doing = format!("reading the agent settings of {id}");
-        let resp = http::send("GET", &url, &doing, true, || {
-            self.request(Method::GET, &url)
-        })?;
+        let req = request("GET", &url, &doing);
+        let resp = http::send(&Policy::default(), &req, || self.request(Method::GET, &url))?;
         match resp.status() {
             StatusCode::OK => {}
             StatusCode::NOT_FOUND => return Ok(None),
-            _ => return Err(http::status_error("GET", &url, &doing, resp)),
+            _ => return Err(req.status_error(resp).into()),
         }
         let bad = |why: String| CpiError::cloud(format!("GET {url} while {doing}: {why}"));
         let body: Value = resp
@@ -137,12 +149,13 @@ impl RegistryClient {
     pub fn delete_settings(&self, id: &str) -> Result<()> {
         let url = self.settings_url(id)?;
         let doing = format!("deleting the agent settings of {id}");
-        let resp = http::send("DELETE", &url, &doing, true, || {
+        let req = request("DELETE", &url, &doing);
+        let resp = http::send(&Policy::default(), &req, || {
             self.request(Method::DELETE, &url)
         })?;
         match resp.status() {
             s if s.is_success() || s == StatusCode::NOT_FOUND => Ok(()),
-            _ => Err(http::status_error("DELETE", &url, &doing, resp)),
+            _ => Err(req.status_error(resp).into()),
         }
     }
 
@@ -176,21 +189,37 @@ impl RegistryClient {
         }
     }
 
-    fn settings_url(&self, id: &str) -> Result<String> {
+    fn settings_url(&self, id: &str) -> Result<Url> {
         if id.is_empty() || id.contains(['/', '\\', '\0']) || id == "." || id == ".." {
             return Err(CpiError::cpi(format!(
                 "'{id}' cannot be a registry instance id"
             )));
         }
-        let id = percent_encoding::utf8_percent_encode(id, crate::repository::SEGMENT);
-        Ok(format!("{}/instances/{id}/settings", self.endpoint))
+        let mut url = self.endpoint.clone();
+        // `new` made sure the endpoint can have segments.
+        if let Ok(mut segments) = url.path_segments_mut() {
+            segments
+                .pop_if_empty()
+                .extend(["instances", id, "settings"]);
+        }
+        Ok(url)
     }
 
-    fn request(&self, method: Method, url: &str) -> RequestBuilder {
+    fn request(&self, method: Method, url: &Url) -> RequestBuilder {
         self.client
-            .request(method, url)
+            .request(method, url.clone())
             .header(ACCEPT, "application/json")
             .basic_auth(&self.username, Some(self.password.expose()))
+    }
+}
+
+/// Every registry request may be repeated: PUT replaces, DELETE of nothing is fine.
+fn request<'a>(method: &'a str, url: &'a Url, doing: &'a str) -> Request<'a> {
+    Request {
+        method,
+        url,
+        doing,
+        idempotent: true,
     }
 }
 
@@ -242,8 +271,12 @@ mod tests {
         assert!(a.endpoint().ends_with("@192.168.0.2:25780/registry"));
         assert!(!a.endpoint().contains("admin") && !a.endpoint().contains("p%40ss"));
         assert_eq!(
-            c.settings_url("vm-1").unwrap(),
+            c.settings_url("vm-1").unwrap().as_str(),
             "http://10.0.0.2:25780/registry/instances/vm-1/settings"
+        );
+        assert_eq!(
+            c.settings_url("a b?#").unwrap().as_str(),
+            "http://10.0.0.2:25780/registry/instances/a%20b%3F%23/settings"
         );
         assert!(c.settings_url("../x").is_err());
         assert_eq!(with_scheme("r:25777"), "http://r:25777");

@@ -8,29 +8,23 @@
 //! Credentials go in an `Authorization` header only: URLs in messages and in `url()` never carry
 //! them. A `user:password@` in the configured URL is taken out and used as basic auth.
 
-pub(crate) mod http;
-
 use std::collections::HashSet;
 use std::io::Read;
 use std::sync::Mutex;
 
-use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
-use reqwest::blocking::{Body, Client, RequestBuilder};
+use ironic_cpi_common::redact;
+use ironic_cpi_http::{self as http, Policy, Request};
+use reqwest::blocking::{Body, Client, RequestBuilder, Response};
 use reqwest::{Method, StatusCode};
+use url::Url;
 
 use crate::config::{RepositoryConfig, Secret};
 use crate::error::{CpiError, Result};
 
-/// Characters left alone in a path segment (RFC 3986 unreserved).
-pub(crate) const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
-
 pub struct Repository {
-    base: String,
-    public_base: String,
+    /// The configured collection, without credentials or a trailing `/`.
+    base: Url,
+    public_base: Url,
     auth: Option<(String, Secret)>,
     client: Client,
     /// Collections known to exist (relative paths with a trailing `/`).
@@ -39,24 +33,26 @@ pub struct Repository {
 
 impl Repository {
     pub fn new(cfg: &RepositoryConfig) -> Result<Repository> {
-        let (base, embedded) = http::split_userinfo(cfg.url.trim());
+        let (base, embedded) = redact::split_credentials(cfg.url.trim());
         let auth = match (&cfg.username, &cfg.password, embedded) {
             (Some(u), p, _) => Some((u.clone(), p.clone().unwrap_or_default())),
             (None, _, Some((u, p))) => Some((u, Secret::new(p))),
             (None, _, None) => None,
         };
+        let base = collection("url", &base)?;
         let public_base = match &cfg.public_url {
-            Some(p) => p.trim().to_string(),
+            Some(p) => collection("public_url", p.trim())?,
             None => base.clone(),
         };
-        let client = http::client(
-            &format!("repository {base}"),
-            cfg.ca_cert_file.as_deref(),
-            cfg.timeout.get(),
-        )?;
+        let client = http::client(&http::ClientOptions {
+            ca_cert_file: cfg.ca_cert_file.as_deref(),
+            connect_timeout: http::CONNECT_TIMEOUT,
+            timeout: cfg.timeout.get(),
+        })
+        .map_err(|e| CpiError::cpi(format!("repository {base}: {e}")))?;
         Ok(Repository {
-            base: base.trim_end_matches('/').to_string(),
-            public_base: public_base.trim_end_matches('/').to_string(),
+            base,
+            public_base,
             auth,
             client,
             collections: Mutex::new(HashSet::new()),
@@ -65,29 +61,26 @@ impl Repository {
 
     /// The URL the CPI uses for `path` (no credentials in it).
     pub fn url(&self, path: &str) -> String {
-        join(&self.base, path)
+        join(&self.base, path).into()
     }
 
     /// The URL Ironic downloads `path` from: `public_url` if configured, else `url`.
     pub fn public_url(&self, path: &str) -> String {
-        join(&self.public_base, path)
+        join(&self.public_base, path).into()
     }
 
     pub fn put_bytes(&self, path: &str, bytes: Vec<u8>) -> Result<()> {
         check_path(path)?;
         self.ensure_parents(path)?;
-        let url = self.url(path);
+        let url = join(&self.base, path);
         let doing = format!("uploading {} bytes", bytes.len());
+        let req = request("PUT", &url, &doing, true);
         // Bytes: each attempt shares the buffer instead of copying it.
         let bytes = bytes::Bytes::from(bytes);
-        let resp = http::send("PUT", &url, &doing, true, || {
+        let resp = http::send(&Policy::default(), &req, || {
             self.request(Method::PUT, &url).body(bytes.clone())
         })?;
-        if resp.status().is_success() {
-            Ok(())
-        } else {
-            Err(http::status_error("PUT", &url, &doing, resp))
-        }
+        success(&req, resp)
     }
 
     /// Upload from a reader in constant memory (the body streams; it cannot be retried).
@@ -99,7 +92,7 @@ impl Repository {
     ) -> Result<()> {
         check_path(path)?;
         self.ensure_parents(path)?;
-        let url = self.url(path);
+        let url = join(&self.base, path);
         let doing = match len {
             Some(n) => format!("uploading {n} bytes"),
             None => "uploading a stream".to_string(),
@@ -108,21 +101,17 @@ impl Repository {
             Some(n) => Body::sized(body, n),
             None => Body::new(body),
         };
-        let req = self.request(Method::PUT, &url).body(body);
-        let resp = http::send_once("PUT", &url, &doing, req)?;
-        if resp.status().is_success() {
-            Ok(())
-        } else {
-            Err(http::status_error("PUT", &url, &doing, resp))
-        }
+        let req = request("PUT", &url, &doing, false);
+        let resp = http::send_once(&req, self.request(Method::PUT, &url).body(body))?;
+        success(&req, resp)
     }
 
     /// The object, or `None` if it does not exist.
     pub fn get_bytes(&self, path: &str) -> Result<Option<Vec<u8>>> {
         check_path(path)?;
-        let url = self.url(path);
-        let doing = "downloading";
-        let resp = http::send("GET", &url, doing, true, || self.request(Method::GET, &url))?;
+        let url = join(&self.base, path);
+        let req = request("GET", &url, "downloading", true);
+        let resp = http::send(&Policy::default(), &req, || self.request(Method::GET, &url))?;
         match resp.status() {
             s if s.is_success() => resp.bytes().map(|b| Some(b.to_vec())).map_err(|e| {
                 CpiError::cloud(format!(
@@ -132,7 +121,7 @@ impl Repository {
                 .retryable(true)
             }),
             StatusCode::NOT_FOUND => Ok(None),
-            _ => Err(http::status_error("GET", &url, doing, resp)),
+            _ => Err(req.status_error(resp).into()),
         }
     }
 
@@ -148,15 +137,15 @@ impl Repository {
     /// An idempotent request whose answer is 2xx (`true`) or 404 (`false`).
     fn found(&self, method: Method, path: &str, doing: &str) -> Result<bool> {
         check_path(path)?;
-        let url = self.url(path);
-        let name = method.as_str().to_string();
-        let resp = http::send(&name, &url, doing, true, || {
+        let url = join(&self.base, path);
+        let req = request(method.as_str(), &url, doing, true);
+        let resp = http::send(&Policy::default(), &req, || {
             self.request(method.clone(), &url)
         })?;
         match resp.status() {
             s if s.is_success() => Ok(true),
             StatusCode::NOT_FOUND => Ok(false),
-            _ => Err(http::status_error(&name, &url, doing, resp)),
+            _ => Err(req.status_error(resp).into()),
         }
     }
 
@@ -165,24 +154,21 @@ impl Repository {
         check_path(from)?;
         check_path(to)?;
         self.ensure_parents(to)?;
-        let url = self.url(from);
-        let dest = self.url(to);
+        let url = join(&self.base, from);
+        let dest = join(&self.base, to);
         let doing = format!("moving it to {dest}");
+        let req = request("MOVE", &url, &doing, false);
         let method = Method::from_bytes(b"MOVE").map_err(|e| CpiError::cpi(e.to_string()))?;
-        let resp = http::send("MOVE", &url, &doing, false, || {
+        let resp = http::send(&Policy::default(), &req, || {
             self.request(method.clone(), &url)
                 .header("Destination", dest.as_str())
                 .header("Overwrite", "T")
         })?;
-        if resp.status().is_success() {
-            Ok(())
-        } else {
-            Err(http::status_error("MOVE", &url, &doing, resp))
-        }
+        success(&req, resp)
     }
 
-    fn request(&self, method: Method, url: &str) -> RequestBuilder {
-        let r = self.client.request(method, url);
+    fn request(&self, method: Method, url: &Url) -> RequestBuilder {
+        let r = self.client.request(method, url.clone());
         match &self.auth {
             Some((u, p)) => r.basic_auth(u, Some(p.expose())),
             None => r,
@@ -205,20 +191,19 @@ impl Repository {
                 continue;
             }
             let first = !coll[..coll.len() - 1].contains('/');
-            let made = self.mkcol(&self.url(&coll))?;
+            let url = join(&self.base, &coll);
+            let made = self.mkcol(&url)?;
             if !made && first {
                 // 409: the configured collection itself is missing (a fresh nginx root):
                 // create it, then its child.
-                if !self.mkcol(&format!("{}/", self.base))? || !self.mkcol(&self.url(&coll))? {
-                    let url = self.url(&coll);
+                let own = join(&self.base, "/");
+                if !self.mkcol(&own)? || !self.mkcol(&url)? {
                     return Err(CpiError::cloud(format!(
                         "MKCOL {url} answered HTTP 409 Conflict while creating the parent collection, \
-                         also after creating {}/",
-                        self.base
+                         also after creating {own}"
                     )));
                 }
             } else if !made {
-                let url = self.url(&coll);
                 return Err(CpiError::cloud(format!(
                     "MKCOL {url} answered HTTP 409 Conflict while creating the parent collection"
                 )));
@@ -231,32 +216,67 @@ impl Repository {
     }
 
     /// MKCOL `url`: `true` if it exists now, `false` on 409 (its parent is missing).
-    fn mkcol(&self, url: &str) -> Result<bool> {
-        let doing = "creating the parent collection";
+    fn mkcol(&self, url: &Url) -> Result<bool> {
+        let req = request("MKCOL", url, "creating the parent collection", true);
         let method = Method::from_bytes(b"MKCOL").map_err(|e| CpiError::cpi(e.to_string()))?;
-        let resp = http::send("MKCOL", url, doing, true, || {
+        let resp = http::send(&Policy::default(), &req, || {
             self.request(method.clone(), url)
         })?;
         match resp.status() {
             // 405: it exists already (RFC 4918 9.3.1), on nginx and dav-server alike.
             s if s.is_success() || s == StatusCode::METHOD_NOT_ALLOWED => Ok(true),
             StatusCode::CONFLICT => Ok(false),
-            _ => Err(http::status_error("MKCOL", url, doing, resp)),
+            _ => Err(req.status_error(resp).into()),
         }
     }
 }
 
-fn join(base: &str, path: &str) -> String {
-    let mut out = String::with_capacity(base.len() + path.len() + 8);
-    out.push_str(base);
-    for seg in path.split('/').filter(|s| !s.is_empty()) {
-        out.push('/');
-        out.extend(utf8_percent_encode(seg, SEGMENT));
+fn request<'a>(method: &'a str, url: &'a Url, doing: &'a str, idempotent: bool) -> Request<'a> {
+    Request {
+        method,
+        url,
+        doing,
+        idempotent,
     }
-    if path.ends_with('/') && !path.trim_matches('/').is_empty() {
-        out.push('/');
+}
+
+/// Any 2xx is success.
+fn success(req: &Request, resp: Response) -> Result<()> {
+    if resp.status().is_success() {
+        Ok(())
+    } else {
+        Err(req.status_error(resp).into())
     }
-    out
+}
+
+/// A configured collection URL (without credentials), stored without a trailing `/`.
+fn collection(key: &str, raw: &str) -> Result<Url> {
+    let mut u = Url::parse(raw)
+        .ok()
+        .filter(|u| !u.cannot_be_a_base())
+        .ok_or_else(|| {
+            CpiError::cpi(format!(
+                "repository.{key} '{}' is not an http(s) URL",
+                redact::url_text(raw)
+            ))
+        })?;
+    if let Ok(mut segments) = u.path_segments_mut() {
+        segments.pop_if_empty();
+    }
+    Ok(u)
+}
+
+/// `path`'s segments below `base`, each percent-encoded; a trailing `/` (a collection) stays.
+fn join(base: &Url, path: &str) -> Url {
+    let mut u = base.clone();
+    // `collection` made sure the base can have segments.
+    if let Ok(mut segments) = u.path_segments_mut() {
+        segments.extend(path.split('/').filter(|s| !s.is_empty()));
+        if path.ends_with('/') {
+            segments.push("");
+        }
+    }
+    u
 }
 
 fn check_path(path: &str) -> Result<()> {
@@ -299,6 +319,15 @@ mod tests {
         c.public_url = Some("http://10.0.0.1/images".into());
         let r = Repository::new(&c).unwrap();
         assert_eq!(r.public_url("x"), "http://10.0.0.1/images/x");
+        let r = Repository::new(&cfg("http://h:1")).unwrap();
+        assert_eq!(r.url("x/"), "http://h:1/x/");
+        assert_eq!(join(&r.base, "/").as_str(), "http://h:1/");
+        let e = Repository::new(&cfg("u:secret@h:1/images")).err().unwrap();
+        assert!(
+            e.message.contains("is not an http(s) URL") && !e.message.contains("secret"),
+            "{}",
+            e.message
+        );
         assert!(check_path("../x").is_err());
         assert!(check_path("a/./b").is_err());
         assert!(check_path("").is_err());

@@ -206,13 +206,14 @@ pub fn from_ironic(e: IronicError, stage: Stage, what: &str) -> CpiError {
 impl From<ironic_cpi_http::HttpError> for CpiError {
     fn from(e: ironic_cpi_http::HttpError) -> CpiError {
         use ironic_cpi_http::HttpError;
-        match e {
+        let mapped = match &e {
             HttpError::CaFile { .. } | HttpError::Build { .. } => CpiError::cpi(e.to_string()),
             HttpError::Transport { .. } => CpiError::cloud(e.to_string()).retryable(true),
             HttpError::Status { status, .. } => {
-                CpiError::cloud(e.to_string()).retryable(status >= 500)
+                CpiError::cloud(e.to_string()).retryable(*status >= 500)
             }
-        }
+        };
+        mapped.because(e)
     }
 }
 
@@ -400,6 +401,57 @@ mod tests {
                 assert_eq!(format!("{kind}{retry}"), want, "{name} in {stage:?}");
                 assert!(got.message.starts_with("doing x: "), "{}", got.message);
             }
+        }
+    }
+
+    /// The WebDAV and registry clients' failures: configuration is the CPI's (final), no
+    /// answer or a 5xx may pass next time, a 4xx will not.
+    #[test]
+    fn http_failures_map_by_kind() {
+        use ironic_cpi_http::HttpError;
+        let status = |status| HttpError::Status {
+            method: "PUT".into(),
+            url: "u".into(),
+            doing: "d".into(),
+            status,
+            body: String::new(),
+            retry_after: None,
+        };
+        let transport = HttpError::Transport {
+            method: "GET".into(),
+            url: "u".into(),
+            doing: "d".into(),
+            kind: "timed out",
+            attempts: 3,
+            message: "m".into(),
+            not_sent: false,
+        };
+        let ca = HttpError::CaFile {
+            path: "p".into(),
+            problem: "is empty".into(),
+        };
+        let build = HttpError::Build {
+            message: "m".into(),
+        };
+        #[rustfmt::skip]
+        let table: Vec<(HttpError, ErrorKind, bool)> = vec![
+            (ca,          ErrorKind::CpiError,   false),
+            (build,       ErrorKind::CpiError,   false),
+            (transport,   ErrorKind::CloudError, true),
+            (status(404), ErrorKind::CloudError, false),
+            (status(409), ErrorKind::CloudError, false),
+            (status(500), ErrorKind::CloudError, true),
+            (status(503), ErrorKind::CloudError, true),
+        ];
+        for (e, kind, retry) in table {
+            let text = e.to_string();
+            let got = CpiError::from(e);
+            assert_eq!((got.kind, got.ok_to_retry), (kind, retry), "{text}");
+            assert_eq!(got.message, text);
+            assert!(
+                got.cause::<HttpError>().is_some(),
+                "{text} keeps its source"
+            );
         }
     }
 

@@ -1,14 +1,12 @@
 //! `attach_disk`: a disk can only be attached on the node it lives on. API v2 answers the device
 //! hint; in registry mode the agent's registry settings get the disk too.
 
-use serde_json::{json, Value};
-
 use crate::call::Call;
 use crate::disks::{registry, store};
 use crate::error::{CpiError, Result};
-use crate::rpc::methods::AttachDisk;
+use crate::rpc::methods::{AttachDisk, DiskHint};
 
-pub fn run(call: &Call, args: AttachDisk) -> Result<Value> {
+pub fn run(call: &Call, args: AttachDisk) -> Result<Option<DiskHint>> {
     let vm_cid = args.vm_cid.as_str();
     let disk_cid = args.disk_cid.as_str();
     let client = call.ironic()?;
@@ -28,8 +26,8 @@ pub fn run(call: &Call, args: AttachDisk) -> Result<Value> {
         "attached disk {disk_cid} ({device}) to VM {vm_cid}"
     ));
     if call.api_version() >= 2 {
-        Ok(json!({ "path": device }))
+        Ok(Some(DiskHint::path(&device)))
     } else {
-        Ok(Value::Null)
+        Ok(None)
     }
 }

@@ -12,7 +12,7 @@ use crate::pool::record::disks;
 use crate::pool::vm::held;
 use crate::rpc::methods::CreateDisk;
 
-pub fn run(call: &Call, args: CreateDisk) -> Result<Value> {
+pub fn run(call: &Call, args: CreateDisk) -> Result<String> {
     let size_mb = args.size;
     let cloud_properties = args.cloud_properties.clone();
     let Some(vm_cid) = args.vm_cid.as_deref() else {
@@ -90,7 +90,7 @@ pub fn run(call: &Call, args: CreateDisk) -> Result<Value> {
         "created disk {cid} ({size_mb} MiB on {device} of node {})",
         node.label()
     ));
-    Ok(json!(cid))
+    Ok(cid)
 }
 
 fn number(v: &Value) -> Option<f64> {

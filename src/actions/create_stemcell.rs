@@ -2,14 +2,12 @@
 
 use std::path::Path;
 
-use serde_json::{json, Value};
-
 use crate::call::Call;
 use crate::error::Result;
 use crate::rpc::methods::CreateStemcell;
 use crate::stemcell;
 
-pub fn run(call: &Call, args: CreateStemcell) -> Result<Value> {
+pub fn run(call: &Call, args: CreateStemcell) -> Result<String> {
     let image_path = args.image_path.as_str();
     let cloud_properties = args.cloud_properties.clone();
     let repo = call.stemcell_repository()?;
@@ -23,5 +21,5 @@ pub fn run(call: &Call, args: CreateStemcell) -> Result<Value> {
         meta.sha256,
         started.elapsed().as_secs_f64()
     ));
-    Ok(json!(meta.cid))
+    Ok(meta.cid)
 }

@@ -5,7 +5,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
 use crate::call::Call;
 use crate::config::Defaults;
@@ -15,11 +15,11 @@ use crate::ironic::Node;
 use crate::pool::cloud_properties::VmCloudProperties;
 use crate::pool::provision::{Image, Plan, Provisioner, VmFiles};
 use crate::pool::whoami::on_this_host;
-use crate::rpc::methods::CreateVm;
+use crate::rpc::methods::{CreateVm, VmCreated};
 use crate::stemcell;
 use crate::vm_data::{self, VmRegistry};
 
-pub fn run(call: &Call, args: CreateVm) -> Result<Value> {
+pub fn run(call: &Call, args: CreateVm) -> Result<VmCreated> {
     let agent_id = args.agent_id.as_str();
     check::check_agent_id(agent_id)?;
     let stemcell_cid = args.stemcell_cid.as_str();
@@ -79,9 +79,9 @@ pub fn run(call: &Call, args: CreateVm) -> Result<Value> {
     vm_data::deployed(call, &created.cid.node);
     let cid = created.cid.to_string();
     if call.api_version() >= 2 {
-        Ok(json!([cid, Value::Object(created.networks)]))
+        Ok(VmCreated::WithNetworks(cid, created.networks))
     } else {
-        Ok(json!(cid))
+        Ok(VmCreated::Cid(cid))
     }
 }
 

@@ -1,14 +1,12 @@
 //! `delete_disk`: forget the disk (DiskNotFound when it is unknown, which the director treats as
 //! already gone).
 
-use serde_json::Value;
-
 use crate::call::Call;
 use crate::disks::store;
 use crate::error::Result;
 use crate::rpc::methods::DeleteDisk;
 
-pub fn run(call: &Call, args: DeleteDisk) -> Result<Value> {
+pub fn run(call: &Call, args: DeleteDisk) -> Result<()> {
     let cid = args.disk_cid.as_str();
     let client = call.ironic()?;
     let located = store::locate_existing(client, cid)?;
@@ -17,5 +15,5 @@ pub fn run(call: &Call, args: DeleteDisk) -> Result<Value> {
         "deleted disk {cid} from node {}",
         located.node.label()
     ));
-    Ok(Value::Null)
+    Ok(())
 }

@@ -1,15 +1,13 @@
 //! `delete_stemcell`: remove image and metadata; idempotent.
 
-use serde_json::Value;
-
 use crate::call::Call;
 use crate::error::Result;
 use crate::rpc::methods::DeleteStemcell;
 use crate::stemcell;
 
-pub fn run(call: &Call, args: DeleteStemcell) -> Result<Value> {
+pub fn run(call: &Call, args: DeleteStemcell) -> Result<()> {
     let cid = args.stemcell_cid.as_str();
     stemcell::delete(&call.stemcell_repository()?, cid)?;
     call.note(format!("deleted stemcell {cid}"));
-    Ok(Value::Null)
+    Ok(())
 }

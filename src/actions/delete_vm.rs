@@ -2,8 +2,6 @@
 //! is gone (no node, or a node that holds another VM or none) is success, and nothing is
 //! touched: a late or repeated delete_vm never reaches the VM that holds the node now.
 
-use serde_json::Value;
-
 use crate::call::Call;
 use crate::error::Result;
 use crate::pool::teardown::{self, Teardown};
@@ -12,7 +10,7 @@ use crate::pool::whoami::on_this_host;
 use crate::rpc::methods::DeleteVm;
 use crate::vm_data;
 
-pub fn run(call: &Call, args: DeleteVm) -> Result<Value> {
+pub fn run(call: &Call, args: DeleteVm) -> Result<()> {
     let cid = parse_cid(args.vm_cid.as_str())?;
     let cfg = call.config()?;
     let teardown = Teardown {
@@ -29,5 +27,5 @@ pub fn run(call: &Call, args: DeleteVm) -> Result<Value> {
     for step in report.steps {
         call.note(step);
     }
-    Ok(Value::Null)
+    Ok(())
 }

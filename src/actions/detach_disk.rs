@@ -1,14 +1,12 @@
 //! `detach_disk`: idempotent on the disk's own node; DiskNotAttached when the disk belongs to
 //! another node (the director ignores it for inactive disks and reports it for active ones).
 
-use serde_json::Value;
-
 use crate::call::Call;
 use crate::disks::{registry, store};
 use crate::error::{CpiError, Result};
 use crate::rpc::methods::DetachDisk;
 
-pub fn run(call: &Call, args: DetachDisk) -> Result<Value> {
+pub fn run(call: &Call, args: DetachDisk) -> Result<()> {
     let vm_cid = args.vm_cid.as_str();
     let disk_cid = args.disk_cid.as_str();
     let client = call.ironic()?;
@@ -32,5 +30,5 @@ pub fn run(call: &Call, args: DetachDisk) -> Result<Value> {
     }
     registry::update_persistent(call, &node.uuid, disk_cid, None)?;
     call.note(format!("detached disk {disk_cid} from VM {vm_cid}"));
-    Ok(Value::Null)
+    Ok(())
 }

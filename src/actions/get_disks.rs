@@ -1,6 +1,6 @@
 //! `get_disks`: the disks attached to a VM.
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::call::Call;
 use crate::error::Result;
@@ -8,7 +8,7 @@ use crate::pool::record::disks;
 use crate::pool::vm::held;
 use crate::rpc::methods::GetDisks;
 
-pub fn run(call: &Call, args: GetDisks) -> Result<Value> {
+pub fn run(call: &Call, args: GetDisks) -> Result<Vec<String>> {
     let (node, record) = held(call.ironic()?, args.vm_cid.as_str())?;
     let mut attached: Vec<String> = disks(&node)
         .into_iter()
@@ -16,5 +16,5 @@ pub fn run(call: &Call, args: GetDisks) -> Result<Value> {
         .map(|(cid, _)| cid)
         .collect();
     attached.sort();
-    Ok(json!(attached))
+    Ok(attached)
 }

@@ -1,14 +1,12 @@
 //! `reboot_vm`: power-cycle the node and wait until it is powered on again.
 
-use serde_json::Value;
-
 use crate::call::Call;
 use crate::error::{CpiError, Result};
 use crate::ironic::wait;
 use crate::pool::vm::held;
 use crate::rpc::methods::RebootVm;
 
-pub fn run(call: &Call, args: RebootVm) -> Result<Value> {
+pub fn run(call: &Call, args: RebootVm) -> Result<()> {
     let vm_cid = args.vm_cid.as_str();
     let cfg = call.config()?;
     let client = call.ironic()?;
@@ -37,5 +35,5 @@ pub fn run(call: &Call, args: RebootVm) -> Result<Value> {
         node.label(),
         started.elapsed().as_secs_f64()
     ));
-    Ok(Value::Null)
+    Ok(())
 }

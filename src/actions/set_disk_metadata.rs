@@ -7,7 +7,7 @@ use crate::disks::store;
 use crate::error::Result;
 use crate::rpc::methods::SetDiskMetadata;
 
-pub fn run(call: &Call, args: SetDiskMetadata) -> Result<Value> {
+pub fn run(call: &Call, args: SetDiskMetadata) -> Result<()> {
     let cid = args.disk_cid.as_str();
     let metadata = args.metadata.clone();
     let client = call.ironic()?;
@@ -15,5 +15,5 @@ pub fn run(call: &Call, args: SetDiskMetadata) -> Result<Value> {
     let mut record = located.require()?.clone();
     record.insert("metadata".into(), Value::Object(metadata));
     store::put(client, &located.node, None, cid, record)?;
-    Ok(Value::Null)
+    Ok(())
 }

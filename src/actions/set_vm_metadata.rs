@@ -11,7 +11,7 @@ use crate::pool::record::METADATA_KEY;
 use crate::pool::vm::held;
 use crate::rpc::methods::SetVmMetadata;
 
-pub fn run(call: &Call, args: SetVmMetadata) -> Result<Value> {
+pub fn run(call: &Call, args: SetVmMetadata) -> Result<()> {
     let vm_cid = args.vm_cid.as_str();
     let metadata = args.metadata.clone();
     let client = call.ironic()?;
@@ -34,7 +34,7 @@ pub fn run(call: &Call, args: SetVmMetadata) -> Result<Value> {
         ) {
             Ok(_) => {
                 call.note(format!("node {} is now named {name}", node.uuid));
-                return Ok(Value::Null);
+                return Ok(());
             }
             // Taken or refused: the metadata matters, the name does not.
             Err(e) => call.note(format!("kept the node's name ({name} is not usable: {e})")),
@@ -43,7 +43,7 @@ pub fn run(call: &Call, args: SetVmMetadata) -> Result<Value> {
     client
         .patch_node(&node.uuid, &[guard, meta_op])
         .map_err(|e| CpiError::cloud(format!("saving metadata on node {}: {e}", node.label())))?;
-    Ok(Value::Null)
+    Ok(())
 }
 
 /// `<instance_group>-<index>` (or `<job>-<index>`), reduced to the characters Ironic accepts in

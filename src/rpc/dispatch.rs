@@ -6,7 +6,7 @@ use std::time::Instant;
 use serde_json::Value;
 
 use super::args::Arg;
-use super::methods::*;
+use super::methods::{self, *};
 use super::{Args, Request, Response};
 use crate::actions;
 use crate::call::Call;
@@ -23,75 +23,63 @@ pub struct Method {
     pub run: Action,
 }
 
-/// A table entry: the action gets its arguments decoded into the method's struct.
+/// A table entry: the method's name and arguments come from its definition (`rpc::methods`);
+/// the action gets its arguments decoded into the method's struct, and its typed result is
+/// what the director receives.
 macro_rules! method {
-    ($name:literal, $args:ident, $run:path) => {
-        method!($name, $args, $run, needs_config: true)
+    ($args:ident, $run:path) => {
+        method!($args, $run, needs_config: true)
     };
-    ($name:literal, $args:ident, $run:path, needs_config: $needs:expr) => {
+    ($args:ident, $run:path, needs_config: $needs:expr) => {
         Method {
-            name: $name,
-            args: $args::SPEC,
+            name: <$args as methods::Method>::NAME,
+            args: <$args as methods::Method>::SPEC,
             needs_config: $needs,
-            run: |call, args| $run(call, $args::decode(args)?),
+            run: |call, args| {
+                let result: <$args as methods::Method>::Result =
+                    $run(call, <$args as methods::Method>::decode(args)?)?;
+                answer(&result)
+            },
         }
     };
 }
 
+/// The result as the response carries it.
+fn answer<T: serde::Serialize>(result: &T) -> Result<Value> {
+    serde_json::to_value(result)
+        .map_err(|e| CpiError::cpi(format!("the result cannot be written as JSON: {e}")))
+}
+
+/// In the order of `methods::METHODS` (a test holds them to it).
 pub static METHODS: &[Method] = &[
-    method!("info", NoArgs, actions::info::run, needs_config: false),
-    method!("ping", NoArgs, actions::ping::run, needs_config: false),
+    method!(Info, actions::info::run, needs_config: false),
+    method!(Ping, actions::ping::run, needs_config: false),
+    method!(CreateStemcell, actions::create_stemcell::run),
+    method!(DeleteStemcell, actions::delete_stemcell::run),
+    method!(CreateVm, actions::create_vm::run),
+    method!(DeleteVm, actions::delete_vm::run),
+    method!(HasVm, actions::has_vm::run),
+    method!(RebootVm, actions::reboot_vm::run),
+    method!(SetVmMetadata, actions::set_vm_metadata::run),
     method!(
-        "create_stemcell",
-        CreateStemcell,
-        actions::create_stemcell::run
-    ),
-    method!(
-        "delete_stemcell",
-        DeleteStemcell,
-        actions::delete_stemcell::run
-    ),
-    method!("create_vm", CreateVm, actions::create_vm::run),
-    method!("delete_vm", DeleteVm, actions::delete_vm::run),
-    method!("has_vm", HasVm, actions::has_vm::run),
-    method!("reboot_vm", RebootVm, actions::reboot_vm::run),
-    method!(
-        "set_vm_metadata",
-        SetVmMetadata,
-        actions::set_vm_metadata::run
-    ),
-    method!(
-        "calculate_vm_cloud_properties",
         CalculateVmCloudProperties,
         actions::calculate_vm_cloud_properties::run
     ),
-    method!("create_disk", CreateDisk, actions::create_disk::run),
-    method!("delete_disk", DeleteDisk, actions::delete_disk::run),
-    method!("has_disk", HasDisk, actions::has_disk::run),
-    method!("attach_disk", AttachDisk, actions::attach_disk::run),
-    method!("detach_disk", DetachDisk, actions::detach_disk::run),
-    method!(
-        "set_disk_metadata",
-        SetDiskMetadata,
-        actions::set_disk_metadata::run
-    ),
-    method!("get_disks", GetDisks, actions::get_disks::run),
-    method!("resize_disk", ResizeDisk, actions::resize_disk::run),
-    method!("update_disk", UpdateDisk, actions::update_disk::run),
-    method!("snapshot_disk", SnapshotDisk, actions::snapshot_disk::run),
-    method!(
-        "delete_snapshot",
-        DeleteSnapshot,
-        actions::delete_snapshot::run
-    ),
-    method!("create_network", CreateNetwork, actions::networks::create),
-    method!("delete_network", DeleteNetwork, actions::networks::delete),
-    method!("current_vm_id", NoArgs, actions::current_vm_id::run),
-    method!(
-        "configure_networks",
-        ConfigureNetworks,
-        actions::configure_networks::run
-    ),
+    method!(CreateDisk, actions::create_disk::run),
+    method!(DeleteDisk, actions::delete_disk::run),
+    method!(HasDisk, actions::has_disk::run),
+    method!(AttachDisk, actions::attach_disk::run),
+    method!(DetachDisk, actions::detach_disk::run),
+    method!(SetDiskMetadata, actions::set_disk_metadata::run),
+    method!(GetDisks, actions::get_disks::run),
+    method!(ResizeDisk, actions::resize_disk::run),
+    method!(UpdateDisk, actions::update_disk::run),
+    method!(SnapshotDisk, actions::snapshot_disk::run),
+    method!(DeleteSnapshot, actions::delete_snapshot::run),
+    method!(CreateNetwork, actions::networks::create),
+    method!(DeleteNetwork, actions::networks::delete),
+    method!(CurrentVmId, actions::current_vm_id::run),
+    method!(ConfigureNetworks, actions::configure_networks::run),
 ];
 
 pub fn find(name: &str) -> Option<&'static Method> {
@@ -194,5 +182,12 @@ mod tests {
         names.sort();
         names.dedup();
         assert_eq!(names.len(), METHODS.len());
+    }
+
+    #[test]
+    fn every_defined_method_has_its_action() {
+        let table: Vec<_> = METHODS.iter().map(|m| m.name).collect();
+        let defined: Vec<_> = methods::METHODS.iter().map(|m| m.name).collect();
+        assert_eq!(table, defined);
     }
 }

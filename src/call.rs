@@ -8,9 +8,9 @@ use crate::config::{Config, RepositoryConfig};
 use crate::error::{CpiError, Result};
 use crate::ironic::{Ironic, IronicClient};
 use crate::pool::whoami::Process;
+use crate::protocol::Request;
 use crate::registry::RegistryClient;
 use crate::repository::Repository;
-use crate::rpc::Request;
 
 pub struct Call<'a> {
     pub request: &'a Request,

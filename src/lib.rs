@@ -14,6 +14,7 @@ pub mod rpc;
 pub mod stemcell;
 pub mod vm_data;
 
+pub use bosh_cpi_protocol as protocol;
 pub use error::{CpiError, ErrorKind, Result};
 pub use ironic_client as ironic;
 pub use ironic_cpi_common::{logging, redact};

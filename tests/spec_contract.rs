@@ -2,7 +2,7 @@
 //! method in the dispatch table. This test checks that the examples and the code agree:
 //! every request parses with the CPI's own parser and decodes into the method's argument struct,
 //! every result decodes into the method's result type at the request's API version (both from
-//! `rpc::methods`, the definitions the dispatch table runs), every response has the envelope
+//! `protocol::methods`, the definitions the dispatch table runs), every response has the envelope
 //! the director validates, and the methods that answer without Ironic
 //! give exactly the documented answer when the real binary is run.
 
@@ -14,9 +14,9 @@ use std::process::{Command, Stdio};
 
 use serde_json::{json, Value};
 
+use ironic_cpi::protocol::methods::{self, MethodDef};
+use ironic_cpi::protocol::{Args, Request};
 use ironic_cpi::rpc::dispatch::{self, METHODS};
-use ironic_cpi::rpc::methods::{self, MethodDef};
-use ironic_cpi::rpc::{Args, Request};
 use ironic_cpi::ErrorKind;
 
 fn spec_dir() -> PathBuf {
@@ -72,7 +72,7 @@ fn check_response_shape(method: &str, api_version: u32, name: &str, resp: &Value
     }
 }
 
-/// A result decodes through the method's result type (`rpc::methods`) at the request's API
+/// A result decodes through the method's result type (`protocol::methods`) at the request's API
 /// version, and reads back unchanged.
 fn check_result(method: &str, api_version: u32, ctx: &str, r: &Value) {
     let def = definition(method);

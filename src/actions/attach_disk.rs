@@ -4,7 +4,7 @@
 use crate::call::Call;
 use crate::disks::{registry, store};
 use crate::error::{CpiError, Result};
-use crate::rpc::methods::{AttachDisk, DiskHint};
+use crate::protocol::methods::{AttachDisk, DiskHint};
 
 pub fn run(call: &Call, args: AttachDisk) -> Result<Option<DiskHint>> {
     let vm_cid = args.vm_cid.as_str();

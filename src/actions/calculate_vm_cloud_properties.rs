@@ -4,7 +4,7 @@ use serde_json::{json, Map, Value};
 
 use crate::call::Call;
 use crate::error::Result;
-use crate::rpc::methods::CalculateVmCloudProperties;
+use crate::protocol::methods::CalculateVmCloudProperties;
 
 pub fn run(_call: &Call, args: CalculateVmCloudProperties) -> Result<Map<String, Value>> {
     let size = args.desired_instance_size.0;

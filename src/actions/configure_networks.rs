@@ -2,7 +2,7 @@
 
 use crate::call::Call;
 use crate::error::{CpiError, Result};
-use crate::rpc::methods::ConfigureNetworks;
+use crate::protocol::methods::ConfigureNetworks;
 
 pub fn run(_call: &Call, _args: ConfigureNetworks) -> Result<()> {
     Err(CpiError::not_supported(

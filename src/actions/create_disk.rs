@@ -10,7 +10,7 @@ use crate::error::{CpiError, Result};
 use crate::ironic::PortQuery;
 use crate::pool::record::disks;
 use crate::pool::vm::held;
-use crate::rpc::methods::CreateDisk;
+use crate::protocol::methods::CreateDisk;
 
 pub fn run(call: &Call, args: CreateDisk) -> Result<String> {
     let size_mb = args.size;

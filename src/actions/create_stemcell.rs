@@ -4,7 +4,7 @@ use std::path::Path;
 
 use crate::call::Call;
 use crate::error::Result;
-use crate::rpc::methods::CreateStemcell;
+use crate::protocol::methods::CreateStemcell;
 use crate::stemcell;
 
 pub fn run(call: &Call, args: CreateStemcell) -> Result<String> {

@@ -15,7 +15,7 @@ use crate::ironic::Node;
 use crate::pool::cloud_properties::VmCloudProperties;
 use crate::pool::provision::{Image, Plan, Provisioner, VmFiles};
 use crate::pool::whoami::on_this_host;
-use crate::rpc::methods::{CreateVm, VmCreated};
+use crate::protocol::methods::{CreateVm, VmCreated};
 use crate::stemcell;
 use crate::vm_data::{self, VmRegistry};
 

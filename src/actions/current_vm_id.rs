@@ -3,7 +3,7 @@
 
 use crate::call::Call;
 use crate::error::{CpiError, Result};
-use crate::rpc::methods::CurrentVmId;
+use crate::protocol::methods::CurrentVmId;
 
 pub fn run(_call: &Call, _args: CurrentVmId) -> Result<String> {
     Err(CpiError::not_implemented(

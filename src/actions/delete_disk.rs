@@ -4,7 +4,7 @@
 use crate::call::Call;
 use crate::disks::store;
 use crate::error::Result;
-use crate::rpc::methods::DeleteDisk;
+use crate::protocol::methods::DeleteDisk;
 
 pub fn run(call: &Call, args: DeleteDisk) -> Result<()> {
     let cid = args.disk_cid.as_str();

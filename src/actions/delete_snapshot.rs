@@ -3,7 +3,7 @@
 
 use crate::call::Call;
 use crate::error::{CpiError, Result};
-use crate::rpc::methods::DeleteSnapshot;
+use crate::protocol::methods::DeleteSnapshot;
 
 pub fn run(_call: &Call, _args: DeleteSnapshot) -> Result<()> {
     Err(CpiError::not_implemented(

@@ -2,7 +2,7 @@
 
 use crate::call::Call;
 use crate::error::Result;
-use crate::rpc::methods::DeleteStemcell;
+use crate::protocol::methods::DeleteStemcell;
 use crate::stemcell;
 
 pub fn run(call: &Call, args: DeleteStemcell) -> Result<()> {

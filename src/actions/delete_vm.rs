@@ -7,7 +7,7 @@ use crate::error::Result;
 use crate::pool::teardown::{self, Teardown};
 use crate::pool::vm::parse_cid;
 use crate::pool::whoami::on_this_host;
-use crate::rpc::methods::DeleteVm;
+use crate::protocol::methods::DeleteVm;
 use crate::vm_data;
 
 pub fn run(call: &Call, args: DeleteVm) -> Result<()> {

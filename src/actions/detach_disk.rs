@@ -4,7 +4,7 @@
 use crate::call::Call;
 use crate::disks::{registry, store};
 use crate::error::{CpiError, Result};
-use crate::rpc::methods::DetachDisk;
+use crate::protocol::methods::DetachDisk;
 
 pub fn run(call: &Call, args: DetachDisk) -> Result<()> {
     let vm_cid = args.vm_cid.as_str();

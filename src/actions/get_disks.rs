@@ -6,7 +6,7 @@ use crate::call::Call;
 use crate::error::Result;
 use crate::pool::record::disks;
 use crate::pool::vm::held;
-use crate::rpc::methods::GetDisks;
+use crate::protocol::methods::GetDisks;
 
 pub fn run(call: &Call, args: GetDisks) -> Result<Vec<String>> {
     let (node, record) = held(call.ironic()?, args.vm_cid.as_str())?;

@@ -5,7 +5,7 @@ use crate::call::Call;
 use crate::disks::cid::DiskCid;
 use crate::disks::store;
 use crate::error::Result;
-use crate::rpc::methods::HasDisk;
+use crate::protocol::methods::HasDisk;
 
 pub fn run(call: &Call, args: HasDisk) -> Result<bool> {
     let Some(cid) = DiskCid::parse(args.disk_cid.as_str()) else {

@@ -4,7 +4,7 @@
 use crate::call::Call;
 use crate::error::{self, Result, Stage};
 use crate::pool::vm::{lookup, parse_cid, Lookup};
-use crate::rpc::methods::HasVm;
+use crate::protocol::methods::HasVm;
 
 pub fn run(call: &Call, args: HasVm) -> Result<bool> {
     let cid = parse_cid(args.vm_cid.as_str())?;

@@ -2,7 +2,7 @@
 
 use crate::call::Call;
 use crate::error::Result;
-use crate::rpc::methods::{CpiInfo, Info};
+use crate::protocol::methods::{CpiInfo, Info};
 
 /// The stemcells this CPI deploys. OpenStack stemcells carry a whole-disk `root.img` that Ironic
 /// writes to the node's root device: raw as it is, qcow2 converted by the deploy agent on the

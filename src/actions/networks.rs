@@ -4,7 +4,7 @@
 
 use crate::call::Call;
 use crate::error::{CpiError, Result};
-use crate::rpc::methods::{CreateNetwork, DeleteNetwork, NetworkCreated};
+use crate::protocol::methods::{CreateNetwork, DeleteNetwork, NetworkCreated};
 
 pub fn create(_call: &Call, _args: CreateNetwork) -> Result<NetworkCreated> {
     Err(unmanaged("create_network"))

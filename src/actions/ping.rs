@@ -2,7 +2,7 @@
 
 use crate::call::Call;
 use crate::error::Result;
-use crate::rpc::methods::{Ping, Pong};
+use crate::protocol::methods::{Ping, Pong};
 
 pub fn run(_call: &Call, _args: Ping) -> Result<Pong> {
     Ok(Pong::Pong)

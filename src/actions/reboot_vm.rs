@@ -4,7 +4,7 @@ use crate::call::Call;
 use crate::error::{CpiError, Result};
 use crate::ironic::wait;
 use crate::pool::vm::held;
-use crate::rpc::methods::RebootVm;
+use crate::protocol::methods::RebootVm;
 
 pub fn run(call: &Call, args: RebootVm) -> Result<()> {
     let vm_cid = args.vm_cid.as_str();

@@ -3,7 +3,7 @@
 
 use crate::call::Call;
 use crate::error::{CpiError, Result};
-use crate::rpc::methods::ResizeDisk;
+use crate::protocol::methods::ResizeDisk;
 
 pub fn run(_call: &Call, _args: ResizeDisk) -> Result<()> {
     Err(CpiError::not_supported(

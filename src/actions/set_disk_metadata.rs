@@ -5,7 +5,7 @@ use serde_json::Value;
 use crate::call::Call;
 use crate::disks::store;
 use crate::error::Result;
-use crate::rpc::methods::SetDiskMetadata;
+use crate::protocol::methods::SetDiskMetadata;
 
 pub fn run(call: &Call, args: SetDiskMetadata) -> Result<()> {
     let cid = args.disk_cid.as_str();

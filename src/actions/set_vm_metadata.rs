@@ -9,7 +9,7 @@ use crate::ironic::PatchOp;
 use crate::pool::record::while_owned;
 use crate::pool::record::METADATA_KEY;
 use crate::pool::vm::held;
-use crate::rpc::methods::SetVmMetadata;
+use crate::protocol::methods::SetVmMetadata;
 
 pub fn run(call: &Call, args: SetVmMetadata) -> Result<()> {
     let vm_cid = args.vm_cid.as_str();

@@ -3,7 +3,7 @@
 
 use crate::call::Call;
 use crate::error::{CpiError, Result};
-use crate::rpc::methods::SnapshotDisk;
+use crate::protocol::methods::SnapshotDisk;
 
 pub fn run(_call: &Call, _args: SnapshotDisk) -> Result<String> {
     Err(CpiError::not_implemented(

@@ -3,7 +3,7 @@
 
 use crate::call::Call;
 use crate::error::{CpiError, Result};
-use crate::rpc::methods::UpdateDisk;
+use crate::protocol::methods::UpdateDisk;
 
 pub fn run(_call: &Call, _args: UpdateDisk) -> Result<Option<String>> {
     Err(CpiError::not_supported(

@@ -1,17 +1,17 @@
-//! The dispatch table: every CPI API v2 method, its argument names, and the action that runs it.
+//! The dispatch table: the action that runs each CPI method (`protocol::methods` defines them).
 
 use std::path::Path;
 use std::time::Instant;
 
 use serde_json::Value;
 
-use super::args::Arg;
-use super::methods::{self, *};
-use super::{Args, Request, Response};
 use crate::actions;
 use crate::call::Call;
 use crate::config::Config;
 use crate::error::{CpiError, Result};
+use crate::protocol::args::Arg;
+use crate::protocol::methods::{self, *};
+use crate::protocol::{Args, Request, Response};
 
 pub type Action = fn(&Call, &Args) -> Result<Value>;
 
@@ -23,7 +23,7 @@ pub struct Method {
     pub run: Action,
 }
 
-/// A table entry: the method's name and arguments come from its definition (`rpc::methods`);
+/// A table entry: the method's name and arguments come from its definition (`protocol::methods`);
 /// the action gets its arguments decoded into the method's struct, and its typed result is
 /// what the director receives.
 macro_rules! method {
@@ -107,7 +107,10 @@ pub fn handle(input: &[u8], config_path: Option<&Path>) -> Response {
         Err((e, notes)) => {
             log::error!("{} failed after {elapsed:.3} s: {e}", request.method);
             let outcome = format!("failed ({})", e.kind.bosh_type());
-            Response::err(&e, summary(&request.method, &notes, &outcome, elapsed))
+            Response::err(
+                &e.to_wire(),
+                summary(&request.method, &notes, &outcome, elapsed),
+            )
         }
     }
 }
@@ -136,7 +139,7 @@ fn run(request: &Request, config_path: Option<&Path>) -> Outcome {
     };
     let args = Args::new(method.name, method.args, &request.arguments);
     if let Err(e) = args.check() {
-        return Err((e, Vec::new()));
+        return Err((e.into(), Vec::new()));
     }
     let call = Call::new(request, config.as_ref());
     log::info!(

@@ -85,7 +85,7 @@ fn definition(method: &str) -> &'static MethodDef {
     methods::METHODS
         .iter()
         .find(|d| d.name == method)
-        .unwrap_or_else(|| panic!("{method} has no definition in rpc::methods"))
+        .unwrap_or_else(|| panic!("{method} has no definition in protocol::methods"))
 }
 
 #[test]

@@ -2,11 +2,10 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::call::Call;
 use crate::error::Result;
 use crate::protocol::methods::CalculateVmCloudProperties;
 
-pub fn run(_call: &Call, args: CalculateVmCloudProperties) -> Result<Map<String, Value>> {
+pub fn run(args: CalculateVmCloudProperties) -> Result<Map<String, Value>> {
     let size = args.desired_instance_size.0;
     // Ironic's local_gb is whole GiB; round up so the node is never smaller than asked.
     let local_gb = size.ephemeral_disk_size.div_ceil(1024);

@@ -1,13 +1,14 @@
 //! `delete_stemcell`: remove image and metadata; idempotent.
 
-use crate::call::Call;
 use crate::error::Result;
 use crate::protocol::methods::DeleteStemcell;
+use crate::repository::Repository;
+use crate::services::{Lazy, Notes};
 use crate::stemcell;
 
-pub fn run(call: &Call, args: DeleteStemcell) -> Result<()> {
+pub fn run(stemcells: &Lazy<Repository>, notes: &Notes, args: DeleteStemcell) -> Result<()> {
     let cid = args.stemcell_cid.as_str();
-    stemcell::delete(&call.stemcell_repository()?, cid)?;
-    call.note(format!("deleted stemcell {cid}"));
+    stemcell::delete(stemcells.get()?, cid)?;
+    notes.note(format!("deleted stemcell {cid}"));
     Ok(())
 }

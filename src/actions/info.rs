@@ -1,6 +1,5 @@
 //! `info`: called before nearly every other call, so it must stay cheap: no Ironic, no network.
 
-use crate::call::Call;
 use crate::error::Result;
 use crate::protocol::methods::{CpiInfo, Info};
 
@@ -13,7 +12,7 @@ pub const STEMCELL_FORMATS: [&str; 2] = ["openstack-raw", "openstack-qcow2"];
 /// The newest CPI API this CPI speaks; the director refuses CPIs that report less than 2.
 pub const API_VERSION: u32 = 2;
 
-pub fn run(_call: &Call, _args: Info) -> Result<CpiInfo> {
+pub fn run(_args: Info) -> Result<CpiInfo> {
     Ok(CpiInfo {
         api_version: API_VERSION,
         stemcell_formats: STEMCELL_FORMATS.map(str::to_string).to_vec(),

@@ -2,15 +2,16 @@
 
 use serde_json::Value;
 
-use crate::call::Call;
 use crate::disks::store;
 use crate::error::Result;
+use crate::ironic::Ironic;
 use crate::protocol::methods::SetDiskMetadata;
+use crate::services::Lazy;
 
-pub fn run(call: &Call, args: SetDiskMetadata) -> Result<()> {
+pub fn run(ironic: &Lazy<dyn Ironic>, args: SetDiskMetadata) -> Result<()> {
     let cid = args.disk_cid.as_str();
     let metadata = args.metadata.clone();
-    let client = call.ironic()?;
+    let client = ironic.get()?;
     let located = store::locate_existing(client, cid)?;
     let mut record = located.require()?.clone();
     record.insert("metadata".into(), Value::Object(metadata));

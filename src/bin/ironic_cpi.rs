@@ -229,7 +229,8 @@ fn free(
         let request = ironic_cpi::protocol::Request::from_value(json!({
             "method": "free", "arguments": [], "context": {}}))
         .map_err(|e| e.message)?;
-        let call = ironic_cpi::call::Call::new(&request, Some(&config));
+        let services = ironic_cpi::services::Services::new(&request, Some(&config));
+        let files = services.vm_data();
         let teardown = Teardown {
             api: &client,
             ironic: &config.ironic,
@@ -239,7 +240,7 @@ fn free(
             liveness: &on_this_host,
         };
         // The registry settings and published drive of a VM being freed go with it.
-        let before = |n: &Node| ironic_cpi::vm_data::remove(&call, &n.uuid);
+        let before = |n: &Node| ironic_cpi::vm_data::remove(&files, &n.uuid);
         orphans::free(&teardown, node, stale_after, &before).map(|f| f.steps)
     };
     match run() {

@@ -6,14 +6,16 @@ use std::time::Instant;
 use serde_json::Value;
 
 use crate::actions;
-use crate::call::Call;
 use crate::config::Config;
 use crate::error::{CpiError, Result};
 use crate::protocol::args::Arg;
 use crate::protocol::methods::{self, *};
 use crate::protocol::{Args, Request, Response};
+use crate::services::Services;
 
-pub type Action = fn(&Call, &Args) -> Result<Value>;
+/// Runs one method: decodes the arguments, builds what the action uses from the call's
+/// services, runs it, and writes its result as JSON.
+pub type Action = fn(&Services, &Args) -> Result<Value>;
 
 pub struct Method {
     pub name: &'static str,
@@ -24,20 +26,20 @@ pub struct Method {
 }
 
 /// A table entry: the method's name and arguments come from its definition (`protocol::methods`);
-/// the action gets its arguments decoded into the method's struct, and its typed result is
-/// what the director receives.
+/// `|services, args| action(...)` hands the action its decoded arguments and only the
+/// dependencies it uses; its typed result is what the director receives.
 macro_rules! method {
-    ($args:ident, $run:path) => {
-        method!($args, $run, needs_config: true)
+    ($args:ident, |$s:pat_param, $a:ident| $run:expr) => {
+        method!($args, needs_config: true, |$s, $a| $run)
     };
-    ($args:ident, $run:path, needs_config: $needs:expr) => {
+    ($args:ident, needs_config: $needs:expr, |$s:pat_param, $a:ident| $run:expr) => {
         Method {
             name: <$args as methods::Method>::NAME,
             args: <$args as methods::Method>::SPEC,
             needs_config: $needs,
-            run: |call, args| {
-                let result: <$args as methods::Method>::Result =
-                    $run(call, <$args as methods::Method>::decode(args)?)?;
+            run: |$s, args| {
+                let $a = <$args as methods::Method>::decode(args)?;
+                let result: <$args as methods::Method>::Result = $run?;
                 answer(&result)
             },
         }
@@ -50,36 +52,89 @@ fn answer<T: serde::Serialize>(result: &T) -> Result<Value> {
         .map_err(|e| CpiError::cpi(format!("the result cannot be written as JSON: {e}")))
 }
 
-/// In the order of `methods::METHODS` (a test holds them to it).
+/// The composition root of every method, in the order of `protocol::methods::METHODS` (a test
+/// holds them to it). `s` is the call's `Services`: each dependency is built on first use, once.
 pub static METHODS: &[Method] = &[
-    method!(Info, actions::info::run, needs_config: false),
-    method!(Ping, actions::ping::run, needs_config: false),
-    method!(CreateStemcell, actions::create_stemcell::run),
-    method!(DeleteStemcell, actions::delete_stemcell::run),
-    method!(CreateVm, actions::create_vm::run),
-    method!(DeleteVm, actions::delete_vm::run),
-    method!(HasVm, actions::has_vm::run),
-    method!(RebootVm, actions::reboot_vm::run),
-    method!(SetVmMetadata, actions::set_vm_metadata::run),
-    method!(
-        CalculateVmCloudProperties,
-        actions::calculate_vm_cloud_properties::run
-    ),
-    method!(CreateDisk, actions::create_disk::run),
-    method!(DeleteDisk, actions::delete_disk::run),
-    method!(HasDisk, actions::has_disk::run),
-    method!(AttachDisk, actions::attach_disk::run),
-    method!(DetachDisk, actions::detach_disk::run),
-    method!(SetDiskMetadata, actions::set_disk_metadata::run),
-    method!(GetDisks, actions::get_disks::run),
-    method!(ResizeDisk, actions::resize_disk::run),
-    method!(UpdateDisk, actions::update_disk::run),
-    method!(SnapshotDisk, actions::snapshot_disk::run),
-    method!(DeleteSnapshot, actions::delete_snapshot::run),
-    method!(CreateNetwork, actions::networks::create),
-    method!(DeleteNetwork, actions::networks::delete),
-    method!(CurrentVmId, actions::current_vm_id::run),
-    method!(ConfigureNetworks, actions::configure_networks::run),
+    method!(Info, needs_config: false, |_, a| actions::info::run(a)),
+    method!(Ping, needs_config: false, |_, a| actions::ping::run(a)),
+    method!(CreateStemcell, |s, a| actions::create_stemcell::run(
+        &s.stemcells,
+        &s.notes,
+        a
+    )),
+    method!(DeleteStemcell, |s, a| actions::delete_stemcell::run(
+        &s.stemcells,
+        &s.notes,
+        a
+    )),
+    method!(CreateVm, |s, a| actions::create_vm::run(
+        actions::create_vm::Deps {
+            config: s.config()?,
+            ironic: &s.ironic,
+            stemcells: &s.stemcells,
+            files: s.vm_data(),
+            api_version: s.api_version(),
+            me: s.process(),
+        },
+        a
+    )),
+    method!(DeleteVm, |s, a| actions::delete_vm::run(
+        s.config()?,
+        &s.ironic,
+        s.vm_data(),
+        s.process(),
+        a
+    )),
+    method!(HasVm, |s, a| actions::has_vm::run(&s.ironic, &s.notes, a)),
+    method!(RebootVm, |s, a| actions::reboot_vm::run(
+        s.config()?,
+        &s.ironic,
+        &s.notes,
+        a
+    )),
+    method!(SetVmMetadata, |s, a| actions::set_vm_metadata::run(
+        &s.ironic, &s.notes, a
+    )),
+    method!(CalculateVmCloudProperties, |_, a| {
+        actions::calculate_vm_cloud_properties::run(a)
+    }),
+    method!(CreateDisk, |s, a| actions::create_disk::run(
+        s.config()?,
+        &s.ironic,
+        &s.notes,
+        a
+    )),
+    method!(DeleteDisk, |s, a| actions::delete_disk::run(
+        &s.ironic, &s.notes, a
+    )),
+    method!(HasDisk, |s, a| actions::has_disk::run(&s.ironic, a)),
+    method!(AttachDisk, |s, a| actions::attach_disk::run(
+        &s.ironic,
+        s.registry(),
+        &s.notes,
+        s.api_version(),
+        a
+    )),
+    method!(DetachDisk, |s, a| actions::detach_disk::run(
+        &s.ironic,
+        s.registry(),
+        &s.notes,
+        a
+    )),
+    method!(SetDiskMetadata, |s, a| actions::set_disk_metadata::run(
+        &s.ironic, a
+    )),
+    method!(GetDisks, |s, a| actions::get_disks::run(&s.ironic, a)),
+    method!(ResizeDisk, |_, a| actions::resize_disk::run(a)),
+    method!(UpdateDisk, |_, a| actions::update_disk::run(a)),
+    method!(SnapshotDisk, |_, a| actions::snapshot_disk::run(a)),
+    method!(DeleteSnapshot, |_, a| actions::delete_snapshot::run(a)),
+    method!(CreateNetwork, |_, a| actions::networks::create(a)),
+    method!(DeleteNetwork, |_, a| actions::networks::delete(a)),
+    method!(CurrentVmId, |_, a| actions::current_vm_id::run(a)),
+    method!(ConfigureNetworks, |_, a| actions::configure_networks::run(
+        a
+    )),
 ];
 
 pub fn find(name: &str) -> Option<&'static Method> {
@@ -141,7 +196,7 @@ fn run(request: &Request, config_path: Option<&Path>) -> Outcome {
     if let Err(e) = args.check() {
         return Err((e.into(), Vec::new()));
     }
-    let call = Call::new(request, config.as_ref());
+    let services = Services::new(request, config.as_ref());
     log::info!(
         "{} (api_version {}, stemcell api_version {})",
         method.name,
@@ -151,8 +206,8 @@ fn run(request: &Request, config_path: Option<&Path>) -> Outcome {
             .stemcell_api_version
             .map_or_else(|| "-".to_string(), |v| v.to_string())
     );
-    let result = (method.run)(&call, &args);
-    let notes = call.take_notes();
+    let result = (method.run)(&services, &args);
+    let notes = services.take_notes();
     match result {
         Ok(v) => Ok((v, notes)),
         Err(e) => Err((e, notes)),

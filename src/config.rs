@@ -18,7 +18,7 @@ pub use ironic_client::config::{
 pub use ironic_cpi_common::{Seconds, Secret};
 
 /// Context keys that belong to the director, not to the CPI's configuration.
-pub const RESERVED_CONTEXT_KEYS: [&str; 3] = ["director_uuid", "request_id", "vm"];
+pub use bosh_cpi_protocol::request::RESERVED_CONTEXT_KEYS;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

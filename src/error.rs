@@ -1,65 +1,18 @@
-//! The error family the BOSH director understands.
+//! The CPI's failures, in the error family the BOSH director understands (the kinds are the
+//! protocol crate's `ErrorKind`).
 //!
 //! Every failure of a CPI call becomes one of these before it reaches stdout: the director maps any
-//! other `type` to `UnknownError` and fails the task, so nothing else may escape.
+//! other `type` to `UnknownError` and fails the task, so nothing else may escape. `CpiError` lives
+//! here rather than in the protocol crate because of the mapping from Ironic failures below: the
+//! orphan rule allows `From<IronicError>` (what `?` uses in actions) only in a crate that owns one
+//! of the two types. `CpiError::to_wire` gives the protocol's `Error` the response carries.
 
 use std::fmt;
 use std::sync::Arc;
 
+pub use bosh_cpi_protocol::ErrorKind;
+
 use crate::ironic::IronicError;
-
-/// The `Bosh::Clouds::*` error types the director knows (contract doc, section 1.3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ErrorKind {
-    CpiError,
-    NotImplemented,
-    NotSupported,
-    CloudError,
-    VmNotFound,
-    VmCreationFailed,
-    DiskNotFound,
-    DiskNotAttached,
-    NoDiskSpace,
-}
-
-impl ErrorKind {
-    pub const ALL: [ErrorKind; 9] = [
-        ErrorKind::CpiError,
-        ErrorKind::NotImplemented,
-        ErrorKind::NotSupported,
-        ErrorKind::CloudError,
-        ErrorKind::VmNotFound,
-        ErrorKind::VmCreationFailed,
-        ErrorKind::DiskNotFound,
-        ErrorKind::DiskNotAttached,
-        ErrorKind::NoDiskSpace,
-    ];
-
-    /// The exact string the director matches on.
-    pub fn bosh_type(self) -> &'static str {
-        match self {
-            ErrorKind::CpiError => "Bosh::Clouds::CpiError",
-            ErrorKind::NotImplemented => "Bosh::Clouds::NotImplemented",
-            ErrorKind::NotSupported => "Bosh::Clouds::NotSupported",
-            ErrorKind::CloudError => "Bosh::Clouds::CloudError",
-            ErrorKind::VmNotFound => "Bosh::Clouds::VMNotFound",
-            ErrorKind::VmCreationFailed => "Bosh::Clouds::VMCreationFailed",
-            ErrorKind::DiskNotFound => "Bosh::Clouds::DiskNotFound",
-            ErrorKind::DiskNotAttached => "Bosh::Clouds::DiskNotAttached",
-            ErrorKind::NoDiskSpace => "Bosh::Clouds::NoDiskSpace",
-        }
-    }
-
-    pub fn from_bosh_type(s: &str) -> Option<ErrorKind> {
-        ErrorKind::ALL.into_iter().find(|k| k.bosh_type() == s)
-    }
-}
-
-impl fmt::Display for ErrorKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.bosh_type())
-    }
-}
 
 /// A failure on its way to the director: type, a message a person can act on, and whether the
 /// director may simply call again.
@@ -161,6 +114,20 @@ impl CpiError {
 }
 
 pub type Result<T> = std::result::Result<T, CpiError>;
+
+/// A protocol failure (a bad envelope or bad arguments) on its way through the CPI.
+impl From<bosh_cpi_protocol::Error> for CpiError {
+    fn from(e: bosh_cpi_protocol::Error) -> CpiError {
+        CpiError::new(e.kind, e.message).retryable(e.ok_to_retry)
+    }
+}
+
+impl CpiError {
+    /// The failure as the response carries it.
+    pub fn to_wire(&self) -> bosh_cpi_protocol::Error {
+        bosh_cpi_protocol::Error::new(self.kind, self.message.clone()).retryable(self.ok_to_retry)
+    }
+}
 
 /// Where an Ironic failure happened: that decides what the director is told.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,29 +11,43 @@
 
 use serde_json::Value;
 
-use crate::call::Call;
+use crate::config::Defaults;
 use crate::configdrive::ConfigDrive;
 use crate::error::{CpiError, Result};
 use crate::registry::{AgentAccess, RegistryClient};
 use crate::repository::Repository;
+use crate::services::{CallRegistry, Lazy, Notes};
+
+/// What this module writes to, as one call has it: the registry and the metadata repository
+/// (each built on first use), and the call's notes.
+#[derive(Clone, Copy)]
+pub struct VmData<'a> {
+    pub registry: CallRegistry<'a>,
+    pub metadata: &'a Lazy<'a, Option<Repository>>,
+    pub notes: &'a Notes,
+}
 
 /// Inline when small enough for Ironic's database; otherwise (or with
 /// `defaults.publish_configdrive`) published to the metadata repository and passed by URL,
 /// gzipped and base64-encoded as Ironic's `configdrive` takes it.
-pub fn configdrive_param(call: &Call, uuid: &str, drive: &ConfigDrive) -> Result<String> {
-    let defaults = &call.config()?.defaults;
+pub fn configdrive_param(
+    data: &VmData,
+    defaults: &Defaults,
+    uuid: &str,
+    drive: &ConfigDrive,
+) -> Result<String> {
     // Ironic stores the base64 text, so that is what must fit under the limit.
     let inline = drive.base64_len() <= defaults.configdrive_inline_max_bytes
         && !defaults.publish_configdrive;
     let encoded = drive.to_base64();
     if inline {
-        call.note(format!(
+        data.notes.note(format!(
             "config drive: {} bytes gzipped, sent inline",
             drive.gzipped().len()
         ));
         return Ok(encoded);
     }
-    let Some(repo) = call.metadata_repository()? else {
+    let Some(repo) = data.metadata.get()? else {
         return Err(CpiError::cloud(format!(
             "the config drive is {} bytes (gzipped, base64), above \
              defaults.configdrive_inline_max_bytes ({}) or asked to be published \
@@ -48,8 +62,8 @@ pub fn configdrive_param(call: &Call, uuid: &str, drive: &ConfigDrive) -> Result
     } else {
         &[]
     };
-    let path = publish(&repo, uuid, encoded.into_bytes(), files)?;
-    call.note(format!(
+    let path = publish(repo, uuid, encoded.into_bytes(), files)?;
+    data.notes.note(format!(
         "config drive: {} bytes gzipped, passed to Ironic by URL {} (removed once deployed)",
         drive.gzipped().len(),
         shown(&repo.public_url(&path))
@@ -91,10 +105,10 @@ pub fn shown(url: &str) -> String {
 }
 
 /// The deploy has finished: Ironic needs the published drive no more.
-pub fn deployed(call: &Call, node_uuid: &str) {
-    match call.metadata_repository() {
-        Ok(Some(repo)) => match unpublish(&repo, node_uuid) {
-            Ok(true) => call.note("removed the published config drive"),
+pub fn deployed(data: &VmData, node_uuid: &str) {
+    match data.metadata.get() {
+        Ok(Some(repo)) => match unpublish(repo, node_uuid) {
+            Ok(true) => data.notes.note("removed the published config drive"),
             Ok(false) => {}
             Err(e) => log::warn!(
                 "could not remove the published config drive of {node_uuid} (delete_vm will): {e}"
@@ -107,13 +121,13 @@ pub fn deployed(call: &Call, node_uuid: &str) {
 
 /// The registry as one VM's create_vm uses it: the VM's own endpoint and credentials, and the
 /// first PUT of its settings that makes them readable with those credentials.
-pub struct VmRegistry {
-    client: RegistryClient,
+pub struct VmRegistry<'a> {
+    client: &'a RegistryClient,
     uuid: String,
     access: AgentAccess,
 }
 
-impl VmRegistry {
+impl VmRegistry<'_> {
     /// The endpoint for the VM's user data (holds the VM's secret: never log it).
     pub fn agent_endpoint(&self) -> String {
         self.access.endpoint().to_string()
@@ -126,8 +140,8 @@ impl VmRegistry {
 }
 
 /// The registry for the VM on node `uuid`, when this call uses one.
-pub fn registry(call: &Call, uuid: &str) -> Result<Option<VmRegistry>> {
-    Ok(call.registry()?.map(|client| VmRegistry {
+pub fn registry<'a>(data: &VmData<'a>, uuid: &str) -> Result<Option<VmRegistry<'a>>> {
+    Ok(data.registry.get()?.map(|client| VmRegistry {
         access: client.agent_access(uuid),
         client,
         uuid: uuid.to_string(),
@@ -135,8 +149,8 @@ pub fn registry(call: &Call, uuid: &str) -> Result<Option<VmRegistry>> {
 }
 
 /// Registry settings and published config drives of a node's VM; missing ones are fine.
-pub fn remove(call: &Call, node_uuid: &str) {
-    match call.configured_registry() {
+pub fn remove(data: &VmData, node_uuid: &str) {
+    match data.registry.configured() {
         Ok(Some(registry)) => {
             if let Err(e) = registry.delete_settings(node_uuid) {
                 log::warn!("could not delete registry settings of {node_uuid}: {e}");
@@ -145,9 +159,9 @@ pub fn remove(call: &Call, node_uuid: &str) {
         Ok(None) => {}
         Err(e) => log::warn!("registry: {e}"),
     }
-    match call.metadata_repository() {
+    match data.metadata.get() {
         Ok(Some(repo)) => {
-            if let Err(e) = unpublish(&repo, node_uuid) {
+            if let Err(e) = unpublish(repo, node_uuid) {
                 log::warn!("could not delete the published config drive of {node_uuid}: {e}");
             }
         }

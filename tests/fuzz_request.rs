@@ -13,8 +13,9 @@ use proptest::prelude::*;
 use serde_json::Value;
 
 use fuzz_support::{arb_json, damaged, fuzz};
-use ironic_cpi::rpc::args::ArgType;
-use ironic_cpi::rpc::{dispatch, Args, Request};
+use ironic_cpi::protocol::args::ArgType;
+use ironic_cpi::protocol::{Args, Request};
+use ironic_cpi::rpc::dispatch;
 
 const KEYS: &[&str] = &[
     "method",

@@ -361,6 +361,7 @@ fn release_is_made_compiled_and_installed_by_the_bosh_tools() {
     }
     for file in [
         "common/Cargo.toml",
+        "protocol/Cargo.toml",
         "http/Cargo.toml",
         "ironic/Cargo.toml",
         "server/Cargo.toml",

@@ -1,7 +1,9 @@
 //! The CPI contract as data: `spec/<method>.json` holds example requests and responses for every
 //! method in the dispatch table. This test checks that the examples and the code agree:
-//! every request parses with the CPI's own parser and fits the method's argument types, every
-//! response has the shape the director validates, and the methods that answer without Ironic
+//! every request parses with the CPI's own parser and decodes into the method's argument struct,
+//! every result decodes into the method's result type at the request's API version (both from
+//! `protocol::methods`, the definitions the dispatch table runs), every response has the envelope
+//! the director validates, and the methods that answer without Ironic
 //! give exactly the documented answer when the real binary is run.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benchmarks fail loudly
@@ -12,8 +14,9 @@ use std::process::{Command, Stdio};
 
 use serde_json::{json, Value};
 
+use ironic_cpi::protocol::methods::{self, MethodDef};
+use ironic_cpi::protocol::{Args, Request};
 use ironic_cpi::rpc::dispatch::{self, METHODS};
-use ironic_cpi::rpc::Request;
 use ironic_cpi::ErrorKind;
 
 fn spec_dir() -> PathBuf {
@@ -33,32 +36,6 @@ fn examples(method: &str) -> Vec<Value> {
     let ex = spec["examples"].as_array().expect("examples array").clone();
     assert!(!ex.is_empty(), "{method}: no examples");
     ex
-}
-
-/// The JSON type each argument must have, by the contract's argument names.
-fn expected_arg_type(method: &str, name: &str) -> &'static str {
-    match name {
-        "cloud_properties"
-        | "networks"
-        | "env"
-        | "metadata"
-        | "desired_instance_size"
-        | "network_definition" => "object",
-        "disk_cids" => "array",
-        "size" | "new_size" => "integer",
-        "vm_cid" if method == "create_disk" => "string-or-null",
-        _ => "string",
-    }
-}
-
-fn fits(v: &Value, ty: &str) -> bool {
-    match ty {
-        "object" => v.is_object(),
-        "array" => v.is_array(),
-        "integer" => v.as_u64().is_some(),
-        "string-or-null" => v.is_string() || v.is_null(),
-        _ => v.as_str().is_some_and(|s| !s.is_empty()),
-    }
 }
 
 fn check_response_shape(method: &str, api_version: u32, name: &str, resp: &Value) {
@@ -95,35 +72,20 @@ fn check_response_shape(method: &str, api_version: u32, name: &str, resp: &Value
     }
 }
 
+/// A result decodes through the method's result type (`protocol::methods`) at the request's API
+/// version, and reads back unchanged.
 fn check_result(method: &str, api_version: u32, ctx: &str, r: &Value) {
-    let ok = match method {
-        "info" => {
-            r["api_version"].as_u64().is_some_and(|v| v >= 2)
-                && r["stemcell_formats"]
-                    .as_array()
-                    .is_some_and(|a| !a.is_empty() && a.iter().all(Value::is_string))
-        }
-        "ping" => r == "pong",
-        "create_stemcell" | "create_disk" | "current_vm_id" => r.is_string(),
-        "create_vm" if api_version >= 2 => r
-            .as_array()
-            .is_some_and(|a| a.len() == 2 && a[0].is_string() && a[1].is_object()),
-        "create_vm" => r.is_string(),
-        "has_vm" | "has_disk" => r.is_boolean(),
-        "calculate_vm_cloud_properties" => r.is_object(),
-        "get_disks" => r.as_array().is_some_and(|a| a.iter().all(Value::is_string)),
-        "attach_disk" if api_version >= 2 => {
-            r.as_str().is_some_and(|s| !s.is_empty())
-                || r.as_object().is_some_and(|o| !o.is_empty())
-        }
-        "update_disk" => r.is_null() || r.is_string(),
-        "create_network" => r.as_array().is_some_and(|a| a.len() == 3),
-        _ => r.is_null(),
-    };
-    assert!(
-        ok,
-        "{ctx}: result {r} has the wrong shape for api_version {api_version}"
-    );
+    let def = definition(method);
+    if let Err(e) = (def.decode_result)(api_version, r) {
+        panic!("{ctx}: result {r} is not {method}'s result at api_version {api_version}: {e}");
+    }
+}
+
+fn definition(method: &str) -> &'static MethodDef {
+    methods::METHODS
+        .iter()
+        .find(|d| d.name == method)
+        .unwrap_or_else(|| panic!("{method} has no definition in protocol::methods"))
 }
 
 #[test]
@@ -147,25 +109,24 @@ fn every_method_has_a_spec_and_every_spec_a_method() {
 }
 
 #[test]
-fn example_requests_parse_and_fit_the_argument_types() {
+fn example_requests_parse_and_decode_into_the_argument_structs() {
     for m in METHODS {
+        let def = definition(m.name);
         for ex in examples(m.name) {
             let name = ex["name"].as_str().unwrap_or("?");
             let req = Request::from_value(ex["request"].clone())
                 .unwrap_or_else(|e| panic!("{} / {name}: {e}", m.name));
             assert_eq!(req.method, m.name);
             let expects_cpi_error = ex["response"]["error"]["type"] == "Bosh::Clouds::CpiError";
-            let all_fit = m.args.len() <= req.arguments.len()
-                && m.args
-                    .iter()
-                    .zip(&req.arguments)
-                    .all(|(arg, v)| fits(v, expected_arg_type(m.name, arg.name)));
+            let decoded = (def.decode_args)(&Args::new(def.name, def.args, &req.arguments));
             // An example of a CpiError is an example of bad arguments; every other one must be
             // a request the director really sends.
             assert_eq!(
-                all_fit, !expects_cpi_error,
-                "{} / {name}: arguments {:?} vs {:?}",
-                m.name, req.arguments, m.args
+                decoded.is_ok(),
+                !expects_cpi_error,
+                "{} / {name}: arguments {:?}: {decoded:?}",
+                m.name,
+                req.arguments
             );
         }
     }

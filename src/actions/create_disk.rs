@@ -3,16 +3,22 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::call::Call;
+use crate::config::Config;
 use crate::disks::cid::{check_device, DiskCid};
 use crate::disks::store;
 use crate::error::{self, CpiError, Result, Stage};
-use crate::ironic::PortQuery;
+use crate::ironic::{Ironic, PortQuery};
 use crate::pool::record::disks;
 use crate::pool::vm::held;
-use crate::rpc::methods::CreateDisk;
+use crate::protocol::methods::CreateDisk;
+use crate::services::{Lazy, Notes};
 
-pub fn run(call: &Call, args: CreateDisk) -> Result<Value> {
+pub fn run(
+    cfg: &Config,
+    ironic: &Lazy<dyn Ironic>,
+    notes: &Notes,
+    args: CreateDisk,
+) -> Result<String> {
     let size_mb = args.size;
     let cloud_properties = args.cloud_properties.clone();
     let Some(vm_cid) = args.vm_cid.as_deref() else {
@@ -21,7 +27,6 @@ pub fn run(call: &Call, args: CreateDisk) -> Result<Value> {
              node, so it needs the VM it will belong to",
         ));
     };
-    let cfg = call.config()?;
     let device = match cloud_properties.get("device") {
         None | Some(Value::Null) => cfg.defaults.persistent_disk_device.clone(),
         Some(Value::String(d)) => d.clone(),
@@ -32,7 +37,7 @@ pub fn run(call: &Call, args: CreateDisk) -> Result<Value> {
         }
     };
     check_device(&device)?;
-    let client = call.ironic()?;
+    let client = ironic.get()?;
     let (node, record) = held(client, vm_cid)?;
 
     if device == cfg.defaults.system_disk {
@@ -92,11 +97,11 @@ pub fn run(call: &Call, args: CreateDisk) -> Result<Value> {
     );
     disk.insert("metadata".into(), json!({}));
     store::put(client, &node, Some(&record.vm_id), &cid, disk)?;
-    call.note(format!(
+    notes.note(format!(
         "created disk {cid} ({size_mb} MiB on {device} of node {})",
         node.label()
     ));
-    Ok(json!(cid))
+    Ok(cid)
 }
 
 fn number(v: &Value) -> Option<f64> {

@@ -2,20 +2,19 @@
 
 use std::path::Path;
 
-use serde_json::{json, Value};
-
-use crate::call::Call;
 use crate::error::Result;
-use crate::rpc::methods::CreateStemcell;
+use crate::protocol::methods::CreateStemcell;
+use crate::repository::Repository;
+use crate::services::{Lazy, Notes};
 use crate::stemcell;
 
-pub fn run(call: &Call, args: CreateStemcell) -> Result<Value> {
+pub fn run(stemcells: &Lazy<Repository>, notes: &Notes, args: CreateStemcell) -> Result<String> {
     let image_path = args.image_path.as_str();
     let cloud_properties = args.cloud_properties.clone();
-    let repo = call.stemcell_repository()?;
+    let repo = stemcells.get()?;
     let started = std::time::Instant::now();
-    let meta = stemcell::upload(&repo, Path::new(image_path), &cloud_properties)?;
-    call.note(format!(
+    let meta = stemcell::upload(repo, Path::new(image_path), &cloud_properties)?;
+    notes.note(format!(
         "uploaded stemcell {} ({} bytes, {}, sha256 {}) in {:.1} s",
         meta.cid,
         meta.size,
@@ -23,5 +22,5 @@ pub fn run(call: &Call, args: CreateStemcell) -> Result<Value> {
         meta.sha256,
         started.elapsed().as_secs_f64()
     ));
-    Ok(json!(meta.cid))
+    Ok(meta.cid)
 }

@@ -5,21 +5,33 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
-use crate::call::Call;
-use crate::config::Defaults;
+use crate::config::{Config, Defaults};
 use crate::configdrive::{self, check, ConfigDrive, DriveInput};
 use crate::error::Result;
-use crate::ironic::Node;
+use crate::ironic::{Ironic, Node};
 use crate::pool::cloud_properties::VmCloudProperties;
 use crate::pool::provision::{Image, Plan, Provisioner, VmFiles};
-use crate::pool::whoami::on_this_host;
-use crate::rpc::methods::CreateVm;
+use crate::pool::whoami::{on_this_host, Process};
+use crate::protocol::methods::{CreateVm, VmCreated};
+use crate::repository::Repository;
+use crate::services::Lazy;
 use crate::stemcell;
-use crate::vm_data::{self, VmRegistry};
+use crate::vm_data::{self, VmData, VmRegistry};
 
-pub fn run(call: &Call, args: CreateVm) -> Result<Value> {
+/// What create_vm uses; each is built on first use.
+pub struct Deps<'a> {
+    pub config: &'a Config,
+    pub ironic: &'a Lazy<'a, dyn Ironic>,
+    pub stemcells: &'a Lazy<'a, Repository>,
+    /// The agent's registry settings, the published config drive, and the call's notes.
+    pub files: VmData<'a>,
+    pub api_version: u32,
+    pub me: Process,
+}
+
+pub fn run(deps: Deps, args: CreateVm) -> Result<VmCreated> {
     let agent_id = args.agent_id.as_str();
     check::check_agent_id(agent_id)?;
     let stemcell_cid = args.stemcell_cid.as_str();
@@ -28,10 +40,10 @@ pub fn run(call: &Call, args: CreateVm) -> Result<Value> {
     let disk_cids = args.disk_cids.clone();
     let env = args.env.clone();
     check::check_input(&networks, &env)?;
-    let cfg = call.config()?;
+    let cfg = deps.config;
 
-    let stemcells = call.stemcell_repository()?;
-    let stemcell = stemcell::lookup(&stemcells, stemcell_cid)?;
+    let stemcells = deps.stemcells.get()?;
+    let stemcell = stemcell::lookup(stemcells, stemcell_cid)?;
     let image = Image {
         url: stemcells.public_url(&stemcell::image_path(&stemcell.cid)),
         sha256: stemcell.sha256.clone(),
@@ -49,16 +61,17 @@ pub fn run(call: &Call, args: CreateVm) -> Result<Value> {
         ..cfg.defaults.clone()
     };
     let files = AgentFiles {
-        call,
+        config: cfg,
+        data: deps.files,
         agent_id,
         networks: &networks,
         env: Value::Object(env),
         defaults,
         registries: RefCell::new(HashMap::new()),
     };
-    let note = |m: String| call.note(m);
+    let note = |m: String| deps.files.notes.note(m);
     let provisioner = Provisioner {
-        api: call.ironic()?,
+        api: deps.ironic.get()?,
         ironic: &cfg.ironic,
         files: &files,
         note: &note,
@@ -72,22 +85,23 @@ pub fn run(call: &Call, args: CreateVm) -> Result<Value> {
         disk_cids: &disk_cids,
         image: &image,
         clean_on_delete: props.clean_on_delete,
-        me: call.process(),
+        me: deps.me,
     };
     let created = provisioner.create(&plan, &mut rand::rng())?;
     // Ironic has written the drive: a published copy (it holds the agent's secrets) goes now.
-    vm_data::deployed(call, &created.cid.node);
+    vm_data::deployed(&deps.files, &created.cid.node);
     let cid = created.cid.to_string();
-    if call.api_version() >= 2 {
-        Ok(json!([cid, Value::Object(created.networks)]))
+    if deps.api_version >= 2 {
+        Ok(VmCreated::WithNetworks(cid, created.networks))
     } else {
-        Ok(json!(cid))
+        Ok(VmCreated::Cid(cid))
     }
 }
 
 /// The agent's config drive, its registry settings and its published copy.
 struct AgentFiles<'a> {
-    call: &'a Call<'a>,
+    config: &'a Config,
+    data: VmData<'a>,
     agent_id: &'a str,
     networks: &'a Map<String, Value>,
     env: Value,
@@ -95,13 +109,13 @@ struct AgentFiles<'a> {
     defaults: Defaults,
     /// Per candidate node: the registry access whose credentials its drive carries (each
     /// drive gets fresh ones), used again when the drive's node is reserved.
-    registries: RefCell<HashMap<String, VmRegistry>>,
+    registries: RefCell<HashMap<String, VmRegistry<'a>>>,
 }
 
 impl VmFiles for AgentFiles<'_> {
     fn build(&self, node: &Node, macs: &[String], pxe_macs: &[String]) -> Result<ConfigDrive> {
-        let cfg = self.call.config()?;
-        let registry = vm_data::registry(self.call, &node.uuid)?;
+        let cfg = self.config;
+        let registry = vm_data::registry(&self.data, &node.uuid)?;
         let endpoint = registry.as_ref().map(|r| r.agent_endpoint());
         if let Some(r) = registry {
             self.registries.borrow_mut().insert(node.uuid.clone(), r);
@@ -123,14 +137,14 @@ impl VmFiles for AgentFiles<'_> {
     fn publish(&self, node_uuid: &str, drive: &ConfigDrive) -> Result<String> {
         if let Some(registry) = self.registries.borrow().get(node_uuid) {
             registry.put_settings(drive.settings())?;
-            self.call.note(format!(
+            self.data.notes.note(format!(
                 "wrote agent settings to the registry under {node_uuid}"
             ));
         }
-        vm_data::configdrive_param(self.call, node_uuid, drive)
+        vm_data::configdrive_param(&self.data, &self.config.defaults, node_uuid, drive)
     }
 
     fn remove(&self, node_uuid: &str) {
-        vm_data::remove(self.call, node_uuid);
+        vm_data::remove(&self.data, node_uuid);
     }
 }

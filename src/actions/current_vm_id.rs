@@ -1,13 +1,10 @@
 //! `current_vm_id`: deprecated, only used by the director's self-snapshot job. A CPI process
 //! cannot tell which node it runs on.
 
-use serde_json::Value;
-
-use crate::call::Call;
 use crate::error::{CpiError, Result};
-use crate::rpc::methods::NoArgs;
+use crate::protocol::methods::CurrentVmId;
 
-pub fn run(_call: &Call, _args: NoArgs) -> Result<Value> {
+pub fn run(_args: CurrentVmId) -> Result<String> {
     Err(CpiError::not_implemented(
         "current_vm_id: the Ironic CPI cannot tell which node the director runs on",
     ))

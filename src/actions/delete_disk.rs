@@ -1,21 +1,20 @@
 //! `delete_disk`: forget the disk (DiskNotFound when it is unknown, which the director treats as
 //! already gone).
 
-use serde_json::Value;
-
-use crate::call::Call;
 use crate::disks::store;
 use crate::error::Result;
-use crate::rpc::methods::DeleteDisk;
+use crate::ironic::Ironic;
+use crate::protocol::methods::DeleteDisk;
+use crate::services::{Lazy, Notes};
 
-pub fn run(call: &Call, args: DeleteDisk) -> Result<Value> {
+pub fn run(ironic: &Lazy<dyn Ironic>, notes: &Notes, args: DeleteDisk) -> Result<()> {
     let cid = args.disk_cid.as_str();
-    let client = call.ironic()?;
+    let client = ironic.get()?;
     let located = store::locate_existing(client, cid)?;
     store::remove(client, &located.node, cid)?;
-    call.note(format!(
+    notes.note(format!(
         "deleted disk {cid} from node {}",
         located.node.label()
     ));
-    Ok(Value::Null)
+    Ok(())
 }

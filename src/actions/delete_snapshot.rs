@@ -1,13 +1,10 @@
 //! `delete_snapshot`: local disks of bare-metal nodes have no snapshot facility. The director tolerates
 //! NotImplemented here (snapshots are optional).
 
-use serde_json::Value;
-
-use crate::call::Call;
 use crate::error::{CpiError, Result};
-use crate::rpc::methods::DeleteSnapshot;
+use crate::protocol::methods::DeleteSnapshot;
 
-pub fn run(_call: &Call, _args: DeleteSnapshot) -> Result<Value> {
+pub fn run(_args: DeleteSnapshot) -> Result<()> {
     Err(CpiError::not_implemented(
         "delete_snapshot: local disks of bare-metal nodes have no snapshots",
     ))

@@ -1,15 +1,14 @@
 //! `delete_stemcell`: remove image and metadata; idempotent.
 
-use serde_json::Value;
-
-use crate::call::Call;
 use crate::error::Result;
-use crate::rpc::methods::DeleteStemcell;
+use crate::protocol::methods::DeleteStemcell;
+use crate::repository::Repository;
+use crate::services::{Lazy, Notes};
 use crate::stemcell;
 
-pub fn run(call: &Call, args: DeleteStemcell) -> Result<Value> {
+pub fn run(stemcells: &Lazy<Repository>, notes: &Notes, args: DeleteStemcell) -> Result<()> {
     let cid = args.stemcell_cid.as_str();
-    stemcell::delete(&call.stemcell_repository()?, cid)?;
-    call.note(format!("deleted stemcell {cid}"));
-    Ok(Value::Null)
+    stemcell::delete(stemcells.get()?, cid)?;
+    notes.note(format!("deleted stemcell {cid}"));
+    Ok(())
 }

@@ -1,17 +1,21 @@
 //! `detach_disk`: idempotent on the disk's own node; DiskNotAttached when the disk belongs to
 //! another node (the director ignores it for inactive disks and reports it for active ones).
 
-use serde_json::Value;
-
-use crate::call::Call;
-use crate::disks::{registry, store};
+use crate::disks::{registry as registry_settings, store};
 use crate::error::{CpiError, Result};
-use crate::rpc::methods::DetachDisk;
+use crate::ironic::Ironic;
+use crate::protocol::methods::DetachDisk;
+use crate::services::{CallRegistry, Lazy, Notes};
 
-pub fn run(call: &Call, args: DetachDisk) -> Result<Value> {
+pub fn run(
+    ironic: &Lazy<dyn Ironic>,
+    registry: CallRegistry,
+    notes: &Notes,
+    args: DetachDisk,
+) -> Result<()> {
     let vm_cid = args.vm_cid.as_str();
     let disk_cid = args.disk_cid.as_str();
-    let client = call.ironic()?;
+    let client = ironic.get()?;
     let (node, vm, located) = store::locate_for_vm(client, vm_cid, disk_cid)?;
     if located.node.uuid != node.uuid {
         return Err(CpiError::disk_not_attached(format!(
@@ -30,7 +34,7 @@ pub fn run(call: &Call, args: DetachDisk) -> Result<Value> {
         }
         None => {}
     }
-    registry::update_persistent(call, &node.uuid, disk_cid, None)?;
-    call.note(format!("detached disk {disk_cid} from VM {vm_cid}"));
-    Ok(Value::Null)
+    registry_settings::update_persistent(registry, notes, &node.uuid, disk_cid, None)?;
+    notes.note(format!("detached disk {disk_cid} from VM {vm_cid}"));
+    Ok(())
 }

@@ -1,18 +1,17 @@
 //! `has_disk`: whether the disk's record exists on its node (checked for real, so cloudcheck
 //! can find missing disks).
 
-use serde_json::{json, Value};
-
-use crate::call::Call;
 use crate::disks::cid::DiskCid;
 use crate::disks::store;
 use crate::error::Result;
-use crate::rpc::methods::HasDisk;
+use crate::ironic::Ironic;
+use crate::protocol::methods::HasDisk;
+use crate::services::Lazy;
 
-pub fn run(call: &Call, args: HasDisk) -> Result<Value> {
+pub fn run(ironic: &Lazy<dyn Ironic>, args: HasDisk) -> Result<bool> {
     let Some(cid) = DiskCid::parse(args.disk_cid.as_str()) else {
-        return Ok(json!(false));
+        return Ok(false);
     };
-    let located = store::locate(call.ironic()?, &cid)?;
-    Ok(json!(located.is_some_and(|l| l.record.is_some())))
+    let located = store::locate(ironic.get()?, &cid)?;
+    Ok(located.is_some_and(|l| l.record.is_some()))
 }

@@ -2,17 +2,14 @@
 //! DHCP, not something this CPI manages (the director only calls these with
 //! `director.networks.enable_cpi_management`).
 
-use serde_json::Value;
-
-use crate::call::Call;
 use crate::error::{CpiError, Result};
-use crate::rpc::methods::{CreateNetwork, DeleteNetwork};
+use crate::protocol::methods::{CreateNetwork, DeleteNetwork, NetworkCreated};
 
-pub fn create(_call: &Call, _args: CreateNetwork) -> Result<Value> {
+pub fn create(_args: CreateNetwork) -> Result<NetworkCreated> {
     Err(unmanaged("create_network"))
 }
 
-pub fn delete(_call: &Call, _args: DeleteNetwork) -> Result<Value> {
+pub fn delete(_args: DeleteNetwork) -> Result<()> {
     Err(unmanaged("delete_network"))
 }
 

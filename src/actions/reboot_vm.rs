@@ -1,17 +1,15 @@
 //! `reboot_vm`: power-cycle the node and wait until it is powered on again.
 
-use serde_json::Value;
-
-use crate::call::Call;
+use crate::config::Config;
 use crate::error::{self, CpiError, Result, Stage};
-use crate::ironic::wait;
+use crate::ironic::{wait, Ironic};
 use crate::pool::vm::held;
-use crate::rpc::methods::RebootVm;
+use crate::protocol::methods::RebootVm;
+use crate::services::{Lazy, Notes};
 
-pub fn run(call: &Call, args: RebootVm) -> Result<Value> {
+pub fn run(cfg: &Config, ironic: &Lazy<dyn Ironic>, notes: &Notes, args: RebootVm) -> Result<()> {
     let vm_cid = args.vm_cid.as_str();
-    let cfg = call.config()?;
-    let client = call.ironic()?;
+    let client = ironic.get()?;
     let (node, _) = held(client, vm_cid)?;
     if node.state() != "active" {
         return Err(CpiError::cloud(format!(
@@ -34,10 +32,10 @@ pub fn run(call: &Call, args: RebootVm) -> Result<Value> {
         cfg.ironic.timeouts.power.get(),
     )
     .map_err(|e| error::from_ironic(e, Stage::Call, &format!("rebooting node {}", node.label())))?;
-    call.note(format!(
+    notes.note(format!(
         "rebooted node {} in {:.1} s",
         node.label(),
         started.elapsed().as_secs_f64()
     ));
-    Ok(Value::Null)
+    Ok(())
 }

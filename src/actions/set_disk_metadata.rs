@@ -2,18 +2,19 @@
 
 use serde_json::Value;
 
-use crate::call::Call;
 use crate::disks::store;
 use crate::error::Result;
-use crate::rpc::methods::SetDiskMetadata;
+use crate::ironic::Ironic;
+use crate::protocol::methods::SetDiskMetadata;
+use crate::services::Lazy;
 
-pub fn run(call: &Call, args: SetDiskMetadata) -> Result<Value> {
+pub fn run(ironic: &Lazy<dyn Ironic>, args: SetDiskMetadata) -> Result<()> {
     let cid = args.disk_cid.as_str();
     let metadata = args.metadata.clone();
-    let client = call.ironic()?;
+    let client = ironic.get()?;
     let located = store::locate_existing(client, cid)?;
     let mut record = located.require()?.clone();
     record.insert("metadata".into(), Value::Object(metadata));
     store::put(client, &located.node, None, cid, record)?;
-    Ok(Value::Null)
+    Ok(())
 }

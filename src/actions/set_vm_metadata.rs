@@ -3,18 +3,18 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::call::Call;
 use crate::error::{self, Result, Stage};
-use crate::ironic::PatchOp;
+use crate::ironic::{Ironic, PatchOp};
 use crate::pool::record::while_owned;
 use crate::pool::record::METADATA_KEY;
 use crate::pool::vm::held;
-use crate::rpc::methods::SetVmMetadata;
+use crate::protocol::methods::SetVmMetadata;
+use crate::services::{Lazy, Notes};
 
-pub fn run(call: &Call, args: SetVmMetadata) -> Result<Value> {
+pub fn run(ironic: &Lazy<dyn Ironic>, notes: &Notes, args: SetVmMetadata) -> Result<()> {
     let vm_cid = args.vm_cid.as_str();
     let metadata = args.metadata.clone();
-    let client = call.ironic()?;
+    let client = ironic.get()?;
     let (node, record) = held(client, vm_cid)?;
     // Ironic refuses the write if the VM's record is gone by then (another VM may own the node).
     let guard = while_owned(&record.vm_id);
@@ -33,11 +33,11 @@ pub fn run(call: &Call, args: SetVmMetadata) -> Result<Value> {
             ],
         ) {
             Ok(_) => {
-                call.note(format!("node {} is now named {name}", node.uuid));
-                return Ok(Value::Null);
+                notes.note(format!("node {} is now named {name}", node.uuid));
+                return Ok(());
             }
             // Taken or refused: the metadata matters, the name does not.
-            Err(e) => call.note(format!("kept the node's name ({name} is not usable: {e})")),
+            Err(e) => notes.note(format!("kept the node's name ({name} is not usable: {e})")),
         }
     }
     client
@@ -49,7 +49,7 @@ pub fn run(call: &Call, args: SetVmMetadata) -> Result<Value> {
                 &format!("saving metadata on node {}", node.label()),
             )
         })?;
-    Ok(Value::Null)
+    Ok(())
 }
 
 /// `<instance_group>-<index>` (or `<job>-<index>`), reduced to the characters Ironic accepts in

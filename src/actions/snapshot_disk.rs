@@ -1,13 +1,10 @@
 //! `snapshot_disk`: local disks of bare-metal nodes have no snapshot facility. The director tolerates
 //! NotImplemented here (snapshots are optional).
 
-use serde_json::Value;
-
-use crate::call::Call;
 use crate::error::{CpiError, Result};
-use crate::rpc::methods::SnapshotDisk;
+use crate::protocol::methods::SnapshotDisk;
 
-pub fn run(_call: &Call, _args: SnapshotDisk) -> Result<Value> {
+pub fn run(_args: SnapshotDisk) -> Result<String> {
     Err(CpiError::not_implemented(
         "snapshot_disk: local disks of bare-metal nodes have no snapshots",
     ))

@@ -1,13 +1,10 @@
 //! `update_disk`: a persistent disk is a local disk of a node, so it cannot grow or move. NotSupported
 //! makes the director fall back to creating a new disk and copying the data.
 
-use serde_json::Value;
-
-use crate::call::Call;
 use crate::error::{CpiError, Result};
-use crate::rpc::methods::UpdateDisk;
+use crate::protocol::methods::UpdateDisk;
 
-pub fn run(_call: &Call, _args: UpdateDisk) -> Result<Value> {
+pub fn run(_args: UpdateDisk) -> Result<Option<String>> {
     Err(CpiError::not_supported(
         "update_disk: persistent disks are local disks of a node and cannot be changed in place; \
          the director copies the data to a new disk instead",

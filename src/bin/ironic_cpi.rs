@@ -17,8 +17,9 @@ use ironic_cpi::ironic::Node;
 use ironic_cpi::pool::teardown::Teardown;
 use ironic_cpi::pool::whoami::{on_this_host, Process};
 use ironic_cpi::pool::{orphans, view};
+use ironic_cpi::protocol::{request::MAX_REQUEST_BYTES, Response};
 use ironic_cpi::redact;
-use ironic_cpi::rpc::{dispatch, request::MAX_REQUEST_BYTES, Response};
+use ironic_cpi::rpc::dispatch;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -133,12 +134,12 @@ fn main() -> ExitCode {
                     let e = CpiError::cpi(format!(
                         "internal error in the Ironic CPI (a bug, please report it): {what}"
                     ));
-                    Response::err(&e, String::new())
+                    Response::err(&e.to_wire(), String::new())
                 })
         }
         Err(e) => {
             log::error!("{e}");
-            Response::err(&e, String::new())
+            Response::err(&e.to_wire(), String::new())
         }
     };
     let mut out = std::io::stdout().lock();
@@ -227,10 +228,11 @@ fn free(
     let run = || -> Result<Vec<String>, String> {
         let config = load(config)?;
         let client = IronicClient::new(&config.ironic).map_err(|e| e.to_string())?;
-        let request = ironic_cpi::rpc::Request::from_value(json!({
+        let request = ironic_cpi::protocol::Request::from_value(json!({
             "method": "free", "arguments": [], "context": {}}))
         .map_err(|e| e.message)?;
-        let call = ironic_cpi::call::Call::new(&request, Some(&config));
+        let services = ironic_cpi::services::Services::new(&request, Some(&config));
+        let files = services.vm_data();
         let teardown = Teardown {
             api: &client,
             ironic: &config.ironic,
@@ -240,7 +242,7 @@ fn free(
             liveness: &on_this_host,
         };
         // The registry settings and published drive of a VM being freed go with it.
-        let before = |n: &Node| ironic_cpi::vm_data::remove(&call, &n.uuid);
+        let before = |n: &Node| ironic_cpi::vm_data::remove(&files, &n.uuid);
         orphans::free(&teardown, node, stale_after, &before).map(|f| f.steps)
     };
     match run() {

@@ -3,18 +3,19 @@
 
 use serde_json::{json, Value};
 
-use crate::call::Call;
 use crate::error::{CpiError, Result};
+use crate::services::{CallRegistry, Notes};
 
 /// Add (`Some(device)`) or remove (`None`) a disk in the registry settings of the VM on node
 /// `vm_cid` (the registry key is the node's UUID).
 pub fn update_persistent(
-    call: &Call,
+    registry: CallRegistry,
+    notes: &Notes,
     vm_cid: &str,
     disk_cid: &str,
     device: Option<&str>,
 ) -> Result<()> {
-    let Some(registry) = call.registry()? else {
+    let Some(registry) = registry.get()? else {
         return Ok(());
     };
     let Some(mut settings) = registry.get_settings(vm_cid)? else {
@@ -50,7 +51,7 @@ pub fn update_persistent(
         }
     }
     registry.put_settings(vm_cid, &settings)?;
-    call.note(format!(
+    notes.note(format!(
         "registry settings of {vm_cid}: disk {disk_cid} {}",
         if device.is_some() { "added" } else { "removed" }
     ));

@@ -1,19 +1,21 @@
-//! The dispatch table: every CPI API v2 method, its argument names, and the action that runs it.
+//! The dispatch table: the action that runs each CPI method (`protocol::methods` defines them).
 
 use std::path::Path;
 use std::time::Instant;
 
 use serde_json::Value;
 
-use super::args::Arg;
-use super::methods::*;
-use super::{Args, Request, Response};
 use crate::actions;
-use crate::call::Call;
 use crate::config::Config;
 use crate::error::{CpiError, Result};
+use crate::protocol::args::Arg;
+use crate::protocol::methods::{self, *};
+use crate::protocol::{Args, Request, Response};
+use crate::services::Services;
 
-pub type Action = fn(&Call, &Args) -> Result<Value>;
+/// Runs one method: decodes the arguments, builds what the action uses from the call's
+/// services, runs it, and writes its result as JSON.
+pub type Action = fn(&Services, &Args) -> Result<Value>;
 
 pub struct Method {
     pub name: &'static str,
@@ -23,75 +25,116 @@ pub struct Method {
     pub run: Action,
 }
 
-/// A table entry: the action gets its arguments decoded into the method's struct.
+/// A table entry: the method's name and arguments come from its definition (`protocol::methods`);
+/// `|services, args| action(...)` hands the action its decoded arguments and only the
+/// dependencies it uses; its typed result is what the director receives.
 macro_rules! method {
-    ($name:literal, $args:ident, $run:path) => {
-        method!($name, $args, $run, needs_config: true)
+    ($args:ident, |$s:pat_param, $a:ident| $run:expr) => {
+        method!($args, needs_config: true, |$s, $a| $run)
     };
-    ($name:literal, $args:ident, $run:path, needs_config: $needs:expr) => {
+    ($args:ident, needs_config: $needs:expr, |$s:pat_param, $a:ident| $run:expr) => {
         Method {
-            name: $name,
-            args: $args::SPEC,
+            name: <$args as methods::Method>::NAME,
+            args: <$args as methods::Method>::SPEC,
             needs_config: $needs,
-            run: |call, args| $run(call, $args::decode(args)?),
+            run: |$s, args| {
+                let $a = <$args as methods::Method>::decode(args)?;
+                let result: <$args as methods::Method>::Result = $run?;
+                answer(&result)
+            },
         }
     };
 }
 
+/// The result as the response carries it.
+fn answer<T: serde::Serialize>(result: &T) -> Result<Value> {
+    serde_json::to_value(result)
+        .map_err(|e| CpiError::cpi(format!("the result cannot be written as JSON: {e}")))
+}
+
+/// The composition root of every method, in the order of `protocol::methods::METHODS` (a test
+/// holds them to it). `s` is the call's `Services`: each dependency is built on first use, once.
 pub static METHODS: &[Method] = &[
-    method!("info", NoArgs, actions::info::run, needs_config: false),
-    method!("ping", NoArgs, actions::ping::run, needs_config: false),
-    method!(
-        "create_stemcell",
-        CreateStemcell,
-        actions::create_stemcell::run
-    ),
-    method!(
-        "delete_stemcell",
-        DeleteStemcell,
-        actions::delete_stemcell::run
-    ),
-    method!("create_vm", CreateVm, actions::create_vm::run),
-    method!("delete_vm", DeleteVm, actions::delete_vm::run),
-    method!("has_vm", HasVm, actions::has_vm::run),
-    method!("reboot_vm", RebootVm, actions::reboot_vm::run),
-    method!(
-        "set_vm_metadata",
-        SetVmMetadata,
-        actions::set_vm_metadata::run
-    ),
-    method!(
-        "calculate_vm_cloud_properties",
-        CalculateVmCloudProperties,
-        actions::calculate_vm_cloud_properties::run
-    ),
-    method!("create_disk", CreateDisk, actions::create_disk::run),
-    method!("delete_disk", DeleteDisk, actions::delete_disk::run),
-    method!("has_disk", HasDisk, actions::has_disk::run),
-    method!("attach_disk", AttachDisk, actions::attach_disk::run),
-    method!("detach_disk", DetachDisk, actions::detach_disk::run),
-    method!(
-        "set_disk_metadata",
-        SetDiskMetadata,
-        actions::set_disk_metadata::run
-    ),
-    method!("get_disks", GetDisks, actions::get_disks::run),
-    method!("resize_disk", ResizeDisk, actions::resize_disk::run),
-    method!("update_disk", UpdateDisk, actions::update_disk::run),
-    method!("snapshot_disk", SnapshotDisk, actions::snapshot_disk::run),
-    method!(
-        "delete_snapshot",
-        DeleteSnapshot,
-        actions::delete_snapshot::run
-    ),
-    method!("create_network", CreateNetwork, actions::networks::create),
-    method!("delete_network", DeleteNetwork, actions::networks::delete),
-    method!("current_vm_id", NoArgs, actions::current_vm_id::run),
-    method!(
-        "configure_networks",
-        ConfigureNetworks,
-        actions::configure_networks::run
-    ),
+    method!(Info, needs_config: false, |_, a| actions::info::run(a)),
+    method!(Ping, needs_config: false, |_, a| actions::ping::run(a)),
+    method!(CreateStemcell, |s, a| actions::create_stemcell::run(
+        &s.stemcells,
+        &s.notes,
+        a
+    )),
+    method!(DeleteStemcell, |s, a| actions::delete_stemcell::run(
+        &s.stemcells,
+        &s.notes,
+        a
+    )),
+    method!(CreateVm, |s, a| actions::create_vm::run(
+        actions::create_vm::Deps {
+            config: s.config()?,
+            ironic: &s.ironic,
+            stemcells: &s.stemcells,
+            files: s.vm_data(),
+            api_version: s.api_version(),
+            me: s.process(),
+        },
+        a
+    )),
+    method!(DeleteVm, |s, a| actions::delete_vm::run(
+        s.config()?,
+        &s.ironic,
+        s.vm_data(),
+        s.process(),
+        a
+    )),
+    method!(HasVm, |s, a| actions::has_vm::run(&s.ironic, &s.notes, a)),
+    method!(RebootVm, |s, a| actions::reboot_vm::run(
+        s.config()?,
+        &s.ironic,
+        &s.notes,
+        a
+    )),
+    method!(SetVmMetadata, |s, a| actions::set_vm_metadata::run(
+        &s.ironic, &s.notes, a
+    )),
+    method!(CalculateVmCloudProperties, |_, a| {
+        actions::calculate_vm_cloud_properties::run(a)
+    }),
+    method!(CreateDisk, |s, a| actions::create_disk::run(
+        s.config()?,
+        &s.ironic,
+        &s.notes,
+        a
+    )),
+    method!(DeleteDisk, |s, a| actions::delete_disk::run(
+        &s.ironic, &s.notes, a
+    )),
+    method!(HasDisk, |s, a| actions::has_disk::run(&s.ironic, a)),
+    method!(AttachDisk, |s, a| actions::attach_disk::run(
+        &s.ironic,
+        s.registry(),
+        &s.notes,
+        s.api_version(),
+        a
+    )),
+    method!(DetachDisk, |s, a| actions::detach_disk::run(
+        &s.ironic,
+        s.registry(),
+        &s.notes,
+        a
+    )),
+    method!(SetDiskMetadata, |s, a| actions::set_disk_metadata::run(
+        &s.ironic, a
+    )),
+    method!(GetDisks, |s, a| actions::get_disks::run(&s.ironic, a)),
+    method!(ResizeDisk, |_, a| actions::resize_disk::run(a)),
+    method!(UpdateDisk, |_, a| actions::update_disk::run(a)),
+    method!(SnapshotDisk, |_, a| actions::snapshot_disk::run(a)),
+    method!(DeleteSnapshot, |_, a| actions::delete_snapshot::run(a)),
+    method!(CreateNetwork, |_, a| actions::networks::create(a)),
+    method!(DeleteNetwork, |_, a| actions::networks::delete(a)),
+    method!(CurrentVmId, |_, a| actions::current_vm_id::run(a)),
+    method!(ConfigureNetworks, |_, a| actions::configure_networks::run(
+        a
+    )),
 ];
 
 pub fn find(name: &str) -> Option<&'static Method> {
@@ -118,8 +161,17 @@ pub fn handle(input: &[u8], config_path: Option<&Path>) -> Response {
         }
         Err((e, notes)) => {
             log::error!("{} failed after {elapsed:.3} s: {e}", request.method);
+            // The message already quotes the cause in words; the chain is for whoever debugs.
+            let mut cause = std::error::Error::source(&e);
+            while let Some(c) = cause {
+                log::debug!("  caused by: {c}");
+                cause = c.source();
+            }
             let outcome = format!("failed ({})", e.kind.bosh_type());
-            Response::err(&e, summary(&request.method, &notes, &outcome, elapsed))
+            Response::err(
+                &e.to_wire(),
+                summary(&request.method, &notes, &outcome, elapsed),
+            )
         }
     }
 }
@@ -148,9 +200,9 @@ fn run(request: &Request, config_path: Option<&Path>) -> Outcome {
     };
     let args = Args::new(method.name, method.args, &request.arguments);
     if let Err(e) = args.check() {
-        return Err((e, Vec::new()));
+        return Err((e.into(), Vec::new()));
     }
-    let call = Call::new(request, config.as_ref());
+    let services = Services::new(request, config.as_ref());
     log::info!(
         "{} (api_version {}, stemcell api_version {})",
         method.name,
@@ -160,8 +212,8 @@ fn run(request: &Request, config_path: Option<&Path>) -> Outcome {
             .stemcell_api_version
             .map_or_else(|| "-".to_string(), |v| v.to_string())
     );
-    let result = (method.run)(&call, &args);
-    let notes = call.take_notes();
+    let result = (method.run)(&services, &args);
+    let notes = services.take_notes();
     match result {
         Ok(v) => Ok((v, notes)),
         Err(e) => Err((e, notes)),
@@ -194,5 +246,12 @@ mod tests {
         names.sort();
         names.dedup();
         assert_eq!(names.len(), METHODS.len());
+    }
+
+    #[test]
+    fn every_defined_method_has_its_action() {
+        let table: Vec<_> = METHODS.iter().map(|m| m.name).collect();
+        let defined: Vec<_> = methods::METHODS.iter().map(|m| m.name).collect();
+        assert_eq!(table, defined);
     }
 }

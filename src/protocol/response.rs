@@ -4,7 +4,7 @@
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::error::CpiError;
+use crate::error::Error;
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Response {
@@ -30,7 +30,7 @@ impl Response {
         }
     }
 
-    pub fn err(e: &CpiError, log: String) -> Response {
+    pub fn err(e: &Error, log: String) -> Response {
         Response {
             result: Value::Null,
             error: Some(ErrorBody {

@@ -4,7 +4,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use super::request::kind_of;
-use crate::error::{CpiError, Result};
+use crate::error::{Error, Result};
 
 /// The JSON type the contract gives an argument; checked before any action runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,7 +77,7 @@ impl<'a> Args<'a> {
     /// arguments, e.g. create_stemcell's tags at API v3).
     pub fn value(&self, i: usize) -> Result<&'a Value> {
         self.values.get(i).ok_or_else(|| {
-            CpiError::cpi(format!(
+            Error::cpi(format!(
                 "{} takes {} argument(s) ({}), got {}: '{}' is missing",
                 self.method,
                 self.spec.len(),
@@ -92,8 +92,8 @@ impl<'a> Args<'a> {
         })
     }
 
-    fn wrong(&self, i: usize, want: &str, got: &Value) -> CpiError {
-        CpiError::cpi(format!(
+    fn wrong(&self, i: usize, want: &str, got: &Value) -> Error {
+        Error::cpi(format!(
             "{}: argument {} '{}' must be {want}, got {}",
             self.method,
             i + 1,
@@ -161,19 +161,19 @@ impl<'a> Args<'a> {
             } else {
                 format!(" at '{path}'")
             };
-            CpiError::cpi(format!(
+            Error::cpi(format!(
                 "{}: argument {} '{}'{at}: {}",
                 self.method,
                 i + 1,
                 self.name(i),
-                crate::redact::serde_message(&e.into_inner().to_string())
+                ironic_cpi_common::redact::serde_message(&e.into_inner().to_string())
             ))
         })
     }
 }
 
 /// A Rust type an argument decodes into, and the JSON type the contract gives it: the typed
-/// argument structs (`rpc::methods`) are made of these.
+/// argument structs (`protocol::methods`) are made of these.
 pub trait FromArg: Sized {
     const TYPE: ArgType;
     fn from_arg(args: &Args, i: usize) -> Result<Self>;

@@ -2,12 +2,15 @@
 
 use serde_json::{Map, Value};
 
-use crate::config::RESERVED_CONTEXT_KEYS;
-use crate::error::{CpiError, Result};
+use crate::error::{Error, Result};
 
 /// The director refuses to send more than this through a pipe in practice; anything larger is
 /// refused whole rather than truncated into invalid JSON (the original CPI read 100 KiB and cut).
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
+
+/// Context keys that belong to the director; every other key is the CPI's to read (the CPI
+/// takes them as cpi-config properties that override its config file).
+pub const RESERVED_CONTEXT_KEYS: [&str; 3] = ["director_uuid", "request_id", "vm"];
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Request {
@@ -24,50 +27,50 @@ pub struct Context {
     pub request_id: Option<String>,
     /// `context.vm.stemcell.api_version`, sent for calls that concern a VM's stemcell.
     pub stemcell_api_version: Option<u32>,
-    /// Every other context key: cpi-config properties that override the config file.
+    /// Every other context key (cpi-config properties that override the CPI's config file).
     pub config_overrides: Map<String, Value>,
 }
 
 impl Request {
     pub fn parse(bytes: &[u8]) -> Result<Request> {
         if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Err(CpiError::cpi(
+            return Err(Error::cpi(
                 "empty request: expected one JSON object on stdin, e.g. \
                  {\"method\":\"info\",\"arguments\":[],\"context\":{\"director_uuid\":\"x\"}}",
             ));
         }
         let value: Value = serde_json::from_slice(bytes)
-            .map_err(|e| CpiError::cpi(format!("request is not valid JSON: {e}")))?;
+            .map_err(|e| Error::cpi(format!("request is not valid JSON: {e}")))?;
         Request::from_value(value)
     }
 
     pub fn from_value(value: Value) -> Result<Request> {
         let Value::Object(mut obj) = value else {
-            return Err(CpiError::cpi(format!(
+            return Err(Error::cpi(format!(
                 "request must be a JSON object, got {}",
                 kind_of(&value)
             )));
         };
         let method = match obj.remove("method") {
             Some(Value::String(s)) if !s.is_empty() => s,
-            Some(Value::String(_)) => return Err(CpiError::cpi("request key 'method' is empty")),
+            Some(Value::String(_)) => return Err(Error::cpi("request key 'method' is empty")),
             Some(other) => {
-                return Err(CpiError::cpi(format!(
+                return Err(Error::cpi(format!(
                     "request key 'method' must be a string, got {}",
                     kind_of(&other)
                 )))
             }
-            None => return Err(CpiError::cpi("request has no 'method' key")),
+            None => return Err(Error::cpi("request has no 'method' key")),
         };
         let arguments = match obj.remove("arguments") {
             Some(Value::Array(a)) => a,
             Some(Value::Null) | None => {
-                return Err(CpiError::cpi(format!(
+                return Err(Error::cpi(format!(
                     "request for '{method}' has no 'arguments' array"
                 )))
             }
             Some(other) => {
-                return Err(CpiError::cpi(format!(
+                return Err(Error::cpi(format!(
                     "request key 'arguments' must be an array, got {}",
                     kind_of(&other)
                 )))
@@ -77,7 +80,7 @@ impl Request {
             Some(Value::Object(c)) => Context::from_map(c)?,
             Some(Value::Null) | None => Context::default(),
             Some(other) => {
-                return Err(CpiError::cpi(format!(
+                return Err(Error::cpi(format!(
                     "request key 'context' must be an object, got {}",
                     kind_of(&other)
                 )))
@@ -89,13 +92,13 @@ impl Request {
                 Some(0) => 1,
                 Some(v) if v <= 1000 => v as u32,
                 _ => {
-                    return Err(CpiError::cpi(format!(
+                    return Err(Error::cpi(format!(
                         "request key 'api_version' must be a small positive integer, got {n}"
                     )))
                 }
             },
             Some(other) => {
-                return Err(CpiError::cpi(format!(
+                return Err(Error::cpi(format!(
                     "request key 'api_version' must be an integer, got {}",
                     kind_of(&other)
                 )))
@@ -127,7 +130,7 @@ impl Context {
                     n.as_u64().map(|v| v as u32)
                 }
                 Some(other) => {
-                    return Err(CpiError::cpi(format!(
+                    return Err(Error::cpi(format!(
                         "context key 'vm.stemcell.api_version' must be an integer, got {other}"
                     )))
                 }
@@ -147,7 +150,7 @@ fn optional_string(map: &mut Map<String, Value>, key: &str) -> Result<Option<Str
     match map.remove(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
-        Some(other) => Err(CpiError::cpi(format!(
+        Some(other) => Err(Error::cpi(format!(
             "context key '{key}' must be a string, got {}",
             kind_of(&other)
         ))),

@@ -1,6 +1,7 @@
 //! What a VM leaves outside Ironic: its agent settings in the registry and its config drive
-//! published in the metadata repository. create_vm writes them, and create_vm's rollback and
-//! delete_vm remove them, through this module only.
+//! published in the metadata repository. create_vm writes them (through [`AgentFiles`], the
+//! provisioner's `VmFiles`), and create_vm's rollback and delete_vm remove them, through this
+//! module only.
 //!
 //! Both hold the agent's credentials, so both are kept to the VM that needs them:
 //! - registry settings are readable only with that VM's own secret (`registry::AgentAccess`);
@@ -9,11 +10,16 @@
 //!   since Ironic reads it only while deploying. Servers must not list the metadata collection to
 //!   clients that may read it (the companion server never does; see docs/server.md for nginx).
 
-use serde_json::Value;
+use std::cell::RefCell;
+use std::collections::HashMap;
 
-use crate::config::Defaults;
-use crate::configdrive::ConfigDrive;
+use serde_json::{Map, Value};
+
+use crate::config::{Config, Defaults};
+use crate::configdrive::{self, ConfigDrive, DriveInput};
 use crate::error::{CpiError, Result};
+use crate::ironic::Node;
+use crate::pool::provision::VmFiles;
 use crate::registry::{AgentAccess, RegistryClient};
 use crate::repository::Repository;
 use crate::services::{CallRegistry, Lazy, Notes};
@@ -121,7 +127,7 @@ pub fn deployed(data: &VmData, node_uuid: &str) {
 
 /// The registry as one VM's create_vm uses it: the VM's own endpoint and credentials, and the
 /// first PUT of its settings that makes them readable with those credentials.
-pub struct VmRegistry<'a> {
+struct VmRegistry<'a> {
     client: &'a RegistryClient,
     uuid: String,
     access: AgentAccess,
@@ -140,7 +146,7 @@ impl VmRegistry<'_> {
 }
 
 /// The registry for the VM on node `uuid`, when this call uses one.
-pub fn registry<'a>(data: &VmData<'a>, uuid: &str) -> Result<Option<VmRegistry<'a>>> {
+fn registry<'a>(data: &VmData<'a>, uuid: &str) -> Result<Option<VmRegistry<'a>>> {
     Ok(data.registry.get()?.map(|client| VmRegistry {
         access: client.agent_access(uuid),
         client,
@@ -167,6 +173,79 @@ pub fn remove(data: &VmData, node_uuid: &str) {
         }
         Ok(None) => {}
         Err(e) => log::warn!("metadata repository: {e}"),
+    }
+}
+
+/// One VM's files for the provisioner (`pool::provision::VmFiles`): its config drive built per
+/// candidate node, its registry settings and its published drive.
+pub struct AgentFiles<'a> {
+    config: &'a Config,
+    data: VmData<'a>,
+    agent_id: &'a str,
+    networks: &'a Map<String, Value>,
+    env: Value,
+    /// The config's defaults with this vm_type's disk layout.
+    defaults: Defaults,
+    /// Per candidate node: the registry access whose credentials its drive carries (each
+    /// drive gets fresh ones), used again when the drive's node is reserved.
+    registries: RefCell<HashMap<String, VmRegistry<'a>>>,
+}
+
+impl<'a> AgentFiles<'a> {
+    pub fn new(
+        config: &'a Config,
+        data: VmData<'a>,
+        agent_id: &'a str,
+        networks: &'a Map<String, Value>,
+        env: Value,
+        defaults: Defaults,
+    ) -> Self {
+        AgentFiles {
+            config,
+            data,
+            agent_id,
+            networks,
+            env,
+            defaults,
+            registries: RefCell::new(HashMap::new()),
+        }
+    }
+}
+
+impl VmFiles for AgentFiles<'_> {
+    fn build(&self, node: &Node, macs: &[String], pxe_macs: &[String]) -> Result<ConfigDrive> {
+        let cfg = self.config;
+        let registry = registry(&self.data, &node.uuid)?;
+        let endpoint = registry.as_ref().map(|r| r.agent_endpoint());
+        if let Some(r) = registry {
+            self.registries.borrow_mut().insert(node.uuid.clone(), r);
+        }
+        configdrive::build(&DriveInput {
+            agent_id: self.agent_id,
+            node_uuid: &node.uuid,
+            node_macs: macs,
+            pxe_macs,
+            networks: self.networks,
+            env: &self.env,
+            agent: &cfg.agent,
+            defaults: &self.defaults,
+            persistent_disks: &Map::new(),
+            registry_endpoint: endpoint.as_deref(),
+        })
+    }
+
+    fn publish(&self, node_uuid: &str, drive: &ConfigDrive) -> Result<String> {
+        if let Some(registry) = self.registries.borrow().get(node_uuid) {
+            registry.put_settings(drive.settings())?;
+            self.data.notes.note(format!(
+                "wrote agent settings to the registry under {node_uuid}"
+            ));
+        }
+        configdrive_param(&self.data, &self.config.defaults, node_uuid, drive)
+    }
+
+    fn remove(&self, node_uuid: &str) {
+        remove(&self.data, node_uuid);
     }
 }
 

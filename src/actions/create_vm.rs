@@ -2,23 +2,20 @@
 //! node (`pool::provision`): reserve, provide, deploy, wait for `active`, and return the node
 //! exactly as it was on any failure.
 
-use std::cell::RefCell;
-use std::collections::HashMap;
-
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::config::{Config, Defaults};
-use crate::configdrive::{self, check, ConfigDrive, DriveInput};
+use crate::configdrive::check;
 use crate::error::Result;
-use crate::ironic::{Ironic, Node};
+use crate::ironic::Ironic;
 use crate::pool::cloud_properties::VmCloudProperties;
-use crate::pool::provision::{Image, Plan, Provisioner, VmFiles};
+use crate::pool::provision::{Image, Plan, Provisioner};
 use crate::pool::whoami::{on_this_host, Process};
 use crate::protocol::methods::{CreateVm, VmCreated};
 use crate::repository::Repository;
 use crate::services::Lazy;
 use crate::stemcell;
-use crate::vm_data::{self, VmData, VmRegistry};
+use crate::vm_data::{self, AgentFiles, VmData};
 
 /// What create_vm uses; each is built on first use.
 pub struct Deps<'a> {
@@ -60,15 +57,14 @@ pub fn run(deps: Deps, args: CreateVm) -> Result<VmCreated> {
             .or_else(|| cfg.defaults.ephemeral_disk.clone()),
         ..cfg.defaults.clone()
     };
-    let files = AgentFiles {
-        config: cfg,
-        data: deps.files,
+    let files = AgentFiles::new(
+        cfg,
+        deps.files,
         agent_id,
-        networks: &networks,
-        env: Value::Object(env),
+        &networks,
+        Value::Object(env),
         defaults,
-        registries: RefCell::new(HashMap::new()),
-    };
+    );
     let note = |m: String| deps.files.notes.note(m);
     let provisioner = Provisioner {
         api: deps.ironic.get()?,
@@ -95,56 +91,5 @@ pub fn run(deps: Deps, args: CreateVm) -> Result<VmCreated> {
         Ok(VmCreated::WithNetworks(cid, created.networks))
     } else {
         Ok(VmCreated::Cid(cid))
-    }
-}
-
-/// The agent's config drive, its registry settings and its published copy.
-struct AgentFiles<'a> {
-    config: &'a Config,
-    data: VmData<'a>,
-    agent_id: &'a str,
-    networks: &'a Map<String, Value>,
-    env: Value,
-    /// The config's defaults with this vm_type's disk layout.
-    defaults: Defaults,
-    /// Per candidate node: the registry access whose credentials its drive carries (each
-    /// drive gets fresh ones), used again when the drive's node is reserved.
-    registries: RefCell<HashMap<String, VmRegistry<'a>>>,
-}
-
-impl VmFiles for AgentFiles<'_> {
-    fn build(&self, node: &Node, macs: &[String], pxe_macs: &[String]) -> Result<ConfigDrive> {
-        let cfg = self.config;
-        let registry = vm_data::registry(&self.data, &node.uuid)?;
-        let endpoint = registry.as_ref().map(|r| r.agent_endpoint());
-        if let Some(r) = registry {
-            self.registries.borrow_mut().insert(node.uuid.clone(), r);
-        }
-        configdrive::build(&DriveInput {
-            agent_id: self.agent_id,
-            node_uuid: &node.uuid,
-            node_macs: macs,
-            pxe_macs,
-            networks: self.networks,
-            env: &self.env,
-            agent: &cfg.agent,
-            defaults: &self.defaults,
-            persistent_disks: &Map::new(),
-            registry_endpoint: endpoint.as_deref(),
-        })
-    }
-
-    fn publish(&self, node_uuid: &str, drive: &ConfigDrive) -> Result<String> {
-        if let Some(registry) = self.registries.borrow().get(node_uuid) {
-            registry.put_settings(drive.settings())?;
-            self.data.notes.note(format!(
-                "wrote agent settings to the registry under {node_uuid}"
-            ));
-        }
-        vm_data::configdrive_param(&self.data, &self.config.defaults, node_uuid, drive)
-    }
-
-    fn remove(&self, node_uuid: &str) {
-        vm_data::remove(&self.data, node_uuid);
     }
 }

@@ -5,7 +5,8 @@
 
 use std::fmt;
 
-/// The `Bosh::Clouds::*` error types the director knows (contract doc, section 1.3).
+/// The `Bosh::Clouds::*` error types the director knows (bosh: `external_cpi.rb`
+/// `KNOWN_RPC_ERRORS`, classes in `src/bosh-director/lib/clouds/errors.rb`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorKind {
     CpiError,

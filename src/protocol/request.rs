@@ -112,7 +112,8 @@ impl Request {
         })
     }
 
-    /// Registry-less iff the negotiated API and the stemcell both speak v2 (contract doc, 2.1).
+    /// Registry-less iff the negotiated API and the stemcell both speak v2 (bosh.io docs:
+    /// `cpi-api-v2.md`, `cpi-api-v2-migration-guide.md`).
     pub fn registry_less(&self) -> bool {
         self.api_version >= 2 && self.context.stemcell_api_version.unwrap_or(1) >= 2
     }

@@ -196,13 +196,7 @@ fn persistent_503_ends_in_a_typed_error_within_the_retry_budget() {
         Some(3),
     );
     let elapsed = started.elapsed();
-    assert_eq!(
-        out.error_type(),
-        Some("Bosh::Clouds::CloudError"),
-        "{}",
-        out.stdout
-    );
-    let message = out.response["error"]["message"].as_str().unwrap();
+    let message = out.assert_error("Bosh::Clouds::CloudError");
     assert!(message.contains("503"), "{message}");
     assert_eq!(proxy.seen().len(), attempts as usize, "{:?}", proxy.seen());
     // The attempt count proves the budget; the time is reported, not asserted.

@@ -386,12 +386,7 @@ fn assert_tls_refused(config: &Path, expect: &[&str]) {
         "has_vm",
         json!(["6f1c2f0e-0000-4000-8000-00000000aaaa:01a22b17-0000-7000-8000-00000000aaaa"]),
     );
-    assert_eq!(
-        out.error_type(),
-        Some("Bosh::Clouds::CloudError"),
-        "{}",
-        out.stdout
-    );
+    out.assert_error("Bosh::Clouds::CloudError");
     assert_eq!(
         out.response["error"]["ok_to_retry"],
         json!(false),

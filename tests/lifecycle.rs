@@ -251,20 +251,10 @@ fn create_by_mac_deploys_and_delete_restores_the_pool() {
     // A cid that is not this CPI's (a bare node UUID, a name) is refused, not guessed at.
     for foreign in [b.as_str(), "node-1", ".."] {
         let out = call("delete_vm", json!([foreign]));
-        assert_eq!(
-            out.error_type(),
-            Some("Bosh::Clouds::CloudError"),
-            "{}",
-            out.stdout
-        );
+        out.assert_error("Bosh::Clouds::CloudError");
     }
     let out = call("reboot_vm", json!([vm]));
-    assert_eq!(
-        out.error_type(),
-        Some("Bosh::Clouds::VMNotFound"),
-        "{}",
-        out.stdout
-    );
+    out.assert_error("Bosh::Clouds::VMNotFound");
 }
 
 fn out_agent_id(out: &ironic_cpi_testkit::cpi::CallOutcome) -> Value {
@@ -319,17 +309,7 @@ fn best_fit_resource_class_and_traits_select_nodes() {
         json!([]),
         2,
     );
-    assert_eq!(
-        busy.error_type(),
-        Some("Bosh::Clouds::VMCreationFailed"),
-        "{}",
-        busy.stdout
-    );
-    assert_eq!(
-        busy.response["error"]["ok_to_retry"],
-        json!(true),
-        "busy: a retry may succeed"
-    );
+    busy.assert_retryable_creation_failure();
     let none = create_vm(
         json!({"resource_class": rc, "ironic_properties": {"cpus": 128}}),
         nets,
@@ -447,12 +427,7 @@ fn persistent_disks_live_on_their_node_registry_less() {
         "create_disk",
         json!([1_000_000, {"device": "/dev/sdd"}, vm]),
     );
-    assert_eq!(
-        too_big.error_type(),
-        Some("Bosh::Clouds::NoDiskSpace"),
-        "{}",
-        too_big.stdout
-    );
+    too_big.assert_error("Bosh::Clouds::NoDiskSpace");
     let no_vm = call("create_disk", json!([1024, {}, null]));
     assert_eq!(no_vm.error_type(), Some("Bosh::Clouds::CloudError"));
 
@@ -460,19 +435,9 @@ fn persistent_disks_live_on_their_node_registry_less() {
     let other = create_vm(json!({"resource_class": rc}), nets.clone(), json!([]), 2).vm_cid();
     assert_eq!(node_of(&other), b);
     let cross = call("attach_disk", json!([other, disk]));
-    assert_eq!(
-        cross.error_type(),
-        Some("Bosh::Clouds::CloudError"),
-        "{}",
-        cross.stdout
-    );
+    cross.assert_error("Bosh::Clouds::CloudError");
     let cross = call("detach_disk", json!([other, disk]));
-    assert_eq!(
-        cross.error_type(),
-        Some("Bosh::Clouds::DiskNotAttached"),
-        "{}",
-        cross.stdout
-    );
+    cross.assert_error("Bosh::Clouds::DiskNotAttached");
     call("delete_vm", json!([other])).ok();
 
     call("detach_disk", json!([vm, disk])).ok();
@@ -661,12 +626,7 @@ fn failures_after_the_claim_leave_the_pool_as_it_was() {
         2,
         Some(3),
     );
-    assert_eq!(
-        out.error_type(),
-        Some("Bosh::Clouds::CloudError"),
-        "{}",
-        out.stdout
-    );
+    out.assert_error("Bosh::Clouds::CloudError");
     assert_eq!(pool_state(rc), before);
 
     // A network naming a MAC the node does not have: found before anything in Ironic changes
@@ -681,12 +641,7 @@ fn failures_after_the_claim_leave_the_pool_as_it_was() {
         json!([]),
         2,
     );
-    assert_eq!(
-        out.error_type(),
-        Some("Bosh::Clouds::VMCreationFailed"),
-        "{}",
-        out.stdout
-    );
+    out.assert_error("Bosh::Clouds::VMCreationFailed");
     assert_eq!(
         out.response["error"]["ok_to_retry"],
         json!(false),
@@ -708,13 +663,7 @@ fn failures_after_the_claim_leave_the_pool_as_it_was() {
         json!([fake_disk]),
         2,
     );
-    assert_eq!(
-        out.error_type(),
-        Some("Bosh::Clouds::CloudError"),
-        "{}",
-        out.stdout
-    );
-    let msg = out.response["error"]["message"].as_str().unwrap();
+    let msg = out.assert_error("Bosh::Clouds::CloudError");
     assert!(msg.contains("is not recorded on node"), "{msg}");
     // An agent_id of a megabyte is refused before anything is read or written.
     let out = s.lab.call(
@@ -724,12 +673,7 @@ fn failures_after_the_claim_leave_the_pool_as_it_was() {
         2,
         Some(3),
     );
-    assert_eq!(
-        out.error_type(),
-        Some("Bosh::Clouds::CloudError"),
-        "{}",
-        out.stdout
-    );
+    out.assert_error("Bosh::Clouds::CloudError");
     assert!(out.stdout.len() < 2000, "the error does not echo the input");
     assert_eq!(pool_state(rc), before);
     assert_eq!(moved(), last_moved);
@@ -785,18 +729,7 @@ fn concurrent_create_vm_never_share_a_node() {
     assert_eq!(nodes.len(), 5, "five distinct nodes: {report:#?}");
     assert_eq!(failures.len(), 3);
     for f in failures {
-        assert_eq!(
-            f.error_type(),
-            Some("Bosh::Clouds::VMCreationFailed"),
-            "{}",
-            f.stdout
-        );
-        assert_eq!(
-            f.response["error"]["ok_to_retry"],
-            json!(true),
-            "{}",
-            f.stdout
-        );
+        f.assert_retryable_creation_failure();
     }
     for v in &vms {
         call("delete_vm", json!([v])).ok();
@@ -836,13 +769,7 @@ fn delete_vm_with_manual_cleaning_returns_the_node_to_its_origin() {
             "context": {"director_uuid": "d", "ironic": {"clean_on_delete": true, "clean_steps": [step]}}}))
     };
     let failed = delete(json!({"interface": "raid", "step": "delete_configuration"}));
-    assert_eq!(
-        failed.error_type(),
-        Some("Bosh::Clouds::CloudError"),
-        "{}",
-        failed.stdout
-    );
-    let msg = failed.response["error"]["message"].as_str().unwrap();
+    let msg = failed.assert_error("Bosh::Clouds::CloudError");
     assert!(
         msg.contains("clean failed") && msg.contains("does not support this clean step"),
         "{msg}"

@@ -214,13 +214,7 @@ fn undeploy_timeout_then_retry() {
         c["ironic"]["timeouts"]["undeploy"] = json!(1.0);
     });
     let out = call(l, &impatient, "delete_vm", json!([vm]));
-    assert_eq!(
-        out.error_type(),
-        Some("Bosh::Clouds::CloudError"),
-        "{}",
-        out.stdout
-    );
-    let msg = out.response["error"]["message"].as_str().unwrap();
+    let msg = out.assert_error("Bosh::Clouds::CloudError");
     eprintln!("delete_vm with a 1 s undeploy timeout: {msg}");
     assert!(msg.contains(node.as_str()), "{msg}");
     assert!(msg.contains("available"), "says what it waited for: {msg}");

@@ -723,53 +723,35 @@ fn concurrent_calls_interleaved_request_by_request() {
     };
 
     // A delete_vm and a create_vm on a one-node pool: the new VM gets the node only once the
-    // old one is fully gone, or fails and may retry.
-    add(
-        "delete_vm || create_vm, 1 node",
-        interleave(
-            "delete||create",
-            2,
-            || pool(1, 0),
-            |d| {
-                let Some(a) = d.create_until_done(1) else {
-                    return;
-                };
-                let del = delete(d.fx, d.env.liveness(), &a);
-                let cre = create(d.fx, d.env.liveness(), 2);
-                let outs = d.run(vec![
-                    (Role::Delete(a.vm_id.clone()), del, None),
-                    (Role::Create, cre, None),
-                ]);
-                expect_deleted(d, &outs[0]);
-                expect_created_or_retryable(d, &outs[1]);
-                cleanup(d);
-            },
-        ),
-    );
-
-    // The same on a manageable node (restored to manageable, provided again by the creator).
-    add(
-        "delete_vm || create_vm, 1 manageable node",
-        interleave(
-            "delete||create manageable",
-            2,
-            || pool(0, 1),
-            |d| {
-                let Some(a) = d.create_until_done(1) else {
-                    return;
-                };
-                let del = delete(d.fx, d.env.liveness(), &a);
-                let cre = create(d.fx, d.env.liveness(), 2);
-                let outs = d.run(vec![
-                    (Role::Delete(a.vm_id.clone()), del, None),
-                    (Role::Create, cre, None),
-                ]);
-                expect_deleted(d, &outs[0]);
-                expect_created_or_retryable(d, &outs[1]);
-                cleanup(d);
-            },
-        ),
-    );
+    // old one is fully gone, or fails and may retry. The same on a manageable node (restored to
+    // manageable, provided again by the creator).
+    for (label, name, available, manageable) in [
+        ("1 node", "delete||create", 1, 0),
+        ("1 manageable node", "delete||create manageable", 0, 1),
+    ] {
+        add(
+            &format!("delete_vm || create_vm, {label}"),
+            interleave(
+                name,
+                2,
+                || pool(available, manageable),
+                |d| {
+                    let Some(a) = d.create_until_done(1) else {
+                        return;
+                    };
+                    let del = delete(d.fx, d.env.liveness(), &a);
+                    let cre = create(d.fx, d.env.liveness(), 2);
+                    let outs = d.run(vec![
+                        (Role::Delete(a.vm_id.clone()), del, None),
+                        (Role::Create, cre, None),
+                    ]);
+                    expect_deleted(d, &outs[0]);
+                    expect_created_or_retryable(d, &outs[1]);
+                    cleanup(d);
+                },
+            ),
+        );
+    }
 
     // Two delete_vm of one cid (a retry while the first still runs): one finishes the
     // teardown, the other waits for it; both succeed.

@@ -478,12 +478,7 @@ fn secrets_appear_only_in_the_config_drive_of_the_vm_that_needs_them() {
         json!([uuid::Uuid::new_v4().to_string(), stemcell, {"resource_class": rc}, network, [], env("vm5")]),
         1,
     );
-    assert_eq!(
-        out.error_type(),
-        Some("Bosh::Clouds::VMCreationFailed"),
-        "{}",
-        out.stdout
-    );
+    out.assert_error("Bosh::Clouds::VMCreationFailed");
     let wrong_dav = l.variant("wrong-dav.json", |c| {
         c["stemcell_repository"]["password"] = json!(WRONG_WEBDAV_PW);
     });

@@ -281,13 +281,7 @@ fn selection_by_mac_and_by_disk_locality_among_many_free_nodes() {
     // The disk's node and another node's MAC cannot both hold.
     let other_mac = lab_mac(0x34, 2, 0);
     let out = create_vm(json!({"macs": [other_mac]}), json!([disk]));
-    assert_eq!(
-        out.error_type(),
-        Some("Bosh::Clouds::VMCreationFailed"),
-        "{}",
-        out.stdout
-    );
-    let message = out.response["error"]["message"].as_str().unwrap();
+    let message = out.assert_error("Bosh::Clouds::VMCreationFailed");
     assert!(
         message.contains(target.as_str()) && message.contains("own none of cloud_properties.macs"),
         "{message}"

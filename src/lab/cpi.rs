@@ -85,18 +85,24 @@ impl CallOutcome {
         .to_string()
     }
 
-    /// A `VMCreationFailed` the director may retry; its message.
-    pub fn assert_retryable_creation_failure(&self) -> &str {
-        assert_eq!(
-            self.error_type(),
-            Some("Bosh::Clouds::VMCreationFailed"),
-            "{}",
-            self.stdout
-        );
-        assert_eq!(self.response["error"]["ok_to_retry"], json!(true));
+    /// An error of type `kind` (`Bosh::Clouds::...`); its message.
+    pub fn assert_error(&self, kind: &str) -> &str {
+        assert_eq!(self.error_type(), Some(kind), "{}", self.stdout);
         self.response["error"]["message"]
             .as_str()
-            .unwrap_or_default()
+            .unwrap_or_else(|| panic!("a {kind} without a message: {}", self.stdout))
+    }
+
+    /// A `VMCreationFailed` the director may retry; its message.
+    pub fn assert_retryable_creation_failure(&self) -> &str {
+        let message = self.assert_error("Bosh::Clouds::VMCreationFailed");
+        assert_eq!(
+            self.response["error"]["ok_to_retry"],
+            json!(true),
+            "a retry may succeed: {}",
+            self.stdout
+        );
+        message
     }
 }
 

@@ -22,6 +22,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use ironic_cpi_testkit::cpi::{make_stemcell_image, CallOutcome, CpiLab, CpiLabOptions};
+use ironic_cpi_testkit::figures::median;
 use ironic_cpi_testkit::ironic::{enroll_node, lab_mac, IronicLabOptions, NodeSpec};
 
 fn main() {
@@ -47,11 +48,6 @@ fn release_dir() -> Result<PathBuf, String> {
         .and_then(Path::parent)
         .map(Path::to_path_buf)
         .ok_or_else(|| "cannot find target/release".to_string())
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
 }
 
 fn ok(out: &CallOutcome) -> Result<&Value, String> {
@@ -154,13 +150,13 @@ fn run() -> Result<(), String> {
     }
     println!(
         "create_vm idle 5-node pool: median {:.3} s, min {:.3} s, max {:.3} s over {cycles} cycles ({idle_requests} requests)",
-        median(creates.clone()).as_secs_f64(),
+        median(&creates).as_secs_f64(),
         creates.iter().min().unwrap_or(&Duration::ZERO).as_secs_f64(),
         creates.iter().max().unwrap_or(&Duration::ZERO).as_secs_f64(),
     );
     println!(
         "delete_vm idle 5-node pool: median {:.3} s over {cycles} cycles",
-        median(deletes).as_secs_f64()
+        median(&deletes).as_secs_f64()
     );
 
     if pool_nodes > 0 {

@@ -32,7 +32,10 @@ use clap::Parser;
 use serde_json::{json, Value};
 
 use ironic_cpi::ironic::{IronicClient, NodeQuery, PortQuery};
-use ironic_cpi_testkit::cpi::{make_stemcell_image, CallOutcome, CpiLab, CpiLabOptions};
+use ironic_cpi_testkit::cpi::{
+    create_vm_args, make_stemcell_image, CallOutcome, CpiLab, CpiLabOptions,
+};
+use ironic_cpi_testkit::figures::median;
 use ironic_cpi_testkit::ironic::{enroll_node, lab_mac, IronicLabOptions, NodeSpec};
 
 #[derive(Parser, Debug)]
@@ -516,14 +519,10 @@ impl Bench {
         if let Some(t) = &self.free_template {
             return Ok(t.clone());
         }
-        let mut spec = NodeSpec::new("bench-free-00000");
-        spec.resource_class = Some(FREE_RC.into());
-        spec.macs = vec![lab_mac(0x62, 0, 0), lab_mac(0x62, 0, 1)];
-        let node = enroll_node(&self.client, &spec).map_err(|e| e.to_string())?;
+        let node = self.enroll_template("bench-free-00000", FREE_RC, 0x62)?;
         self.free += 1;
-        self.ports += 2;
-        self.free_template = Some(node.uuid.clone());
-        Ok(node.uuid)
+        self.free_template = Some(node.clone());
+        Ok(node)
     }
 
     /// The first deployed node, enrolled through the API and deployed by the CPI's create_vm:
@@ -532,16 +531,9 @@ impl Bench {
         if let Some(t) = &self.deployed_template {
             return Ok(t.clone());
         }
-        let mut spec = NodeSpec::new("bench-deployed-00000");
-        spec.resource_class = Some(DEPLOYED_RC.into());
-        spec.macs = vec![lab_mac(0x63, 0, 0), lab_mac(0x63, 0, 1)];
-        let node = enroll_node(&self.client, &spec).map_err(|e| e.to_string())?;
-        self.ports += 2;
+        let node = self.enroll_template("bench-deployed-00000", DEPLOYED_RC, 0x63)?;
         self.create_vm(DEPLOYED_RC)?.vm_cid()?;
-        let node = self
-            .client
-            .get_node(&node.uuid)
-            .map_err(|e| e.to_string())?;
+        let node = self.client.get_node(&node).map_err(|e| e.to_string())?;
         if node.provision_state.as_deref() != Some("active") || node.instance_uuid.is_none() {
             return Err(format!(
                 "the deployed template {} is {:?} with instance_uuid {:?}",
@@ -550,6 +542,17 @@ impl Bench {
         }
         self.deployed += 1;
         self.deployed_template = Some(node.uuid.clone());
+        Ok(node.uuid)
+    }
+
+    /// A template node named `name`, of class `rc`, with two ports (MACs from `mac_byte`),
+    /// enrolled through the API; its uuid.
+    fn enroll_template(&mut self, name: &str, rc: &str, mac_byte: u8) -> Result<String, String> {
+        let mut spec = NodeSpec::new(name);
+        spec.resource_class = Some(rc.into());
+        spec.macs = vec![lab_mac(mac_byte, 0, 0), lab_mac(mac_byte, 0, 1)];
+        let node = enroll_node(&self.client, &spec).map_err(|e| e.to_string())?;
+        self.ports += 2;
         Ok(node.uuid)
     }
 
@@ -784,25 +787,8 @@ fn process_stats() -> Result<Vec<(u32, Vec<u64>)>, String> {
     Ok(out)
 }
 
-fn create_vm_args(stemcell: &str, resource_class: &str) -> Value {
-    json!([
-        uuid::Uuid::new_v4().to_string(),
-        stemcell,
-        {"resource_class": resource_class},
-        {"default": {"type": "dynamic", "cloud_properties": {}}},
-        [],
-        {"bosh": {}}
-    ])
-}
-
 fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
-}
-
-fn median(v: &[Duration]) -> Duration {
-    let mut v = v.to_vec();
-    v.sort();
-    v.get(v.len() / 2).copied().unwrap_or_default()
 }
 
 fn median_f(v: &[f64]) -> f64 {

@@ -9,7 +9,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benchmarks fail loudly
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde_json::{json, Map, Value};
 
@@ -18,6 +18,7 @@ use std::collections::BTreeSet;
 use ironic_cpi::ironic::Node;
 use ironic_cpi::pool::cloud_properties::VmCloudProperties;
 use ironic_cpi::pool::select::{Criteria, Shortlist, Tally};
+use ironic_cpi_testkit::figures::median;
 
 /// A varied pool: three hardware sizes, four resource classes, a fifth of the nodes busy.
 fn pool(n: usize) -> Vec<Node> {
@@ -41,11 +42,6 @@ fn pool(n: usize) -> Vec<Node> {
         nodes.push(node);
     }
     nodes
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
 }
 
 fn main() {
@@ -91,7 +87,7 @@ fn main() {
             tallies.push(t.elapsed());
             free = tally.free;
         }
-        let (s, t) = (median(shortlists), median(tallies));
+        let (s, t) = (median(&shortlists), median(&tallies));
         println!(
             "select {n} nodes: shortlist {:.3} ms, tally {:.3} ms, total {:.3} ms (median of {iterations}; {free} free candidates)",
             s.as_secs_f64() * 1e3,

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use ironic_cpi_testkit::cpi::{CallOutcome, CpiLab};
+use ironic_cpi_testkit::cpi::{node_of, CallOutcome, CpiLab};
 use ironic_cpi_testkit::ironic::{enroll_node, lab_mac, IronicLabOptions, NodeSpec};
 
 const POOL: usize = 40;
@@ -47,10 +47,10 @@ fn shared() -> &'static Shared {
     static LAB: OnceLock<Shared> = OnceLock::new();
     LAB.get_or_init(|| {
         let lab = common::start_lab(IronicLabOptions::default(), false, false);
-        let stemcell = common::upload_stemcell(&lab, None, 64 * 1024);
+        let stemcell = lab.upload_stemcell(None, 64 * 1024);
         enroll_pool(&lab);
         let dir = tempfile::tempdir().unwrap();
-        let config = common::config_variant(&lab.config_path, dir.path(), "cpi.json", |c| {
+        let config = lab.config_variant(dir.path(), "cpi.json", |c| {
             c["ironic"].as_object_mut().unwrap().remove("timeouts");
         });
         Shared {
@@ -80,7 +80,7 @@ fn enroll_pool(lab: &CpiLab) {
 }
 
 fn pool_state() -> Vec<Value> {
-    common::pool_state(&shared().lab.client().unwrap(), RC)
+    ironic_cpi_testkit::ironic::pool_state(&shared().lab.client().unwrap(), RC)
 }
 
 fn create_vm(agent_id: &str) -> CallOutcome {
@@ -92,11 +92,6 @@ fn create_vm(agent_id: &str) -> CallOutcome {
         "create_vm",
         json!([agent_id, s.stemcell, {"resource_class": RC}, net, [], {"bosh": {"password": "x"}}]),
     )
-}
-
-/// The node a VM cid (`<node uuid>:<vm id>`) names.
-fn node_of(cid: &str) -> &str {
-    cid.split_once(':').map_or(cid, |(node, _)| node)
 }
 
 /// What one round's create_vm calls gave.
@@ -159,7 +154,7 @@ fn round(deleting: &[String]) -> Round {
                     .push((agent.clone(), out.result()[0].as_str().unwrap().to_string()));
                 r.winner_secs.push(out.elapsed.as_secs_f64());
             } else {
-                common::assert_retryable_creation_failure(out);
+                out.assert_retryable_creation_failure();
                 r.loser_secs.push(out.elapsed.as_secs_f64());
             }
         }

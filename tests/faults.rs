@@ -17,9 +17,11 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use ironic_cpi::ironic::IronicClient;
-use ironic_cpi_testkit::cpi::{make_stemcell_image, CallOutcome, CpiLab};
+use ironic_cpi_testkit::cpi::{create_vm_args, make_stemcell_image, node_of, CallOutcome, CpiLab};
 use ironic_cpi_testkit::faultproxy::{Fault, FaultProxy};
-use ironic_cpi_testkit::ironic::{enroll_node, lab_mac, IronicLabOptions, NodeSpec};
+use ironic_cpi_testkit::files::files_under;
+use ironic_cpi_testkit::ironic::{enroll_pool, pool_state, IronicLabOptions};
+use ironic_cpi_testkit::process::signal_group;
 use ironic_cpi_testkit::server::{ServerLab, ServerOpts};
 
 struct Shared {
@@ -29,7 +31,7 @@ struct Shared {
 
 fn start_lab(ironic: IronicLabOptions) -> (CpiLab, String) {
     let lab = common::start_lab(ironic, false, false);
-    let stemcell = common::upload_stemcell(&lab, None, 64 * 1024);
+    let stemcell = lab.upload_stemcell(None, 64 * 1024);
     (lab, stemcell)
 }
 
@@ -41,36 +43,13 @@ fn shared() -> &'static Shared {
     })
 }
 
-fn enroll(client: &IronicClient, rc: &str, byte: u8, count: u16) -> Vec<String> {
-    (0..count)
-        .map(|i| {
-            let mut spec = NodeSpec::new(format!("{rc}-{i}"));
-            spec.resource_class = Some(rc.into());
-            spec.macs = vec![lab_mac(byte, i, 0)];
-            enroll_node(client, &spec).unwrap().uuid
-        })
-        .collect()
-}
-
-use common::{assert_retryable_creation_failure, files_under, pool_state};
-
-/// The lab's CPI config with `edit` applied, in `dir`.
-fn config_variant(lab: &CpiLab, dir: &Path, edit: impl FnOnce(&mut Value)) -> PathBuf {
-    common::config_variant(&lab.config_path, dir, "cpi.json", edit)
-}
-
 /// The lab's config with Ironic reached through `proxy`, retrying up to `attempts` times, fast.
 fn through_proxy(lab: &CpiLab, dir: &Path, proxy: &FaultProxy, attempts: u32) -> PathBuf {
-    config_variant(lab, dir, |c| {
+    lab.config_variant(dir, "cpi.json", |c| {
         c["ironic"]["url"] = json!(proxy.url);
         c["ironic"]["retry"] =
             json!({"max_attempts": attempts, "initial_delay": 0.05, "max_delay": 0.2});
     })
-}
-
-fn create_vm_args(stemcell: &str, rc: &str) -> Value {
-    json!([uuid::Uuid::new_v4().to_string(), stemcell, {"resource_class": rc},
-           {"default": {"type": "dynamic", "cloud_properties": {}}}, [], {"bosh": {}}])
 }
 
 /// One proxy test's setup: its nodes, the pool as it was, a proxy in front of the shared lab's
@@ -87,7 +66,7 @@ struct Proxied {
 fn proxied(rc: &str, byte: u8, attempts: u32) -> Proxied {
     let s = shared();
     let client = s.lab.client().unwrap();
-    let nodes = enroll(&client, rc, byte, 1);
+    let nodes = enroll_pool(&client, rc, byte, 1);
     let before = pool_state(&client, rc);
     let proxy = FaultProxy::start(&s.lab.ironic.url).unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -114,15 +93,6 @@ fn create_vm_with(config: &Path, rc: &str) -> CallOutcome {
     )
 }
 
-fn vm_cid(out: &CallOutcome) -> String {
-    out.ok()[0].as_str().unwrap().to_string()
-}
-
-/// The node a VM cid (`<node uuid>:<vm id>`) names.
-fn node_of(cid: &str) -> &str {
-    cid.split_once(':').map_or(cid, |(node, _)| node)
-}
-
 /// A well-formed cid of a VM that never existed on `node`.
 fn unknown_vm(node: &str) -> String {
     format!("{node}:{}", uuid::Uuid::now_v7())
@@ -133,7 +103,7 @@ fn transient_503_409_and_dropped_reads_are_retried_within_bounds() {
     let s = shared();
     let client = s.lab.client().unwrap();
     let rc = "f-transient";
-    let nodes = enroll(&client, rc, 0x51, 1);
+    let nodes = enroll_pool(&client, rc, 0x51, 1);
     let node = &nodes[0];
     let before = pool_state(&client, rc);
 
@@ -144,7 +114,7 @@ fn transient_503_409_and_dropped_reads_are_retried_within_bounds() {
     let clean = create_vm_with(&config, rc);
     let clean_patches = proxy.count("PATCH", node);
     s.lab
-        .call_with_config(&config, "delete_vm", json!([vm_cid(&clean)]), 2, Some(3))
+        .call_with_config(&config, "delete_vm", json!([clean.vm_cid()]), 2, Some(3))
         .ok();
     proxy.forget_seen();
     // Each fault below is one the client must ride out (5 attempts after the first).
@@ -171,7 +141,7 @@ fn transient_503_409_and_dropped_reads_are_retried_within_bounds() {
         2,
     );
     let out = create_vm_with(&config, rc);
-    let vm = vm_cid(&out);
+    let vm = out.vm_cid();
     assert_eq!(node_of(&vm), node);
     assert_eq!(proxy.injected(), 10, "every injected fault was met");
     // Bounds: each faulted request was repeated exactly as often as it failed, plus once.
@@ -226,13 +196,7 @@ fn persistent_503_ends_in_a_typed_error_within_the_retry_budget() {
         Some(3),
     );
     let elapsed = started.elapsed();
-    assert_eq!(
-        out.error_type(),
-        Some("Bosh::Clouds::CloudError"),
-        "{}",
-        out.stdout
-    );
-    let message = out.response["error"]["message"].as_str().unwrap();
+    let message = out.assert_error("Bosh::Clouds::CloudError");
     assert!(message.contains("503"), "{message}");
     assert_eq!(proxy.seen().len(), attempts as usize, "{:?}", proxy.seen());
     // The attempt count proves the budget; the time is reported, not asserted.
@@ -248,7 +212,7 @@ fn persistent_503_ends_in_a_typed_error_within_the_retry_budget() {
         1000,
     );
     let out = create_vm_with(&config, rc);
-    assert_retryable_creation_failure(&out);
+    out.assert_retryable_creation_failure();
     assert_eq!(proxy.count("PATCH", &nodes[0]), attempts as usize);
     proxy.clear_faults();
     assert_eq!(pool_state(&client, rc), before);
@@ -262,7 +226,7 @@ fn a_node_that_stays_locked_is_passed_over() {
     let s = shared();
     let client = s.lab.client().unwrap();
     let rc = "f-locked";
-    let nodes = enroll(&client, rc, 0x56, 2);
+    let nodes = enroll_pool(&client, rc, 0x56, 2);
     let before = pool_state(&client, rc);
     let proxy = FaultProxy::start(&s.lab.ironic.url).unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -277,7 +241,7 @@ fn a_node_that_stays_locked_is_passed_over() {
         attempts as usize,
     );
     let out = create_vm_with(&config, rc);
-    let vm = vm_cid(&out);
+    let vm = out.vm_cid();
     assert_eq!(proxy.injected(), attempts as usize);
     let passed_over: Vec<&String> = nodes.iter().filter(|n| *n != node_of(&vm)).collect();
     assert_eq!(passed_over.len(), 1, "{vm} is not one of {nodes:?}");
@@ -314,7 +278,7 @@ fn a_failed_deploy_is_rolled_back() {
         1,
     );
     let out = create_vm_with(&config, rc);
-    let message = assert_retryable_creation_failure(&out);
+    let message = out.assert_retryable_creation_failure();
     assert!(message.contains("deploy failed"), "{message}");
     assert!(
         message.contains("injected by the fault proxy"),
@@ -322,13 +286,6 @@ fn a_failed_deploy_is_rolled_back() {
     );
     assert_eq!(proxy.injected(), 1);
     assert_eq!(pool_state(&client, rc), before);
-}
-
-fn signal_group(pid: u32, sig: libc::c_int) {
-    assert!(ironic_cpi_testkit::process::signal_group(
-        pid as libc::pid_t,
-        sig
-    ));
 }
 
 /// Ironic stopped (SIGSTOP on its whole process group) while create_vm waits for the deploy:
@@ -341,11 +298,11 @@ fn ironic_stopped_during_the_deploy_wait() {
     });
     let client = lab.client().unwrap();
     let rc = "f-sigstop";
-    let nodes = enroll(&client, rc, 0x54, 1);
+    let nodes = enroll_pool(&client, rc, 0x54, 1);
     let before = pool_state(&client, rc);
     let dir = tempfile::tempdir().unwrap();
     // Short request timeouts so the stop is felt as timeouts, not as one long request.
-    let config = config_variant(&lab, dir.path(), |c| {
+    let config = lab.config_variant(dir.path(), "cpi.json", |c| {
         c["ironic"]["request_timeout"] = json!(2.0);
         c["ironic"]["timeouts"]["deploy"] = json!(90.0);
     });
@@ -392,9 +349,9 @@ fn stop_during_deploy(
             std::thread::sleep(Duration::from_millis(50));
         }
         std::thread::sleep(Duration::from_millis(delay_ms));
-        signal_group(pid, libc::SIGSTOP);
+        assert!(signal_group(pid as libc::pid_t, libc::SIGSTOP));
         std::thread::sleep(Duration::from_secs(8));
-        signal_group(pid, libc::SIGCONT);
+        assert!(signal_group(pid as libc::pid_t, libc::SIGCONT));
         call.join().unwrap()
     });
     eprintln!(
@@ -402,14 +359,14 @@ fn stop_during_deploy(
         out.stdout
     );
     if out.response["error"].is_null() {
-        let vm = vm_cid(&out);
+        let vm = out.vm_cid();
         assert_eq!(node_of(&vm), node);
         let n = client.get_node(node).unwrap();
         assert_eq!(n.provision_state.as_deref(), Some("active"));
         lab.call_with_config(config, "delete_vm", json!([vm]), 2, Some(3))
             .ok();
     } else {
-        assert_retryable_creation_failure(&out);
+        out.assert_retryable_creation_failure();
     }
 }
 
@@ -428,7 +385,7 @@ fn server_killed_during_a_stemcell_upload() {
     };
     let mut server = ServerLab::start(server_opts()).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let config = config_variant(&s.lab, dir.path(), |c| {
+    let config = s.lab.config_variant(dir.path(), "cpi.json", |c| {
         c["stemcell_repository"]["url"] = json!(format!("{}/images", server.url));
     });
     let image = make_stemcell_image(dir.path(), 96 * 1024 * 1024, true).unwrap();
@@ -497,7 +454,7 @@ fn server_killed_during_a_stemcell_upload() {
 fn absurd_retry_after_values_are_capped() {
     let s = shared();
     let client = s.lab.client().unwrap();
-    let nodes = enroll(&client, "f-retryafter", 0x55, 1);
+    let nodes = enroll_pool(&client, "f-retryafter", 0x55, 1);
     let proxy = FaultProxy::start(&s.lab.ironic.url).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let config = through_proxy(&s.lab, dir.path(), &proxy, 6);

@@ -18,10 +18,8 @@ use serde_json::{json, Value};
 
 use ironic_cpi::config::{IronicAuth, Secret};
 use ironic_cpi::ironic::{IronicClient, IronicError};
-use ironic_cpi_testkit::cpi::{CallOutcome, CpiLab};
-use ironic_cpi_testkit::ironic::{
-    enroll_node, lab_mac, IronicLabOptions, LabAuth, LabTls, NodeSpec,
-};
+use ironic_cpi_testkit::cpi::{create_vm_args, node_of, CallOutcome, CpiLab};
+use ironic_cpi_testkit::ironic::{enroll_pool_with, pool_state, IronicLabOptions, LabAuth, LabTls};
 use ironic_cpi_testkit::keystone::{KeystoneLab, KeystoneLabOptions, OTHER_REGION};
 use ironic_cpi_testkit::tls::TestCa;
 
@@ -81,7 +79,7 @@ fn shared() -> &'static Shared {
             token: Secret::new(keystone.system_admin_token().unwrap()),
         };
         let admin = IronicClient::new(&admin_cfg).unwrap();
-        let stemcell = common::upload_stemcell(&lab, None, 1024 * 1024 + 3);
+        let stemcell = lab.upload_stemcell(None, 1024 * 1024 + 3);
         Shared {
             keystone,
             lab,
@@ -93,24 +91,10 @@ fn shared() -> &'static Shared {
     })
 }
 
-/// `count` available nodes of resource class `rc`, owned by the CPI's project.
-fn enroll(rc: &str, byte: u8, count: u16) -> Vec<String> {
-    let s = shared();
-    (0..count)
-        .map(|i| {
-            let mut spec = NodeSpec::new(format!("{rc}-{i}"));
-            spec.resource_class = Some(rc.into());
-            spec.macs = vec![lab_mac(byte, i, 0)];
-            spec.owner = Some(s.keystone.cpi_user.project_id.clone());
-            enroll_node(&s.admin, &spec).unwrap().uuid
-        })
-        .collect()
-}
-
 /// The lab's CPI config with `edit` applied, as a file named `name`.
 fn config(name: &str, edit: impl FnOnce(&mut Value)) -> PathBuf {
     let s = shared();
-    common::config_variant(&s.lab.config_path, s.dir.path(), name, edit)
+    s.lab.config_variant(s.dir.path(), name, edit)
 }
 
 fn call(config: &Path, method: &str, args: Value) -> CallOutcome {
@@ -125,24 +109,18 @@ fn call(config: &Path, method: &str, args: Value) -> CallOutcome {
     out
 }
 
-fn create_vm(config: &Path, rc: &str) -> CallOutcome {
-    let args = json!([
-        uuid::Uuid::new_v4().to_string(),
-        shared().stemcell,
-        {"resource_class": rc},
-        {"default": {"type": "dynamic", "cloud_properties": {}}},
-        [],
-        {"bosh": {"group": "keystone-lab"}}
-    ]);
-    call(config, "create_vm", args)
+/// `count` available nodes of resource class `rc`, owned by the CPI's project.
+fn enroll(rc: &str, byte: u8, count: u16) -> Vec<String> {
+    let s = shared();
+    enroll_pool_with(&s.admin, rc, byte, count, |spec| {
+        spec.owner = Some(s.keystone.cpi_user.project_id.clone());
+    })
 }
 
-fn vm_cid(out: &CallOutcome) -> String {
-    match out.ok() {
-        Value::Array(a) => a[0].as_str().unwrap().to_string(),
-        Value::String(s) => s.clone(),
-        other => panic!("unexpected create_vm result {other}"),
-    }
+fn create_vm(config: &Path, rc: &str) -> CallOutcome {
+    let mut args = create_vm_args(&shared().stemcell, rc);
+    args[5] = json!({"bosh": {"group": "keystone-lab"}});
+    call(config, "create_vm", args)
 }
 
 /// A whole create_vm / delete_vm through the binary with `config` (and the calls between that
@@ -150,13 +128,10 @@ fn vm_cid(out: &CallOutcome) -> String {
 fn deploy_and_delete(config: &Path, rc: &str, byte: u8) {
     let s = shared();
     let nodes = enroll(rc, byte, 2);
-    let before = common::pool_state(&s.admin, rc);
+    let before = pool_state(&s.admin, rc);
     let out = create_vm(config, rc);
-    let cid = vm_cid(&out);
-    let node_id = cid
-        .split_once(':')
-        .map_or(cid.as_str(), |(n, _)| n)
-        .to_string();
+    let cid = out.vm_cid();
+    let node_id = node_of(&cid).to_string();
     assert!(nodes.contains(&node_id), "{cid} is not on one of {nodes:?}");
     let node = s.admin.get_node(&node_id).unwrap();
     assert_eq!(node.provision_state.as_deref(), Some("active"));
@@ -169,7 +144,7 @@ fn deploy_and_delete(config: &Path, rc: &str, byte: u8) {
     call(config, "reboot_vm", json!([cid])).ok();
     call(config, "delete_vm", json!([cid])).ok();
     assert_eq!(call(config, "has_vm", json!([cid])).ok(), &json!(false));
-    assert_eq!(common::pool_state(&s.admin, rc), before);
+    assert_eq!(pool_state(&s.admin, rc), before);
     let secrets = [
         s.keystone.cpi_user.password.as_str(),
         s.keystone.app_credential.secret.as_str(),
@@ -206,9 +181,8 @@ fn documented_config(name: &str, ironic: Value) -> PathBuf {
     let dir = s.dir.path().join(name);
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::copy(&s.ca.ca_cert, dir.join("cacert.pem")).unwrap();
-    common::config_variant(&s.lab.config_path, &dir, "cpi.json", |c| {
-        c["ironic"] = ironic
-    })
+    s.lab
+        .config_variant(&dir, "cpi.json", |c| c["ironic"] = ironic)
 }
 
 #[test]
@@ -412,12 +386,7 @@ fn assert_tls_refused(config: &Path, expect: &[&str]) {
         "has_vm",
         json!(["6f1c2f0e-0000-4000-8000-00000000aaaa:01a22b17-0000-7000-8000-00000000aaaa"]),
     );
-    assert_eq!(
-        out.error_type(),
-        Some("Bosh::Clouds::CloudError"),
-        "{}",
-        out.stdout
-    );
+    out.assert_error("Bosh::Clouds::CloudError");
     assert_eq!(
         out.response["error"]["ok_to_retry"],
         json!(false),

@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 
 use ironic_cpi::ironic::IronicClient;
 use ironic_cpi_testkit::certs;
-use ironic_cpi_testkit::cpi::{make_stemcell_image, CpiLab};
+use ironic_cpi_testkit::cpi::{make_stemcell_image, node_of, CallOutcome, CpiLab};
 use ironic_cpi_testkit::ironic::{enroll_node, lab_mac, EnrollTarget, IronicLabOptions, NodeSpec};
 
 mod common;
@@ -72,9 +72,7 @@ fn enroll(
     nics: u8,
     f: impl FnOnce(&mut NodeSpec),
 ) -> (String, Vec<String>) {
-    let mut spec = NodeSpec::new(format!("{rc}-{index}"));
-    spec.resource_class = Some(rc.into());
-    spec.macs = (0..nics).map(|n| lab_mac(byte, index, n)).collect();
+    let mut spec = NodeSpec::in_pool(rc, byte, index, nics);
     f(&mut spec);
     let node = enroll_node(&client(), &spec).unwrap();
     (node.uuid, spec.macs)
@@ -82,7 +80,7 @@ fn enroll(
 
 /// Everything that must be as it was after a VM comes and goes.
 fn pool_state(rc: &str) -> Vec<Value> {
-    common::pool_state(&client(), rc)
+    ironic_cpi_testkit::ironic::pool_state(&client(), rc)
 }
 
 /// create_vm's env as the director sends it: a real mbus CA, certificate and key (made once).
@@ -109,12 +107,7 @@ fn manual_network(ip: &str, mac: Option<&str>) -> Value {
     net
 }
 
-fn create_vm(
-    cloud_properties: Value,
-    networks: Value,
-    disk_cids: Value,
-    api: u32,
-) -> ironic_cpi_testkit::cpi::CallOutcome {
+fn create_vm(cloud_properties: Value, networks: Value, disk_cids: Value, api: u32) -> CallOutcome {
     let s = shared();
     s.lab.call(
         "create_vm",
@@ -131,32 +124,18 @@ fn create_vm(
     )
 }
 
-fn vm_cid(out: &ironic_cpi_testkit::cpi::CallOutcome) -> String {
-    let r = out.ok();
-    match r {
-        Value::Array(a) => a[0].as_str().unwrap().to_string(),
-        Value::String(s) => s.clone(),
-        other => panic!("unexpected create_vm result {other}"),
-    }
-}
-
-/// The node a VM cid names (`<node uuid>:<vm id>`).
-fn node_of(cid: &str) -> String {
-    ironic_cpi::pool::vm_cid::VmCid::parse(cid).unwrap().node
-}
-
 /// The VM record create_vm left on a node.
 fn record_of(node: &ironic_cpi::ironic::Node) -> ironic_cpi::pool::record::VmRecord {
     ironic_cpi::pool::record::VmRecord::read(node).expect("a VM record")
 }
 
-fn call(method: &str, args: Value) -> ironic_cpi_testkit::cpi::CallOutcome {
+fn call(method: &str, args: Value) -> CallOutcome {
     shared().lab.call(method, args, 2, Some(3))
 }
 
 /// The config drive create_vm gave Ironic, read with isoinfo.
 fn drive_file(node: &str, path: &str) -> Vec<u8> {
-    let (_iso, _dir, iso_path) = common::config_drive(&shared().lab, node);
+    let (_iso, _dir, iso_path) = shared().lab.inline_config_drive(node);
     let label = std::process::Command::new("isoinfo")
         .args(["-d", "-i"])
         .arg(&iso_path)
@@ -272,26 +251,16 @@ fn create_by_mac_deploys_and_delete_restores_the_pool() {
     // A cid that is not this CPI's (a bare node UUID, a name) is refused, not guessed at.
     for foreign in [b.as_str(), "node-1", ".."] {
         let out = call("delete_vm", json!([foreign]));
-        assert_eq!(
-            out.error_type(),
-            Some("Bosh::Clouds::CloudError"),
-            "{}",
-            out.stdout
-        );
+        out.assert_error("Bosh::Clouds::CloudError");
     }
     let out = call("reboot_vm", json!([vm]));
-    assert_eq!(
-        out.error_type(),
-        Some("Bosh::Clouds::VMNotFound"),
-        "{}",
-        out.stdout
-    );
+    out.assert_error("Bosh::Clouds::VMNotFound");
 }
 
 fn out_agent_id(out: &ironic_cpi_testkit::cpi::CallOutcome) -> Value {
     // The agent id is in the stderr log of the call only as part of the request; read it back
     // from the node instead.
-    let node = client().get_node(&node_of(&vm_cid(out))).unwrap();
+    let node = client().get_node(node_of(&out.vm_cid())).unwrap();
     json!(record_of(&node).agent_id)
 }
 
@@ -332,7 +301,7 @@ fn best_fit_resource_class_and_traits_select_nodes() {
         json!([]),
         2,
     );
-    assert_eq!(node_of(&vm_cid(&gpu)), large);
+    assert_eq!(node_of(&gpu.vm_cid()), large);
 
     let busy = create_vm(
         json!({"resource_class": rc, "traits": ["CUSTOM_GPU"]}),
@@ -340,17 +309,7 @@ fn best_fit_resource_class_and_traits_select_nodes() {
         json!([]),
         2,
     );
-    assert_eq!(
-        busy.error_type(),
-        Some("Bosh::Clouds::VMCreationFailed"),
-        "{}",
-        busy.stdout
-    );
-    assert_eq!(
-        busy.response["error"]["ok_to_retry"],
-        json!(true),
-        "busy: a retry may succeed"
-    );
+    busy.assert_retryable_creation_failure();
     let none = create_vm(
         json!({"resource_class": rc, "ironic_properties": {"cpus": 128}}),
         nets,
@@ -367,7 +326,7 @@ fn best_fit_resource_class_and_traits_select_nodes() {
     assert!(msg.contains("too small"), "{msg}");
 
     call("delete_vm", json!([fit.ok()])).ok();
-    call("delete_vm", json!([vm_cid(&gpu)])).ok();
+    call("delete_vm", json!([gpu.vm_cid()])).ok();
     assert_eq!(pool_state(rc), before);
 }
 
@@ -382,7 +341,7 @@ fn manageable_nodes_are_provided_and_returned_manageable() {
         json!([]),
         2,
     );
-    let vm = vm_cid(&out);
+    let vm = out.vm_cid();
     assert_eq!(node_of(&vm), node);
     let n = client().get_node(&node).unwrap();
     assert_eq!(n.provision_state.as_deref(), Some("active"));
@@ -407,14 +366,14 @@ fn ironic_params_enroll_a_node_that_delete_vm_removes() {
         json!([]),
         2,
     );
-    let vm = vm_cid(&out);
+    let vm = out.vm_cid();
     let node = node_of(&vm);
-    let n = client().get_node(&node).unwrap();
+    let n = client().get_node(node).unwrap();
     assert_eq!(n.provision_state.as_deref(), Some("active"));
     assert_eq!(n.extra["bosh_enrolled_by_cpi"], json!(true));
     call("delete_vm", json!([vm])).ok();
     assert!(
-        client().get_node(&node).unwrap_err().is_not_found(),
+        client().get_node(node).unwrap_err().is_not_found(),
         "the enrolled node is deleted"
     );
     let ports = client()
@@ -439,12 +398,13 @@ fn persistent_disks_live_on_their_node_registry_less() {
     let before = pool_state(rc);
     let nets = json!({"default": manual_network("10.0.16.60", None)});
 
-    let vm = vm_cid(&create_vm(
+    let vm = create_vm(
         json!({"resource_class": rc, "ironic_properties": {"local_gb": 150}}),
         nets.clone(),
         json!([]),
         2,
-    ));
+    )
+    .vm_cid();
     assert_eq!(node_of(&vm), a);
     let disk = call("create_disk", json!([10240, {}, vm]))
         .ok()
@@ -467,37 +427,17 @@ fn persistent_disks_live_on_their_node_registry_less() {
         "create_disk",
         json!([1_000_000, {"device": "/dev/sdd"}, vm]),
     );
-    assert_eq!(
-        too_big.error_type(),
-        Some("Bosh::Clouds::NoDiskSpace"),
-        "{}",
-        too_big.stdout
-    );
+    too_big.assert_error("Bosh::Clouds::NoDiskSpace");
     let no_vm = call("create_disk", json!([1024, {}, null]));
     assert_eq!(no_vm.error_type(), Some("Bosh::Clouds::CloudError"));
 
     // A disk of node a cannot go to a VM on node b.
-    let other = vm_cid(&create_vm(
-        json!({"resource_class": rc}),
-        nets.clone(),
-        json!([]),
-        2,
-    ));
+    let other = create_vm(json!({"resource_class": rc}), nets.clone(), json!([]), 2).vm_cid();
     assert_eq!(node_of(&other), b);
     let cross = call("attach_disk", json!([other, disk]));
-    assert_eq!(
-        cross.error_type(),
-        Some("Bosh::Clouds::CloudError"),
-        "{}",
-        cross.stdout
-    );
+    cross.assert_error("Bosh::Clouds::CloudError");
     let cross = call("detach_disk", json!([other, disk]));
-    assert_eq!(
-        cross.error_type(),
-        Some("Bosh::Clouds::DiskNotAttached"),
-        "{}",
-        cross.stdout
-    );
+    cross.assert_error("Bosh::Clouds::DiskNotAttached");
     call("delete_vm", json!([other])).ok();
 
     call("detach_disk", json!([vm, disk])).ok();
@@ -511,12 +451,7 @@ fn persistent_disks_live_on_their_node_registry_less() {
     );
 
     // A VM with that disk lands on its node, whatever best fit says.
-    let again = vm_cid(&create_vm(
-        json!({"resource_class": rc}),
-        nets,
-        json!([disk]),
-        2,
-    ));
+    let again = create_vm(json!({"resource_class": rc}), nets, json!([disk]), 2).vm_cid();
     assert_eq!(node_of(&again), a);
     call("delete_vm", json!([again])).ok();
 
@@ -691,12 +626,7 @@ fn failures_after_the_claim_leave_the_pool_as_it_was() {
         2,
         Some(3),
     );
-    assert_eq!(
-        out.error_type(),
-        Some("Bosh::Clouds::CloudError"),
-        "{}",
-        out.stdout
-    );
+    out.assert_error("Bosh::Clouds::CloudError");
     assert_eq!(pool_state(rc), before);
 
     // A network naming a MAC the node does not have: found before anything in Ironic changes
@@ -711,12 +641,7 @@ fn failures_after_the_claim_leave_the_pool_as_it_was() {
         json!([]),
         2,
     );
-    assert_eq!(
-        out.error_type(),
-        Some("Bosh::Clouds::VMCreationFailed"),
-        "{}",
-        out.stdout
-    );
+    out.assert_error("Bosh::Clouds::VMCreationFailed");
     assert_eq!(
         out.response["error"]["ok_to_retry"],
         json!(false),
@@ -738,13 +663,7 @@ fn failures_after_the_claim_leave_the_pool_as_it_was() {
         json!([fake_disk]),
         2,
     );
-    assert_eq!(
-        out.error_type(),
-        Some("Bosh::Clouds::CloudError"),
-        "{}",
-        out.stdout
-    );
-    let msg = out.response["error"]["message"].as_str().unwrap();
+    let msg = out.assert_error("Bosh::Clouds::CloudError");
     assert!(msg.contains("is not recorded on node"), "{msg}");
     // An agent_id of a megabyte is refused before anything is read or written.
     let out = s.lab.call(
@@ -754,12 +673,7 @@ fn failures_after_the_claim_leave_the_pool_as_it_was() {
         2,
         Some(3),
     );
-    assert_eq!(
-        out.error_type(),
-        Some("Bosh::Clouds::CloudError"),
-        "{}",
-        out.stdout
-    );
+    out.assert_error("Bosh::Clouds::CloudError");
     assert!(out.stdout.len() < 2000, "the error does not echo the input");
     assert_eq!(pool_state(rc), before);
     assert_eq!(moved(), last_moved);
@@ -772,7 +686,7 @@ fn failures_after_the_claim_leave_the_pool_as_it_was() {
         "context": {"director_uuid": "d", "vm": {"stemcell": {"api_version": 3}},
                     "ironic": {"timeouts": {"deploy": 0.01}}}});
     let out = s.lab.call_raw(&request);
-    let msg = common::assert_retryable_creation_failure(&out);
+    let msg = out.assert_retryable_creation_failure();
     assert!(msg.contains(&node) && msg.contains("active"), "{msg}");
     assert_eq!(pool_state(rc), before);
 }
@@ -802,9 +716,9 @@ fn concurrent_create_vm_never_share_a_node() {
     let vms: Vec<String> = outcomes
         .iter()
         .filter(|o| o.response["error"].is_null())
-        .map(vm_cid)
+        .map(CallOutcome::vm_cid)
         .collect();
-    let mut nodes: Vec<String> = vms.iter().map(|v| node_of(v)).collect();
+    let mut nodes: Vec<String> = vms.iter().map(|v| node_of(v).to_string()).collect();
     let failures: Vec<_> = outcomes
         .iter()
         .filter(|o| !o.response["error"].is_null())
@@ -815,18 +729,7 @@ fn concurrent_create_vm_never_share_a_node() {
     assert_eq!(nodes.len(), 5, "five distinct nodes: {report:#?}");
     assert_eq!(failures.len(), 3);
     for f in failures {
-        assert_eq!(
-            f.error_type(),
-            Some("Bosh::Clouds::VMCreationFailed"),
-            "{}",
-            f.stdout
-        );
-        assert_eq!(
-            f.response["error"]["ok_to_retry"],
-            json!(true),
-            "{}",
-            f.stdout
-        );
+        f.assert_retryable_creation_failure();
     }
     for v in &vms {
         call("delete_vm", json!([v])).ok();
@@ -857,7 +760,7 @@ fn delete_vm_with_manual_cleaning_returns_the_node_to_its_origin() {
         json!([]),
         2,
     );
-    let vm = vm_cid(&out);
+    let vm = out.vm_cid();
     assert_eq!(node_of(&vm), node);
     // cpi-config properties in the context override the file. First a clean step this node
     // lacks: cleaning fails, the error says why, and the node stays held for a retry.
@@ -866,13 +769,7 @@ fn delete_vm_with_manual_cleaning_returns_the_node_to_its_origin() {
             "context": {"director_uuid": "d", "ironic": {"clean_on_delete": true, "clean_steps": [step]}}}))
     };
     let failed = delete(json!({"interface": "raid", "step": "delete_configuration"}));
-    assert_eq!(
-        failed.error_type(),
-        Some("Bosh::Clouds::CloudError"),
-        "{}",
-        failed.stdout
-    );
-    let msg = failed.response["error"]["message"].as_str().unwrap();
+    let msg = failed.assert_error("Bosh::Clouds::CloudError");
     assert!(
         msg.contains("clean failed") && msg.contains("does not support this clean step"),
         "{msg}"

@@ -20,11 +20,9 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use ironic_cpi::ironic::{IronicClient, Node};
-use ironic_cpi_testkit::cpi::{CallOutcome, CpiLab};
+use ironic_cpi_testkit::cpi::{create_vm_args, node_of, CallOutcome, CpiLab};
 use ironic_cpi_testkit::faultproxy::{Fault, FaultProxy};
-use ironic_cpi_testkit::ironic::{enroll_node, lab_mac, IronicLabOptions, NodeSpec};
-
-use common::{assert_retryable_creation_failure, pool_state};
+use ironic_cpi_testkit::ironic::{enroll_pool, pool_state, IronicLabOptions};
 
 struct Lab {
     lab: CpiLab,
@@ -34,7 +32,7 @@ struct Lab {
 /// Deploys and undeploys finish at once.
 fn fast() -> &'static Lab {
     static LAB: OnceLock<Lab> = OnceLock::new();
-    LAB.get_or_init(|| start(IronicLabOptions::default()))
+    LAB.get_or_init(|| Lab::start(IronicLabOptions::default()))
 }
 
 /// The fake deploy driver sleeps 4 s in deploy, tear-down and clean-up: a deploy takes 4 s and
@@ -42,56 +40,47 @@ fn fast() -> &'static Lab {
 fn slow() -> &'static Lab {
     static LAB: OnceLock<Lab> = OnceLock::new();
     LAB.get_or_init(|| {
-        start(IronicLabOptions {
+        Lab::start(IronicLabOptions {
             deploy_delay: 4.0,
             ..Default::default()
         })
     })
 }
 
-fn start(opts: IronicLabOptions) -> Lab {
-    let lab = common::start_lab(opts, false, false);
-    let stemcell = common::upload_stemcell(&lab, None, 64 * 1024);
-    Lab { lab, stemcell }
+impl Lab {
+    fn start(opts: IronicLabOptions) -> Lab {
+        let lab = common::start_lab(opts, false, false);
+        let stemcell = lab.upload_stemcell(None, 64 * 1024);
+        Lab { lab, stemcell }
+    }
 }
 
-fn enroll(lab: &CpiLab, rc: &str, byte: u8, count: u16) -> Vec<String> {
-    let client = lab.client().unwrap();
-    (0..count)
-        .map(|i| {
-            let mut spec = NodeSpec::new(format!("{rc}-{i}"));
-            spec.resource_class = Some(rc.into());
-            spec.macs = vec![lab_mac(byte, i, 0)];
-            enroll_node(&client, &spec).unwrap().uuid
-        })
-        .collect()
-}
-
-fn create_args(l: &Lab, rc: &str) -> Value {
-    json!([uuid::Uuid::new_v4().to_string(), l.stemcell, {"resource_class": rc},
-           {"default": {"type": "dynamic", "cloud_properties": {}}}, [], {"bosh": {}}])
+/// A test's own pool in `l`: `count` nodes of class `rc` (MACs from `byte`), a client, and the
+/// pool as it was, which every test leaves it in.
+fn own_pool(l: &Lab, rc: &str, byte: u8, count: u16) -> (Vec<String>, IronicClient, Vec<Value>) {
+    let client = l.lab.client().unwrap();
+    let nodes = enroll_pool(&client, rc, byte, count);
+    let before = pool_state(&client, rc);
+    (nodes, client, before)
 }
 
 fn create_vm(l: &Lab, config: &Path, rc: &str) -> CallOutcome {
-    l.lab
-        .call_with_config(config, "create_vm", create_args(l, rc), 2, Some(3))
+    l.lab.call_with_config(
+        config,
+        "create_vm",
+        create_vm_args(&l.stemcell, rc),
+        2,
+        Some(3),
+    )
 }
 
 fn call(l: &Lab, config: &Path, method: &str, args: Value) -> CallOutcome {
     l.lab.call_with_config(config, method, args, 2, Some(3))
 }
 
-fn vm_cid(out: &CallOutcome) -> String {
-    out.ok()[0].as_str().unwrap().to_string()
-}
-
-fn node_of(cid: &str) -> &str {
-    cid.split_once(':').map_or(cid, |(node, _)| node)
-}
-
 /// The lab's CPI config with `edit` applied.
 fn config(lab: &CpiLab, dir: &Path, edit: impl FnOnce(&mut Value)) -> PathBuf {
-    common::config_variant(&lab.config_path, dir, "cpi.json", edit)
+    lab.config_variant(dir, "cpi.json", edit)
 }
 
 /// The lab's config with Ironic reached through `proxy`.
@@ -146,11 +135,9 @@ fn tool(config: &Path, args: &[&str]) -> (bool, String) {
 fn delete_vm_killed_mid_undeploy_then_retried() {
     let l = fast();
     let rc = "own-kill-delete";
-    let nodes = enroll(&l.lab, rc, 0x71, 1);
+    let (nodes, client, before) = own_pool(l, rc, 0x71, 1);
     let node = &nodes[0];
-    let client = l.lab.client().unwrap();
-    let before = pool_state(&client, rc);
-    let vm = vm_cid(&create_vm(l, &l.lab.config_path, rc));
+    let vm = create_vm(l, &l.lab.config_path, rc).vm_cid();
 
     let proxy = FaultProxy::start(&l.lab.ironic.url).unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -177,7 +164,7 @@ fn delete_vm_killed_mid_undeploy_then_retried() {
 
     // The node looks free to Ironic (no instance_uuid, available), not to the CPI.
     let out = create_vm(l, &l.lab.config_path, rc);
-    let msg = assert_retryable_creation_failure(&out);
+    let msg = out.assert_retryable_creation_failure();
     eprintln!("create_vm while the teardown is unfinished: {msg}");
     assert_eq!(
         call(l, &l.lab.config_path, "has_vm", json!([vm])).ok(),
@@ -195,7 +182,7 @@ fn delete_vm_killed_mid_undeploy_then_retried() {
     );
 
     // A later retry of the same delete_vm, once the node serves a new VM, leaves that VM alone.
-    let newer = vm_cid(&create_vm(l, &l.lab.config_path, rc));
+    let newer = create_vm(l, &l.lab.config_path, rc).vm_cid();
     assert_eq!(node_of(&newer), node);
     call(l, &l.lab.config_path, "delete_vm", json!([vm])).ok();
     let n = client.get_node(node).unwrap();
@@ -218,24 +205,16 @@ fn delete_vm_killed_mid_undeploy_then_retried() {
 fn undeploy_timeout_then_retry() {
     let l = slow();
     let rc = "own-undeploy-timeout";
-    let nodes = enroll(&l.lab, rc, 0x72, 1);
+    let (nodes, client, before) = own_pool(l, rc, 0x72, 1);
     let node = &nodes[0];
-    let client = l.lab.client().unwrap();
-    let before = pool_state(&client, rc);
-    let vm = vm_cid(&create_vm(l, &l.lab.config_path, rc));
+    let vm = create_vm(l, &l.lab.config_path, rc).vm_cid();
 
     let dir = tempfile::tempdir().unwrap();
     let impatient = config(&l.lab, dir.path(), |c| {
         c["ironic"]["timeouts"]["undeploy"] = json!(1.0);
     });
     let out = call(l, &impatient, "delete_vm", json!([vm]));
-    assert_eq!(
-        out.error_type(),
-        Some("Bosh::Clouds::CloudError"),
-        "{}",
-        out.stdout
-    );
-    let msg = out.response["error"]["message"].as_str().unwrap();
+    let msg = out.assert_error("Bosh::Clouds::CloudError");
     eprintln!("delete_vm with a 1 s undeploy timeout: {msg}");
     assert!(msg.contains(node.as_str()), "{msg}");
     assert!(msg.contains("available"), "says what it waited for: {msg}");
@@ -244,7 +223,7 @@ fn undeploy_timeout_then_retry() {
     let n = client.get_node(node).unwrap();
     assert!(record_of(&n).is_some(), "{:?}", n.extra);
     let other = create_vm(l, &l.lab.config_path, rc);
-    assert_retryable_creation_failure(&other);
+    other.assert_retryable_creation_failure();
 
     call(l, &l.lab.config_path, "delete_vm", json!([vm])).ok();
     assert_eq!(pool_state(&client, rc), before);
@@ -256,10 +235,8 @@ fn undeploy_timeout_then_retry() {
 fn create_vm_while_another_nodes_undeploy_finishes() {
     let l = fast();
     let rc = "own-race";
-    let nodes = enroll(&l.lab, rc, 0x73, 2);
-    let client = l.lab.client().unwrap();
-    let before = pool_state(&client, rc);
-    let first = vm_cid(&create_vm(l, &l.lab.config_path, rc));
+    let (nodes, client, before) = own_pool(l, rc, 0x73, 2);
+    let first = create_vm(l, &l.lab.config_path, rc).vm_cid();
     let busy = node_of(&first).to_string();
     let spare = nodes.iter().find(|n| **n != busy).unwrap().clone();
 
@@ -283,7 +260,7 @@ fn create_vm_while_another_nodes_undeploy_finishes() {
         n.state() == "available" && n.instance_uuid.is_none()
     });
     let second = create_vm(l, &l.lab.config_path, rc);
-    let second = vm_cid(&second);
+    let second = second.vm_cid();
     assert_eq!(
         node_of(&second),
         spare,
@@ -312,10 +289,8 @@ fn create_vm_while_another_nodes_undeploy_finishes() {
 fn claim_answer_dropped_or_late() {
     let l = fast();
     let rc = "own-claim-answer";
-    let nodes = enroll(&l.lab, rc, 0x74, 1);
+    let (nodes, client, before) = own_pool(l, rc, 0x74, 1);
     let node = &nodes[0];
-    let client = l.lab.client().unwrap();
-    let before = pool_state(&client, rc);
     for fault in [Fault::DropAnswer, Fault::DelayAnswer { secs: 6 }] {
         let proxy = FaultProxy::start(&l.lab.ironic.url).unwrap();
         let dir = tempfile::tempdir().unwrap();
@@ -328,7 +303,7 @@ fn claim_answer_dropped_or_late() {
             "create_vm with the claim's answer {fault:?}: {}",
             out.response["log"]
         );
-        let vm = vm_cid(&out);
+        let vm = out.vm_cid();
         let n = client.get_node(node).unwrap();
         assert_eq!(n.state(), "active");
         assert_eq!(n.instance_uuid.as_deref(), vm.split_once(':').map(|p| p.1));
@@ -343,10 +318,8 @@ fn claim_answer_dropped_or_late() {
 fn create_vm_killed_after_its_claim_then_freed() {
     let l = fast();
     let rc = "own-kill-claim";
-    let nodes = enroll(&l.lab, rc, 0x75, 1);
+    let (nodes, client, before) = own_pool(l, rc, 0x75, 1);
     let node = &nodes[0];
-    let client = l.lab.client().unwrap();
-    let before = pool_state(&client, rc);
 
     let proxy = FaultProxy::start(&l.lab.ironic.url).unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -357,14 +330,18 @@ fn create_vm_killed_after_its_claim_then_freed() {
         Fault::DelayAnswer { secs: 60 },
         1,
     );
-    let running = l
-        .lab
-        .spawn_call(&proxied, "create_vm", create_args(l, rc), 2, Some(3));
+    let running = l.lab.spawn_call(
+        &proxied,
+        "create_vm",
+        create_vm_args(&l.stemcell, rc),
+        2,
+        Some(3),
+    );
     wait_for(&client, node, "claimed", |n| n.instance_uuid.is_some());
     running.kill();
 
     let out = create_vm(l, &l.lab.config_path, rc);
-    assert_retryable_creation_failure(&out);
+    out.assert_retryable_creation_failure();
 
     let (ok, shown) = tool(&l.lab.config_path, &["pool", "--stale-after", "0s"]);
     assert!(ok, "{shown}");
@@ -392,15 +369,13 @@ fn create_vm_killed_after_its_claim_then_freed() {
 fn create_vm_killed_during_the_deploy_wait_then_freed() {
     let l = slow();
     let rc = "own-kill-deploy";
-    let nodes = enroll(&l.lab, rc, 0x76, 1);
+    let (nodes, client, before) = own_pool(l, rc, 0x76, 1);
     let node = &nodes[0];
-    let client = l.lab.client().unwrap();
-    let before = pool_state(&client, rc);
 
     let running = l.lab.spawn_call(
         &l.lab.config_path,
         "create_vm",
-        create_args(l, rc),
+        create_vm_args(&l.stemcell, rc),
         2,
         Some(3),
     );
@@ -412,7 +387,7 @@ fn create_vm_killed_during_the_deploy_wait_then_freed() {
     assert!(record_of(&n).is_some(), "{:?}", n.extra);
 
     let out = create_vm(l, &l.lab.config_path, rc);
-    assert_retryable_creation_failure(&out);
+    out.assert_retryable_creation_failure();
 
     let (ok, shown) = tool(&l.lab.config_path, &["pool"]);
     assert!(ok, "{shown}");

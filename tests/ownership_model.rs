@@ -723,53 +723,28 @@ fn concurrent_calls_interleaved_request_by_request() {
     };
 
     // A delete_vm and a create_vm on a one-node pool: the new VM gets the node only once the
-    // old one is fully gone, or fails and may retry.
-    add(
-        "delete_vm || create_vm, 1 node",
-        interleave(
-            "delete||create",
-            2,
-            || pool(1, 0),
-            |d| {
-                let Some(a) = d.create_until_done(1) else {
-                    return;
-                };
-                let del = delete(d.fx, d.env.liveness(), &a);
-                let cre = create(d.fx, d.env.liveness(), 2);
-                let outs = d.run(vec![
-                    (Role::Delete(a.vm_id.clone()), del, None),
-                    (Role::Create, cre, None),
-                ]);
-                expect_deleted(d, &outs[0]);
-                expect_created_or_retryable(d, &outs[1]);
-                cleanup(d);
-            },
-        ),
-    );
-
-    // The same on a manageable node (restored to manageable, provided again by the creator).
-    add(
-        "delete_vm || create_vm, 1 manageable node",
-        interleave(
-            "delete||create manageable",
-            2,
-            || pool(0, 1),
-            |d| {
-                let Some(a) = d.create_until_done(1) else {
-                    return;
-                };
-                let del = delete(d.fx, d.env.liveness(), &a);
-                let cre = create(d.fx, d.env.liveness(), 2);
-                let outs = d.run(vec![
-                    (Role::Delete(a.vm_id.clone()), del, None),
-                    (Role::Create, cre, None),
-                ]);
-                expect_deleted(d, &outs[0]);
-                expect_created_or_retryable(d, &outs[1]);
-                cleanup(d);
-            },
-        ),
-    );
+    // old one is fully gone, or fails and may retry. The same on a manageable node (restored to
+    // manageable, provided again by the creator).
+    for (label, name, available, manageable) in [
+        ("1 node", "delete||create", 1, 0),
+        ("1 manageable node", "delete||create manageable", 0, 1),
+    ] {
+        add(
+            &format!("delete_vm || create_vm, {label}"),
+            interleave(
+                name,
+                2,
+                || pool(available, manageable),
+                |d| {
+                    let Some(a) = d.create_until_done(1) else {
+                        return;
+                    };
+                    delete_against_creates(d, &a, &[2]);
+                    cleanup(d);
+                },
+            ),
+        );
+    }
 
     // Two delete_vm of one cid (a retry while the first still runs): one finishes the
     // teardown, the other waits for it; both succeed.
@@ -835,14 +810,7 @@ fn concurrent_calls_interleaved_request_by_request() {
                 d.delete_until_done(&a);
                 let me = d.env.next_id();
                 let before = d.env.state(|s| s.mutations.len());
-                let del = delete(d.fx, d.env.liveness(), &a);
-                let cre = create(d.fx, d.env.liveness(), 2);
-                let outs = d.run(vec![
-                    (Role::Delete(a.vm_id.clone()), del, None),
-                    (Role::Create, cre, None),
-                ]);
-                expect_deleted(d, &outs[0]);
-                expect_created_or_retryable(d, &outs[1]);
+                delete_against_creates(d, &a, &[2]);
                 let changed = d.env.state(|s| {
                     s.mutations[before..]
                         .iter()
@@ -868,17 +836,7 @@ fn concurrent_calls_interleaved_request_by_request() {
                 let Some(a) = d.create_until_done(1) else {
                     return;
                 };
-                let del = delete(d.fx, d.env.liveness(), &a);
-                let c1 = create(d.fx, d.env.liveness(), 2);
-                let c2 = create(d.fx, d.env.liveness(), 3);
-                let outs = d.run(vec![
-                    (Role::Delete(a.vm_id.clone()), del, None),
-                    (Role::Create, c1, None),
-                    (Role::Create, c2, None),
-                ]);
-                expect_deleted(d, &outs[0]);
-                expect_created_or_retryable(d, &outs[1]);
-                expect_created_or_retryable(d, &outs[2]);
+                delete_against_creates(d, &a, &[2, 3]);
                 cleanup(d);
             },
         ),
@@ -995,6 +953,24 @@ fn concurrent_calls_interleaved_request_by_request() {
 
     report("interleavings", runs, decisions, started, &all);
     assert!(all.is_empty(), "{} violations", all.len());
+}
+
+/// `a`'s delete_vm against a create_vm for each of `seeds`, interleaved request by request:
+/// the delete_vm succeeds, each create_vm succeeds or may retry.
+fn delete_against_creates(d: &mut Director, a: &VmCid, seeds: &[u64]) {
+    let mut calls = vec![(
+        Role::Delete(a.vm_id.clone()),
+        delete(d.fx, d.env.liveness(), a),
+        None,
+    )];
+    for &seed in seeds {
+        calls.push((Role::Create, create(d.fx, d.env.liveness(), seed), None));
+    }
+    let outs = d.run(calls);
+    expect_deleted(d, &outs[0]);
+    for out in &outs[1..] {
+        expect_created_or_retryable(d, out);
+    }
 }
 
 fn expect_deleted(d: &mut Director, out: &Option<Out>) {

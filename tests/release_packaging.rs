@@ -29,14 +29,13 @@ use ironic_cpi::ironic::NodeQuery;
 use ironic_cpi_testkit::bosh_tools;
 use ironic_cpi_testkit::certs;
 use ironic_cpi_testkit::cpi::make_stemcell_image;
-use ironic_cpi_testkit::ironic::{enroll_node, EnrollTarget, IronicLabOptions, NodeSpec};
+use ironic_cpi_testkit::ironic::{
+    enroll_node, pool_state, EnrollTarget, IronicLabOptions, NodeSpec,
+};
+use ironic_cpi_testkit::process::repo_root;
 use ironic_cpi_testkit::process::{free_port, ChildProcess, SpawnOptions};
 
 mod common;
-
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
 
 /// Straight to stderr, past the test harness's capture, so that the figures always show.
 fn report(line: &str) {
@@ -83,13 +82,13 @@ fn copy_working_tree(dest: &Path) {
             "--others",
             "--exclude-standard",
         ])
-        .current_dir(repo())
+        .current_dir(repo_root())
         .output()
         .expect("git");
     assert!(out.status.success(), "git ls-files");
     for rel in out.stdout.split(|b| *b == 0).filter(|p| !p.is_empty()) {
         let rel = Path::new(std::str::from_utf8(rel).unwrap());
-        let from = repo().join(rel);
+        let from = repo_root().join(rel);
         // Deleted but not yet committed.
         if !from.exists() {
             continue;
@@ -171,11 +170,11 @@ fn tarball_file(path: &Path, name: &str) -> Vec<u8> {
 
 #[test]
 fn cargo_manifest_digests_match_cargo_toml_and_cargo_lock() {
-    let recorded = std::fs::read_to_string(repo().join("src/cargo-manifest.sha256")).unwrap();
+    let recorded = std::fs::read_to_string(repo_root().join("src/cargo-manifest.sha256")).unwrap();
     let expected = format!(
         "{}  Cargo.toml\n{}  Cargo.lock\n",
-        sha256_hex(&repo().join("Cargo.toml")),
-        sha256_hex(&repo().join("Cargo.lock"))
+        sha256_hex(&repo_root().join("Cargo.toml")),
+        sha256_hex(&repo_root().join("Cargo.lock"))
     );
     assert_eq!(
         recorded, expected,
@@ -198,7 +197,7 @@ fn a_stale_vendor_blob_is_refused() {
     // A vendor blob made for another Cargo.lock.
     let blob = dir.path().join("blob");
     std::fs::create_dir_all(blob.join("vendor")).unwrap();
-    std::fs::copy(repo().join("Cargo.toml"), blob.join("Cargo.toml")).unwrap();
+    std::fs::copy(repo_root().join("Cargo.toml"), blob.join("Cargo.toml")).unwrap();
     std::fs::write(blob.join("Cargo.lock"), "# an older lock file\n").unwrap();
     let status = Command::new("tar")
         .arg("-czf")
@@ -210,13 +209,13 @@ fn a_stale_vendor_blob_is_refused() {
         .unwrap();
     assert!(status.success());
     std::fs::copy(
-        repo().join("src/cargo-manifest.sha256"),
+        repo_root().join("src/cargo-manifest.sha256"),
         compile.join("cargo-manifest.sha256"),
     )
     .unwrap();
     let install = dir.path().join("install");
     let out = Command::new("bash")
-        .arg(repo().join("packages/ironic_cpi/packaging"))
+        .arg(repo_root().join("packages/ironic_cpi/packaging"))
         .current_dir(&compile)
         .env("BOSH_COMPILE_TARGET", &compile)
         .env("BOSH_INSTALL_TARGET", &install)
@@ -241,7 +240,7 @@ fn the_rust_package_refuses_more_than_one_toolchain() {
         std::fs::write(compile.join(name), b"").unwrap();
     }
     let out = Command::new("bash")
-        .arg(repo().join("packages/rust/packaging"))
+        .arg(repo_root().join("packages/rust/packaging"))
         .current_dir(&compile)
         .env("BOSH_COMPILE_TARGET", &compile)
         .env("BOSH_INSTALL_TARGET", dir.path().join("install"))
@@ -255,7 +254,7 @@ fn the_rust_package_refuses_more_than_one_toolchain() {
 #[test]
 fn release_is_made_compiled_and_installed_by_the_bosh_tools() {
     let total = Instant::now();
-    let cache = repo().join(".cache/release");
+    let cache = repo_root().join(".cache/release");
     std::fs::create_dir_all(&cache).unwrap();
     // Under .cache/: release trees, compiled packages and ~/.bosh are large; /tmp may be tmpfs.
     let work = TempDir::new_in(&cache).unwrap();
@@ -344,7 +343,11 @@ fn release_is_made_compiled_and_installed_by_the_bosh_tools() {
             .into_iter()
             .collect();
     let mut sources = Vec::new();
-    collect_rs(&repo().join("src"), &repo().join("src"), &mut sources);
+    collect_rs(
+        &repo_root().join("src"),
+        &repo_root().join("src"),
+        &mut sources,
+    );
     assert!(sources.len() > 50, "{sources:?}");
     for source in &sources {
         if source.starts_with("lab/") {
@@ -394,7 +397,7 @@ fn release_is_made_compiled_and_installed_by_the_bosh_tools() {
     let compiled_dir = work.path().join("compiled");
     let agent_work = work.path().join("agent");
     let hostile = hostile_environment(&agent_work);
-    let mut compile = Command::new(repo().join("scripts/release/compile-release"));
+    let mut compile = Command::new(repo_root().join("scripts/release/compile-release"));
     for var in &hostile {
         compile.arg("--env").arg(var);
     }
@@ -532,7 +535,7 @@ fn create_env_and_delete_env(work: &Path, home: &Path, compiled: &Path, tree: &P
     spec.macs = vec!["52:54:00:ce:00:01".into(), "52:54:00:ce:00:02".into()];
     spec.target = EnrollTarget::Available;
     let node = enroll_node(&client, &spec).unwrap().uuid;
-    let before = common::pool_state(&client, "create-env");
+    let before = pool_state(&client, "create-env");
     report(&format!(
         "lab for create-env: {:.1} s",
         started.elapsed().as_secs_f64()
@@ -633,7 +636,7 @@ fn create_env_and_delete_env(work: &Path, home: &Path, compiled: &Path, tree: &P
     // jobs"): keep a copy while they are installed.
     let rendered = work.join("cli-rendered");
     copy_installed_jobs(home, &rendered);
-    let (_iso, _iso_dir, iso_path) = common::config_drive(&lab, &node);
+    let (_iso, _iso_dir, iso_path) = lab.inline_config_drive(&node);
     let out = Command::new("isoinfo")
         .args(["-R", "-i"])
         .arg(&iso_path)
@@ -682,7 +685,7 @@ fn create_env_and_delete_env(work: &Path, home: &Path, compiled: &Path, tree: &P
         deleting.elapsed().as_secs_f64()
     ));
     agent.process.stop();
-    assert_eq!(common::pool_state(&client, "create-env"), before);
+    assert_eq!(pool_state(&client, "create-env"), before);
     let images = client
         .list_nodes(&NodeQuery::default())
         .unwrap()

@@ -14,16 +14,13 @@ use std::time::Duration;
 use ironic_cpi::config::Config;
 use ironic_cpi::pool::cloud_properties::VmCloudProperties;
 use ironic_cpi_server::ServerConfig;
+use ironic_cpi_testkit::process::repo_root;
 use serde_json::{json, Value};
 use tempfile::TempDir;
 
 const CPI: &str = env!("CARGO_BIN_EXE_ironic_cpi");
 /// What the director leaves in the environment of a CPI process (external_cpi.rb).
 const DIRECTOR_PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
-
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
 
 fn output_text(out: &Output) -> String {
     format!(
@@ -50,9 +47,9 @@ fn ruby_render_traced(
         cmd.env("RENDER_TRACE", trace);
     }
     let mut child = cmd
-        .arg(repo().join("scripts/release/render-template.rb"))
+        .arg(repo_root().join("scripts/release/render-template.rb"))
         .args(args)
-        .current_dir(repo())
+        .current_dir(repo_root())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -820,8 +817,11 @@ fn server_defaults_users_tls_and_bpm() {
 
 #[test]
 fn example_cpi_config_passes_check_config() {
-    check_config(Path::new(CPI), &repo().join("manifests/cpi.example.json"))
-        .expect("cpi.example.json");
+    check_config(
+        Path::new(CPI),
+        &repo_root().join("manifests/cpi.example.json"),
+    )
+    .expect("cpi.example.json");
 }
 
 /// A YAML file of the release as JSON, through Ruby's YAML (the parser BOSH uses).
@@ -833,7 +833,7 @@ fn yaml(path: &str) -> Value {
             "-e",
             "puts JSON.dump(YAML.safe_load(File.read(ARGV[0]), aliases: true))",
         ])
-        .arg(repo().join(path))
+        .arg(repo_root().join(path))
         .output()
         .expect("ruby");
     assert!(out.status.success(), "{path}: {}", output_text(&out));

@@ -24,8 +24,11 @@ use std::sync::Mutex;
 use serde_json::{json, Value};
 
 use ironic_cpi::rpc::dispatch::METHODS;
-use ironic_cpi_testkit::cpi::{make_stemcell_image, CallOutcome, CpiLab};
-use ironic_cpi_testkit::ironic::{enroll_node, lab_mac, IronicLabOptions, LabAuth, NodeSpec};
+use ironic_cpi_testkit::cpi::{
+    config_variant as write_config, make_stemcell_image, node_of, CallOutcome, CpiLab,
+};
+use ironic_cpi_testkit::files::files_under;
+use ironic_cpi_testkit::ironic::{enroll_pool, IronicLabOptions, LabAuth};
 use ironic_cpi_testkit::server::{ServerLab, ServerOpts};
 
 /// The CPI's own credentials: nothing it writes may show them.
@@ -217,11 +220,9 @@ impl Lab {
     }
 }
 
-use common::{config_variant as write_config, files_under};
-
 /// Every file of the config drive Ironic got for `node`: path -> bytes, and the ISO itself.
 fn drive_files(lab: &CpiLab, node: &str) -> Vec<(String, Vec<u8>)> {
-    let (iso, _dir, iso_path) = common::config_drive(lab, node);
+    let (iso, _dir, iso_path) = lab.inline_config_drive(node);
     let isoinfo = |args: &[&str]| {
         let out = Command::new("isoinfo")
             .args(["-R", "-i"])
@@ -289,28 +290,6 @@ fn check_drive(lab: &CpiLab, node: &str, vm: &str, registry_mode: bool) -> Optio
     secret
 }
 
-fn enroll(lab: &CpiLab, rc: &str, count: u16) {
-    let client = lab.client().unwrap();
-    for i in 0..count {
-        let mut spec = NodeSpec::new(format!("{rc}-{i}"));
-        spec.resource_class = Some(rc.into());
-        spec.macs = vec![lab_mac(0x61, i, 0)];
-        enroll_node(&client, &spec).unwrap();
-    }
-}
-
-fn vm_cid(out: &CallOutcome) -> String {
-    out.ok()[0].as_str().unwrap().to_string()
-}
-
-/// The node a VM cid (`<node uuid>:<vm id>`) names: the registry and the published drives are
-/// keyed by it.
-fn node_of(cid: &str) -> String {
-    cid.split_once(':')
-        .map_or(cid, |(node, _)| node)
-        .to_string()
-}
-
 /// The first example request of a method in `spec/`: its arguments.
 fn spec_arguments(method: &str) -> Value {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("spec/{method}.json"));
@@ -324,7 +303,7 @@ fn secrets_appear_only_in_the_config_drive_of_the_vm_that_needs_them() {
     std::env::set_var("RUST_LOG", "debug");
     let l = Lab::start();
     let rc = "secrets";
-    enroll(&l.lab, rc, 4);
+    enroll_pool(&l.lab.client().unwrap(), rc, 0x61, 4);
     let image_dir = tempfile::tempdir().unwrap();
     let image = make_stemcell_image(image_dir.path(), 256 * 1024, true).unwrap();
     let network = json!({"default": {"type": "manual", "ip": "10.0.20.5",
@@ -352,12 +331,12 @@ fn secrets_appear_only_in_the_config_drive_of_the_vm_that_needs_them() {
         )
     };
     // Registry-less (stemcell api 3) and registry mode (stemcell api 1), inline drives.
-    let vm1 = vm_cid(&create(&l.config, "vm1", 3));
+    let vm1 = create(&l.config, "vm1", 3).vm_cid();
     let n1 = node_of(&vm1);
-    check_drive(&l.lab, &n1, "vm1", false);
-    let vm2 = vm_cid(&create(&l.config, "vm2", 1));
+    check_drive(&l.lab, n1, "vm1", false);
+    let vm2 = create(&l.config, "vm2", 1).vm_cid();
     let n2 = node_of(&vm2);
-    let vm2_secret = check_drive(&l.lab, &n2, "vm2", true).unwrap();
+    let vm2_secret = check_drive(&l.lab, n2, "vm2", true).unwrap();
     let generated = vec![vm2_secret.clone()];
 
     // The registry holds vm2's settings, readable with vm2's secret only.
@@ -368,7 +347,7 @@ fn secrets_appear_only_in_the_config_drive_of_the_vm_that_needs_them() {
             .send()
             .unwrap()
     };
-    let r = settings(&n2, &vm2_secret);
+    let r = settings(n2, &vm2_secret);
     assert_eq!(r.status().as_u16(), 200);
     let text = r.text().unwrap();
     for m in env_markers("vm2")
@@ -378,7 +357,7 @@ fn secrets_appear_only_in_the_config_drive_of_the_vm_that_needs_them() {
     {
         assert!(text.contains(m), "the registry holds vm2's settings ({m})");
     }
-    assert_eq!(settings(&n1, &vm2_secret).status().as_u16(), 401);
+    assert_eq!(settings(n1, &vm2_secret).status().as_u16(), 401);
     assert_eq!(
         reqwest::blocking::get(l.server.at(&format!("registry/instances/{n2}/settings")))
             .unwrap()
@@ -392,9 +371,9 @@ fn secrets_appear_only_in_the_config_drive_of_the_vm_that_needs_them() {
     let by_url = l.variant("publish.json", |c| {
         c["defaults"]["publish_configdrive"] = json!(true)
     });
-    let vm3 = vm_cid(&create(&by_url, "vm3", 3));
+    let vm3 = create(&by_url, "vm3", 3).vm_cid();
     let n3 = node_of(&vm3);
-    let info = l.lab.ironic.stored_instance_info(&n3).unwrap();
+    let info = l.lab.ironic.stored_instance_info(n3).unwrap();
     let url = info["configdrive"].as_str().unwrap().to_string();
     let prefix = format!("{}/metadata/{n3}/", l.server.url);
     let token = url
@@ -433,7 +412,7 @@ fn secrets_appear_only_in_the_config_drive_of_the_vm_that_needs_them() {
     // Registry mode: attach and detach rewrite vm2's settings; its secret keeps working.
     l.call_with(&l.config, "attach_disk", json!([vm2, disk]), 1)
         .ok();
-    assert_eq!(settings(&n2, &vm2_secret).status().as_u16(), 200);
+    assert_eq!(settings(n2, &vm2_secret).status().as_u16(), 200);
     l.call("get_disks", json!([vm2])).ok();
     l.call("has_disk", json!([disk])).ok();
     l.call("set_disk_metadata", json!([disk, {"deployment": "dep"}]))
@@ -499,12 +478,7 @@ fn secrets_appear_only_in_the_config_drive_of_the_vm_that_needs_them() {
         json!([uuid::Uuid::new_v4().to_string(), stemcell, {"resource_class": rc}, network, [], env("vm5")]),
         1,
     );
-    assert_eq!(
-        out.error_type(),
-        Some("Bosh::Clouds::VMCreationFailed"),
-        "{}",
-        out.stdout
-    );
+    out.assert_error("Bosh::Clouds::VMCreationFailed");
     let wrong_dav = l.variant("wrong-dav.json", |c| {
         c["stemcell_repository"]["password"] = json!(WRONG_WEBDAV_PW);
     });
@@ -585,13 +559,13 @@ fn secrets_appear_only_in_the_config_drive_of_the_vm_that_needs_them() {
     assert!(ok && stdout.contains("127.0.0.1:9/images"), "{stdout}");
     let (ok, stdout, stderr) = l.tool(&l.config, &["pool"]);
     assert!(ok, "{stderr}");
-    assert!(stdout.contains(&n1), "{stdout}");
+    assert!(stdout.contains(n1), "{stdout}");
 
     l.call("delete_vm", json!([vm1])).ok();
     l.call("delete_vm", json!([vm2])).ok();
     l.call("delete_vm", json!([vm3])).ok();
     l.call("delete_stemcell", json!([stemcell])).ok();
-    assert_eq!(settings(&n2, &vm2_secret).status().as_u16(), 401);
+    assert_eq!(settings(n2, &vm2_secret).status().as_u16(), 401);
 
     // Every method ran, and no output of any run shows any marker.
     let called = l.methods.lock().unwrap().clone();

@@ -19,10 +19,9 @@ use serde_json::{json, Value};
 
 use ironic_cpi::ironic::{IronicClient, PatchOp};
 use ironic_cpi::pool::record::VmRecord;
-use ironic_cpi::pool::vm_cid::VmCid;
 use ironic_cpi::pool::whoami::Process;
-use ironic_cpi_testkit::cpi::{CallOutcome, CpiLab};
-use ironic_cpi_testkit::ironic::{enroll_node, lab_mac, IronicLabOptions, NodeSpec};
+use ironic_cpi_testkit::cpi::{node_of, CallOutcome, CpiLab};
+use ironic_cpi_testkit::ironic::{enroll_node, lab_mac, pool_state, IronicLabOptions, NodeSpec};
 
 const WAIT: Duration = Duration::from_secs(120);
 
@@ -36,7 +35,7 @@ fn shared() -> &'static Shared {
     LAB.get_or_init(|| {
         let _ = env_logger::builder().is_test(true).try_init();
         let lab = common::start_lab(IronicLabOptions::default(), false, false);
-        let stemcell = common::upload_stemcell(&lab, None, 64 * 1024);
+        let stemcell = lab.upload_stemcell(None, 64 * 1024);
         Shared { lab, stemcell }
     })
 }
@@ -123,14 +122,6 @@ fn call(method: &str, args: Value) -> CallOutcome {
     shared().lab.call(method, args, 2, Some(3))
 }
 
-fn cid_of(out: &CallOutcome) -> String {
-    out.ok()[0].as_str().unwrap().to_string()
-}
-
-fn node_of(cid: &str) -> String {
-    VmCid::parse(cid).unwrap().node
-}
-
 fn log_of(out: &CallOutcome) -> &str {
     out.response["log"].as_str().unwrap_or_default()
 }
@@ -163,20 +154,20 @@ fn the_cost_of_create_vm_follows_the_free_nodes_not_the_pool() {
     let (busy, free) = ("sel-busy", "sel-free");
     deployed_nodes(busy, 0x31, 0, 20);
     let ours = free_nodes(free, 0x32, 3, |_, _| {});
-    let before = common::pool_state(&client(), free);
+    let before = pool_state(&client(), free);
 
     let small = create_vm(json!({"resource_class": free}), json!([]));
-    let vm = cid_of(&small);
-    assert!(ours.contains(&node_of(&vm)), "{vm}");
+    let vm = small.vm_cid();
+    assert!(ours.contains(&node_of(&vm).to_string()), "{vm}");
     call("delete_vm", json!([vm])).ok();
-    assert_eq!(common::pool_state(&client(), free), before);
+    assert_eq!(pool_state(&client(), free), before);
 
     deployed_nodes(busy, 0x31, 20, 200);
     let large = create_vm(json!({"resource_class": free}), json!([]));
-    let vm = cid_of(&large);
-    assert!(ours.contains(&node_of(&vm)), "{vm}");
+    let vm = large.vm_cid();
+    assert!(ours.contains(&node_of(&vm).to_string()), "{vm}");
     call("delete_vm", json!([vm])).ok();
-    assert_eq!(common::pool_state(&client(), free), before);
+    assert_eq!(pool_state(&client(), free), before);
 
     let ((small_all, small_find), (large_all, large_find)) = (costs(&small), costs(&large));
     println!(
@@ -231,13 +222,13 @@ fn a_node_ironic_calls_free_but_carrying_a_vm_record_is_not_taken() {
     let held_before = client().get_node(held).unwrap();
 
     let out = create_vm(json!({"resource_class": rc}), json!([]));
-    let vm = cid_of(&out);
+    let vm = out.vm_cid();
     assert_eq!(&node_of(&vm), free);
 
     // Nothing else is free: the answer says why, and lets the director retry, since the
     // matching node is only held.
     let none = create_vm(json!({"resource_class": rc}), json!([]));
-    let message = common::assert_retryable_creation_failure(&none);
+    let message = none.assert_retryable_creation_failure();
     assert!(
         message.contains("0 of ") && message.contains("2 are held by a VM or a claim"),
         "{message}"
@@ -266,12 +257,12 @@ fn a_node_ironic_calls_free_but_carrying_a_vm_record_is_not_taken() {
 fn selection_by_mac_and_by_disk_locality_among_many_free_nodes() {
     let rc = "sel-pin";
     let nodes = free_nodes(rc, 0x34, 6, |_, _| {});
-    let before = common::pool_state(&client(), rc);
+    let before = pool_state(&client(), rc);
     let target = &nodes[4];
     let mac = lab_mac(0x34, 4, 1).to_uppercase();
 
     let by_mac = create_vm(json!({"macs": [mac]}), json!([]));
-    let vm = cid_of(&by_mac);
+    let vm = by_mac.vm_cid();
     assert_eq!(&node_of(&vm), target);
     let disk = call("create_disk", json!([1024, {}, vm]))
         .ok()
@@ -283,25 +274,19 @@ fn selection_by_mac_and_by_disk_locality_among_many_free_nodes() {
     // Six equal free nodes: only the disk puts the VM on node 4, every time.
     for _ in 0..2 {
         let out = create_vm(json!({"resource_class": rc}), json!([disk]));
-        let vm = cid_of(&out);
+        let vm = out.vm_cid();
         assert_eq!(&node_of(&vm), target, "{}", log_of(&out));
         call("delete_vm", json!([vm])).ok();
     }
     // The disk's node and another node's MAC cannot both hold.
     let other_mac = lab_mac(0x34, 2, 0);
     let out = create_vm(json!({"macs": [other_mac]}), json!([disk]));
-    assert_eq!(
-        out.error_type(),
-        Some("Bosh::Clouds::VMCreationFailed"),
-        "{}",
-        out.stdout
-    );
-    let message = out.response["error"]["message"].as_str().unwrap();
+    let message = out.assert_error("Bosh::Clouds::VMCreationFailed");
     assert!(
         message.contains(target.as_str()) && message.contains("own none of cloud_properties.macs"),
         "{message}"
     );
 
     call("delete_disk", json!([disk])).ok();
-    assert_eq!(common::pool_state(&client(), rc), before);
+    assert_eq!(pool_state(&client(), rc), before);
 }

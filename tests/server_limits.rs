@@ -9,12 +9,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benchmarks fail loudly
 
-mod common;
-
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use ironic_cpi_testkit::files::files_under;
 use ironic_cpi_testkit::server::{raw_http, ServerLab, ServerOpts, READ_USER, WRITE_USER};
 use reqwest::blocking::Client;
 use serde_json::{json, Value};
@@ -107,7 +106,7 @@ fn strict(extra: Value) -> ServerLab {
 }
 
 fn temp_files(dir: &std::path::Path) -> usize {
-    common::files_under(dir)
+    files_under(dir)
         .iter()
         .filter(|p| {
             p.file_name()

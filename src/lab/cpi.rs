@@ -2,11 +2,12 @@
 //! `ironic_cpi` binary called exactly as the director calls it (one process per call, JSON on
 //! stdin). Used by the integration tests and by the lab command.
 
-use std::io::Write;
-use std::path::PathBuf;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use base64::Engine;
 use serde_json::{json, Value};
 
 use crate::ironic::{IronicLab, IronicLabOptions};
@@ -42,6 +43,8 @@ pub struct CallOutcome {
     pub stderr: String,
     pub stdout: String,
     pub elapsed: Duration,
+    /// The request's `api_version` (1 when it had none, as the director's default).
+    pub api_version: u64,
 }
 
 impl CallOutcome {
@@ -63,6 +66,84 @@ impl CallOutcome {
         );
         self.result()
     }
+
+    /// The cid of a successful create_vm: `[cid, networks]` under API version 2 and later, the
+    /// bare cid under version 1 (any other shape fails the test).
+    pub fn vm_cid(&self) -> String {
+        let result = self.ok();
+        let cid = if self.api_version >= 2 {
+            result[0].as_str()
+        } else {
+            result.as_str()
+        };
+        cid.unwrap_or_else(|| {
+            panic!(
+                "create_vm (API version {}) answered no VM cid: {result}",
+                self.api_version
+            )
+        })
+        .to_string()
+    }
+
+    /// An error of type `kind` (`Bosh::Clouds::...`); its message.
+    pub fn assert_error(&self, kind: &str) -> &str {
+        assert_eq!(self.error_type(), Some(kind), "{}", self.stdout);
+        self.response["error"]["message"]
+            .as_str()
+            .unwrap_or_else(|| panic!("a {kind} without a message: {}", self.stdout))
+    }
+
+    /// A `VMCreationFailed` the director may retry; its message.
+    pub fn assert_retryable_creation_failure(&self) -> &str {
+        let message = self.assert_error("Bosh::Clouds::VMCreationFailed");
+        assert_eq!(
+            self.response["error"]["ok_to_retry"],
+            json!(true),
+            "a retry may succeed: {}",
+            self.stdout
+        );
+        message
+    }
+}
+
+/// The node a VM cid (`<node uuid>:<vm id>`) names, read independently of the CPI's own parser;
+/// a cid of another shape fails the test.
+pub fn node_of(vm_cid: &str) -> &str {
+    let (node, vm) = vm_cid
+        .split_once(':')
+        .unwrap_or_else(|| panic!("VM cid {vm_cid:?} is not <node uuid>:<vm id>"));
+    assert!(
+        uuid::Uuid::parse_str(node).is_ok() && uuid::Uuid::parse_str(vm).is_ok(),
+        "VM cid {vm_cid:?} is not two UUIDs"
+    );
+    node
+}
+
+/// The CPI config at `base` with `edit` applied, written to `dir/name`.
+pub fn config_variant(
+    base: &Path,
+    dir: &Path,
+    name: &str,
+    edit: impl FnOnce(&mut Value),
+) -> PathBuf {
+    let mut config: Value = serde_json::from_slice(&std::fs::read(base).unwrap()).unwrap();
+    edit(&mut config);
+    let path = dir.join(name);
+    std::fs::write(&path, config.to_string()).unwrap();
+    path
+}
+
+/// create_vm's arguments for a VM of resource class `rc` on `stemcell`, on one dynamic network,
+/// with a fresh agent id.
+pub fn create_vm_args(stemcell: &str, rc: &str) -> Value {
+    json!([
+        uuid::Uuid::new_v4().to_string(),
+        stemcell,
+        {"resource_class": rc},
+        {"default": {"type": "dynamic", "cloud_properties": {}}},
+        [],
+        {"bosh": {}}
+    ])
 }
 
 impl CpiLab {
@@ -126,6 +207,48 @@ impl CpiLab {
 
     pub fn client(&self) -> Result<IronicClient, IronicError> {
         IronicClient::new(&self.config.ironic)
+    }
+
+    /// The lab's CPI config with `edit` applied, written to `dir/name`.
+    pub fn config_variant(&self, dir: &Path, name: &str, edit: impl FnOnce(&mut Value)) -> PathBuf {
+        config_variant(&self.config_path, dir, name, edit)
+    }
+
+    /// A stemcell of `size` bytes uploaded through the CPI (`config`, or the lab's); its cid.
+    pub fn upload_stemcell(&self, config: Option<&Path>, size: usize) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let image = make_stemcell_image(dir.path(), size, true).unwrap();
+        let args = json!([image.to_str().unwrap(),
+                          {"name": "s", "version": "1", "disk_format": "qcow2"}]);
+        let out = self.call_with_config(
+            config.unwrap_or(&self.config_path),
+            "create_stemcell",
+            args,
+            2,
+            None,
+        );
+        out.ok().as_str().unwrap().to_string()
+    }
+
+    /// The config drive create_vm gave Ironic for `node` (inline: gzip + base64, as Ironic
+    /// stored it in its database), decoded back to the ISO image: its bytes, and a copy on disk
+    /// for isoinfo.
+    pub fn inline_config_drive(&self, node: &str) -> (Vec<u8>, tempfile::TempDir, PathBuf) {
+        let info = self.ironic.stored_instance_info(node).unwrap();
+        let encoded = info["configdrive"]
+            .as_str()
+            .unwrap_or_else(|| panic!("node {node} has no inline config drive: {info}"));
+        let gz = base64::engine::general_purpose::STANDARD
+            .decode(encoded.trim())
+            .unwrap();
+        let mut iso = Vec::new();
+        flate2::read::GzDecoder::new(gz.as_slice())
+            .read_to_end(&mut iso)
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("drive.iso");
+        std::fs::write(&path, &iso).unwrap();
+        (iso, dir, path)
     }
 
     /// Run `ironic_cpi -c CONFIG` with one request, as the director does.
@@ -208,6 +331,7 @@ impl CpiLab {
 
     fn spawn_raw(&self, config_path: &std::path::Path, request: &Value) -> RunningCall {
         let started = Instant::now();
+        let api_version = request["api_version"].as_u64().unwrap_or(1);
         let mut child = Command::new(&self.cpi_binary)
             .arg("-c")
             .arg(config_path)
@@ -225,6 +349,7 @@ impl CpiLab {
             child,
             writer,
             started,
+            api_version,
         }
     }
 }
@@ -234,6 +359,7 @@ pub struct RunningCall {
     child: std::process::Child,
     writer: std::thread::JoinHandle<()>,
     started: Instant,
+    api_version: u64,
 }
 
 impl RunningCall {
@@ -272,6 +398,7 @@ impl RunningCall {
             stderr,
             stdout,
             elapsed: self.started.elapsed(),
+            api_version: self.api_version,
         }
     }
 }

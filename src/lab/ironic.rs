@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Map, Value};
 
 use ironic_cpi::config::Config;
-use ironic_cpi::ironic::{IronicClient, IronicError, Node};
+use ironic_cpi::ironic::{IronicClient, IronicError, Node, NodeQuery};
 
 use super::process::{self, ChildProcess, SpawnOptions};
 
@@ -493,6 +493,61 @@ impl NodeSpec {
             target: EnrollTarget::Available,
         }
     }
+
+    /// Node `index` of a test's pool: named `<rc>-<index>`, of resource class `rc`, with `nics`
+    /// ports whose MACs come from the test's own `byte` (see [`lab_mac`]).
+    pub fn in_pool(rc: &str, byte: u8, index: u16, nics: u8) -> NodeSpec {
+        let mut spec = NodeSpec::new(format!("{rc}-{index}"));
+        spec.resource_class = Some(rc.into());
+        spec.macs = (0..nics).map(|n| lab_mac(byte, index, n)).collect();
+        spec
+    }
+}
+
+/// A test's pool: `count` available nodes of resource class `rc`, one port each (MACs from the
+/// test's own `byte`); their uuids.
+pub fn enroll_pool(client: &IronicClient, rc: &str, byte: u8, count: u16) -> Vec<String> {
+    enroll_pool_with(client, rc, byte, count, |_| {})
+}
+
+/// [`enroll_pool`] with `edit` applied to each node's spec before it is enrolled.
+pub fn enroll_pool_with(
+    client: &IronicClient,
+    rc: &str,
+    byte: u8,
+    count: u16,
+    edit: impl Fn(&mut NodeSpec),
+) -> Vec<String> {
+    (0..count)
+        .map(|i| {
+            let mut spec = NodeSpec::in_pool(rc, byte, i, 1);
+            edit(&mut spec);
+            enroll_node(client, &spec)
+                .unwrap_or_else(|e| panic!("enrolling {}: {e}", spec.name))
+                .uuid
+        })
+        .collect()
+}
+
+/// Everything a VM's coming and going could leave behind on the nodes of `rc`, by uuid: what
+/// must be as it was after a VM comes and goes.
+pub fn pool_state(client: &IronicClient, rc: &str) -> Vec<Value> {
+    let mut nodes = client
+        .list_nodes(&NodeQuery {
+            resource_class: Some(rc.into()),
+            ..Default::default()
+        })
+        .unwrap();
+    nodes.sort_by(|a, b| a.uuid.cmp(&b.uuid));
+    nodes
+        .into_iter()
+        .map(|n| {
+            json!({"uuid": n.uuid, "name": n.name, "state": n.provision_state,
+                   "target": n.target_provision_state, "instance_uuid": n.instance_uuid,
+                   "maintenance": n.maintenance, "extra": n.extra,
+                   "instance_info": n.instance_info})
+        })
+        .collect()
 }
 
 /// `52:54:00:<a>:<b>:<c>` from a test's own byte and an index, so tests never share MACs.

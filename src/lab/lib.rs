@@ -8,6 +8,8 @@ pub mod bosh_tools;
 pub mod certs;
 pub mod cpi;
 pub mod faultproxy;
+pub mod figures;
+pub mod files;
 pub mod ironic;
 pub mod keystone;
 pub mod model;

@@ -6,13 +6,10 @@
 //! makes each target run for that long instead (bench/fuzz does, for minutes). Each target
 //! prints `fuzz <name>: N executions in S s`.
 
-#![allow(dead_code)]
-
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
-use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use serde_json::{Map, Number, Value};
 
@@ -234,12 +231,4 @@ pub fn fuzz<S: Strategy>(
         accepted.load(Ordering::Relaxed),
         started.elapsed().as_secs_f64()
     );
-}
-
-/// Sample one value (for seeds built from generated parts).
-pub fn sample<S: Strategy>(s: &S) -> S::Value {
-    let mut runner = TestRunner::default();
-    s.new_tree(&mut runner)
-        .expect("strategy yields a value")
-        .current()
 }

@@ -178,11 +178,10 @@ fn the_cost_of_create_vm_follows_the_free_nodes_not_the_pool() {
         large.elapsed.as_secs_f64()
     );
     // Finding the candidates is the part that could grow with the pool: it must not at all.
-    // The rest is the claim, the deploy and polls whose number depends on the deploy's time.
+    // The rest is the claim, the deploy and polls whose number depends on how long the deploy
+    // takes on this machine, so the totals are printed above, not bounded (a bound failed
+    // under load: 14 polls-inclusive requests on a busy 2-core machine).
     assert_eq!(large_find, small_find, "{}", log_of(&large));
-    for (all, out) in [(small_all, &small), (large_all, &large)] {
-        assert!(all <= 12, "{all} requests:\n{}", log_of(out));
-    }
 }
 
 #[test]

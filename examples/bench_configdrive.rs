@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ironic_cpi::config::{AgentConfig, Defaults, Secret};
-use ironic_cpi::configdrive::{build, ConfigDrive, DriveInput};
+use ironic_cpi::configdrive::{build, ConfigDrive, DiskLayout, DriveInput};
 use serde_json::{json, Map, Value};
 
 const ENV: &str = include_str!("../tests/fixtures/configdrive/env_with_mbus_cert.json");
@@ -70,6 +70,7 @@ fn main() {
         env: &env,
         agent: &agent,
         defaults: &defaults,
+        disks: &DiskLayout::from_defaults(&defaults),
         persistent_disks: &persistent,
         registry_endpoint: None,
     };

@@ -16,8 +16,8 @@ use serde_json::{json, Map, Value};
 use std::collections::BTreeSet;
 
 use ironic_cpi::ironic::Node;
-use ironic_cpi::pool::cloud_properties::VmCloudProperties;
 use ironic_cpi::pool::select::{Criteria, Shortlist, Tally};
+use ironic_cpi::vm_type::VmCloudProperties;
 use ironic_cpi_testkit::figures::median;
 
 /// A varied pool: three hardware sizes, four resource classes, a fifth of the nodes busy.

@@ -13,6 +13,7 @@ pub mod rpc;
 pub mod services;
 pub mod stemcell;
 pub mod vm_data;
+pub mod vm_type;
 
 pub use bosh_cpi_protocol as protocol;
 pub use error::{CpiError, ErrorKind, Result};

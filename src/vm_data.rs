@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use serde_json::{Map, Value};
 
 use crate::config::{Config, Defaults};
-use crate::configdrive::{self, ConfigDrive, DriveInput};
+use crate::configdrive::{self, ConfigDrive, DiskLayout, DriveInput};
 use crate::error::{CpiError, Result};
 use crate::ironic::Node;
 use crate::pool::provision::VmFiles;
@@ -184,8 +184,7 @@ pub struct AgentFiles<'a> {
     agent_id: &'a str,
     networks: &'a Map<String, Value>,
     env: Value,
-    /// The config's defaults with this vm_type's disk layout.
-    defaults: Defaults,
+    disks: DiskLayout,
     /// Per candidate node: the registry access whose credentials its drive carries (each
     /// drive gets fresh ones), used again when the drive's node is reserved.
     registries: RefCell<HashMap<String, VmRegistry<'a>>>,
@@ -198,7 +197,7 @@ impl<'a> AgentFiles<'a> {
         agent_id: &'a str,
         networks: &'a Map<String, Value>,
         env: Value,
-        defaults: Defaults,
+        disks: DiskLayout,
     ) -> Self {
         AgentFiles {
             config,
@@ -206,7 +205,7 @@ impl<'a> AgentFiles<'a> {
             agent_id,
             networks,
             env,
-            defaults,
+            disks,
             registries: RefCell::new(HashMap::new()),
         }
     }
@@ -228,7 +227,8 @@ impl VmFiles for AgentFiles<'_> {
             networks: self.networks,
             env: &self.env,
             agent: &cfg.agent,
-            defaults: &self.defaults,
+            defaults: &cfg.defaults,
+            disks: &self.disks,
             persistent_disks: &Map::new(),
             registry_endpoint: endpoint.as_deref(),
         })

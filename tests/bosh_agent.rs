@@ -25,7 +25,7 @@ use serde_json::{json, Map, Value};
 use tempfile::TempDir;
 
 use ironic_cpi::config::{AgentConfig, Defaults, Secret, UnusedNicPolicy};
-use ironic_cpi::configdrive::{build, ConfigDrive, DriveInput};
+use ironic_cpi::configdrive::{build, ConfigDrive, DiskLayout, DriveInput};
 use ironic_cpi_testkit::process::{free_port, wait_for_tcp};
 use ironic_cpi_testkit::{bosh_tools, certs};
 
@@ -93,6 +93,7 @@ fn build_drive(mbus: &str, env: &Value, policy: UnusedNicPolicy, blobs: &Path) -
         env,
         agent: &agent,
         defaults: &defaults,
+        disks: &DiskLayout::from_defaults(&defaults),
         persistent_disks: &Map::new(),
         registry_endpoint: None,
     })

@@ -17,8 +17,8 @@ use std::sync::{Mutex, OnceLock};
 
 use ironic_cpi::config::{AgentConfig, Defaults, Secret, UnusedNicPolicy};
 use ironic_cpi::configdrive::{
-    self, build, ConfigDrive, DriveInput, EC2_META_DATA, EC2_USER_DATA, OPENSTACK_META_DATA,
-    OPENSTACK_NETWORK_DATA, OPENSTACK_USER_DATA,
+    self, build, ConfigDrive, DiskLayout, DriveInput, EC2_META_DATA, EC2_USER_DATA,
+    OPENSTACK_META_DATA, OPENSTACK_NETWORK_DATA, OPENSTACK_USER_DATA,
 };
 use ironic_cpi::{CpiError, ErrorKind};
 use serde::Deserialize;
@@ -271,6 +271,7 @@ impl Case {
             env: &self.env,
             agent: &self.agent,
             defaults: &self.defaults,
+            disks: &DiskLayout::from_defaults(&self.defaults),
             persistent_disks: &self.persistent,
             registry_endpoint: self.registry.as_deref(),
         })
@@ -1168,6 +1169,7 @@ fn empty_identifiers_are_refused() {
             env: &env,
             agent: &case.agent,
             defaults: &case.defaults,
+            disks: &DiskLayout::from_defaults(&case.defaults),
             persistent_disks: &case.persistent,
             registry_endpoint: registry,
         })

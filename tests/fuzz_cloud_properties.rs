@@ -13,8 +13,8 @@ use std::collections::BTreeSet;
 
 use ironic_cpi::ironic::{Node, Port};
 use ironic_cpi::mac::normalize_mac;
-use ironic_cpi::pool::cloud_properties::{VmCloudProperties, KNOWN_KEYS};
 use ironic_cpi::pool::select::{free_queries, Criteria, Shortlist, Tally};
+use ironic_cpi::vm_type::{VmCloudProperties, KNOWN_KEYS};
 
 /// Nested names the generator also uses (inside ironic_properties, ironic_params, hints).
 const NESTED_KEYS: [&str; 8] = [

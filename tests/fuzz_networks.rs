@@ -11,7 +11,7 @@ use serde_json::{json, Map, Value};
 
 use fuzz_support::{arb_json, damaged, fuzz, nasty_string};
 use ironic_cpi::config::{AgentConfig, Defaults, Secret, UnusedNicPolicy};
-use ironic_cpi::configdrive::{build, map_networks, DriveInput};
+use ironic_cpi::configdrive::{build, map_networks, DiskLayout, DriveInput};
 
 const KEYS: &[&str] = &[
     "type",
@@ -146,6 +146,7 @@ fn networks_and_config_drives_never_panic() {
             env: &input.env,
             agent: &agent,
             defaults: &defaults,
+            disks: &DiskLayout::from_defaults(&defaults),
             persistent_disks: &persistent,
             registry_endpoint: input.registry.as_deref(),
         }) {

@@ -29,10 +29,9 @@ use rand::SeedableRng;
 use serde_json::{json, Map, Value};
 
 use ironic_cpi::config::Config;
-use ironic_cpi::configdrive::{self, ConfigDrive, DriveInput};
+use ironic_cpi::configdrive::{self, ConfigDrive, DiskLayout, DriveInput};
 use ironic_cpi::error::{CpiError, ErrorKind};
 use ironic_cpi::ironic::Node;
-use ironic_cpi::pool::cloud_properties::VmCloudProperties;
 use ironic_cpi::pool::orphans::{self, judge, Holding};
 use ironic_cpi::pool::provision::{Image, Plan, Provisioner, VmFiles};
 use ironic_cpi::pool::record::VmRecord;
@@ -40,6 +39,7 @@ use ironic_cpi::pool::teardown::{self, Teardown};
 use ironic_cpi::pool::vm::{lookup, Lookup};
 use ironic_cpi::pool::vm_cid::VmCid;
 use ironic_cpi::pool::whoami::LivenessCheck;
+use ironic_cpi::vm_type::VmCloudProperties;
 use ironic_cpi_testkit::model::{explore, Actor, At, Env, Explorer, Fault, ModelIronic, State};
 
 fn node_uuid(i: usize) -> String {
@@ -133,6 +133,7 @@ impl VmFiles for Files<'_> {
             env: &json!({}),
             agent: &self.0.config.agent,
             defaults: &self.0.config.defaults,
+            disks: &DiskLayout::from_defaults(&self.0.config.defaults),
             persistent_disks: &Map::new(),
             registry_endpoint: None,
         })?;

@@ -12,7 +12,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use ironic_cpi::config::Config;
-use ironic_cpi::pool::cloud_properties::VmCloudProperties;
+use ironic_cpi::vm_type::VmCloudProperties;
 use ironic_cpi_server::ServerConfig;
 use ironic_cpi_testkit::process::repo_root;
 use serde_json::{json, Value};

@@ -4,11 +4,10 @@
 
 use serde_json::Value;
 
-use crate::config::{Config, Defaults};
+use crate::config::Config;
 use crate::configdrive::check;
 use crate::error::Result;
 use crate::ironic::Ironic;
-use crate::pool::cloud_properties::VmCloudProperties;
 use crate::pool::provision::{Image, Plan, Provisioner};
 use crate::pool::whoami::{on_this_host, Process};
 use crate::protocol::methods::{CreateVm, VmCreated};
@@ -16,6 +15,7 @@ use crate::repository::Repository;
 use crate::services::Lazy;
 use crate::stemcell;
 use crate::vm_data::{self, AgentFiles, VmData};
+use crate::vm_type::VmCloudProperties;
 
 /// What create_vm uses; each is built on first use.
 pub struct Deps<'a> {
@@ -46,24 +46,13 @@ pub fn run(deps: Deps, args: CreateVm) -> Result<VmCreated> {
         sha256: stemcell.sha256.clone(),
         disk_format: stemcell.disk_format.clone(),
     };
-    let defaults = Defaults {
-        system_disk: props
-            .system_disk
-            .clone()
-            .unwrap_or_else(|| cfg.defaults.system_disk.clone()),
-        ephemeral_disk: props
-            .ephemeral_disk
-            .clone()
-            .or_else(|| cfg.defaults.ephemeral_disk.clone()),
-        ..cfg.defaults.clone()
-    };
     let files = AgentFiles::new(
         cfg,
         deps.files,
         agent_id,
         &networks,
         Value::Object(env),
-        defaults,
+        props.disk_layout(&cfg.defaults),
     );
     let note = |m: String| deps.files.notes.note(m);
     let provisioner = Provisioner {

@@ -23,7 +23,7 @@ use crate::error::{CpiError, Result};
 pub use crate::mac::normalize_mac;
 pub use iso::VOLUME_ID;
 pub use networks::{check_networks, map_networks, NetworkKind, NetworkMapping};
-pub use settings::redacted;
+pub use settings::{redacted, DiskLayout};
 
 /// Paths on the drive. The agent reads only the `ec2/` pair; the `openstack/` files are for any
 /// other reader (cloud-init, glean, people).
@@ -48,6 +48,8 @@ pub struct DriveInput<'a> {
     pub env: &'a Value,
     pub agent: &'a AgentConfig,
     pub defaults: &'a Defaults,
+    /// This VM's disk devices.
+    pub disks: &'a DiskLayout,
     /// disk_cid -> hint; usually empty.
     pub persistent_disks: &'a Map<String, Value>,
     /// `Some(endpoint)` selects registry mode; the caller decides whether it carries credentials.
@@ -164,7 +166,7 @@ pub fn build(input: &DriveInput) -> Result<ConfigDrive> {
         networks: &mapping.agent,
         env: input.env,
         agent: input.agent,
-        defaults: input.defaults,
+        disks: input.disks,
         persistent_disks: input.persistent_disks,
     })?;
     let nameservers = userdata::nameservers(&mapping.agent)?;

@@ -15,8 +15,28 @@ pub struct SettingsParts<'a> {
     pub networks: &'a Map<String, Value>,
     pub env: &'a Value,
     pub agent: &'a AgentConfig,
-    pub defaults: &'a Defaults,
+    pub disks: &'a DiskLayout,
     pub persistent_disks: &'a Map<String, Value>,
+}
+
+/// Where one VM's agent finds its disks (`disks.system`, `disks.ephemeral` of its settings):
+/// the config's defaults, or the vm_type's own devices over them. Both sources check their
+/// paths when they are read (config check, `vm_type`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskLayout {
+    /// The root device the stemcell image is written to.
+    pub system: String,
+    /// With `None` the agent carves ephemeral space after the root disk's last partition.
+    pub ephemeral: Option<String>,
+}
+
+impl DiskLayout {
+    pub fn from_defaults(defaults: &Defaults) -> DiskLayout {
+        DiskLayout {
+            system: defaults.system_disk.clone(),
+            ephemeral: defaults.ephemeral_disk.clone(),
+        }
+    }
 }
 
 /// Build the settings object.
@@ -33,12 +53,6 @@ pub fn agent_settings(p: &SettingsParts) -> Result<Value> {
                 json_type(other)
             )))
         }
-    }
-    if !p.defaults.system_disk.starts_with('/') {
-        return Err(CpiError::cpi(format!(
-            "defaults.system_disk '{}' must be a device path like /dev/sda",
-            p.defaults.system_disk
-        )));
     }
     for (cid, hint) in p.persistent_disks {
         // Strings (old CPIs) and objects ({"path": ...}) are what `PersistentDiskSettings` reads.
@@ -69,8 +83,8 @@ pub fn agent_settings(p: &SettingsParts) -> Result<Value> {
     s.insert(
         "disks".into(),
         json!({
-            "system": p.defaults.system_disk,
-            "ephemeral": p.defaults.ephemeral_disk,
+            "system": p.disks.system,
+            "ephemeral": p.disks.ephemeral,
             "persistent": p.persistent_disks,
         }),
     );

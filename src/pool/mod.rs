@@ -1,7 +1,6 @@
 //! The node pool: which node takes a VM, how it is claimed and returned, and the bookkeeping
 //! that records it on the node.
 
-pub mod cloud_properties;
 pub mod confirm;
 pub mod enroll;
 pub mod orphans;

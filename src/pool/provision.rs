@@ -27,7 +27,6 @@ use crate::disks::placement;
 use crate::error::{self, CpiError, Result, Stage};
 use crate::ironic::{wait, Ironic, IronicError, Node, NodeQuery, PatchOp, PortQuery};
 use crate::mac::normalize_mac;
-use crate::pool::cloud_properties::VmCloudProperties;
 use crate::pool::confirm;
 use crate::pool::enroll;
 use crate::pool::record::{record_path, while_owned, Phase, VmRecord, VM_KEY};
@@ -36,6 +35,7 @@ use crate::pool::select::{free_queries, Criteria, Shortlist, Tally, NODE_FIELDS,
 use crate::pool::teardown::Teardown;
 use crate::pool::vm_cid::VmCid;
 use crate::pool::whoami::{LivenessCheck, Process};
+use crate::vm_type::VmCloudProperties;
 
 /// Candidates kept from one reading of the free nodes, and tried before reading them again:
 /// with many concurrent create_vm, a stale listing mostly offers nodes others have taken

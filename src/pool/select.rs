@@ -17,8 +17,8 @@ use rand::Rng;
 use serde_json::Value;
 
 use crate::ironic::{Node, NodeQuery};
-use crate::pool::cloud_properties::VmCloudProperties;
 use crate::pool::record::has_vm_record;
+use crate::vm_type::VmCloudProperties;
 
 /// Provision states a free node may be in. `manageable` nodes are `provide`d after the claim.
 pub const FREE_STATES: [&str; 2] = ["available", "manageable"];

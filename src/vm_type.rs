@@ -4,6 +4,8 @@
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use crate::config::Defaults;
+use crate::configdrive::DiskLayout;
 use crate::error::{CpiError, Result};
 use crate::mac::normalize_mac;
 
@@ -50,6 +52,15 @@ pub const KNOWN_KEYS: [&str; 11] = [
 ];
 
 impl VmCloudProperties {
+    /// The vm_type's own disk devices over the config's defaults.
+    pub fn disk_layout(&self, defaults: &Defaults) -> DiskLayout {
+        let config = DiskLayout::from_defaults(defaults);
+        DiskLayout {
+            system: self.system_disk.clone().unwrap_or(config.system),
+            ephemeral: self.ephemeral_disk.clone().or(config.ephemeral),
+        }
+    }
+
     pub fn parse(raw: &Map<String, Value>) -> Result<VmCloudProperties> {
         let unknown: Vec<&str> = raw
             .keys()
@@ -145,6 +156,33 @@ mod tests {
 
     fn parse(v: Value) -> Result<VmCloudProperties> {
         VmCloudProperties::parse(v.as_object().unwrap())
+    }
+
+    #[test]
+    fn the_vm_types_disks_override_the_configs_one_by_one() {
+        let defaults = Defaults {
+            system_disk: "/dev/sda".into(),
+            ephemeral_disk: Some("/dev/sdb".into()),
+            ..Defaults::default()
+        };
+        let own = parse(json!({"system_disk": "/dev/nvme0n1"})).unwrap();
+        assert_eq!(
+            own.disk_layout(&defaults),
+            DiskLayout {
+                system: "/dev/nvme0n1".into(),
+                ephemeral: Some("/dev/sdb".into())
+            }
+        );
+        let none = parse(json!({})).unwrap();
+        assert_eq!(
+            none.disk_layout(&defaults),
+            DiskLayout::from_defaults(&defaults)
+        );
+        let eph = parse(json!({"ephemeral_disk": "/dev/sdc"})).unwrap();
+        assert_eq!(
+            eph.disk_layout(&Defaults::default()).ephemeral.as_deref(),
+            Some("/dev/sdc")
+        );
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! The composition root: what one CPI call is given. `Services` builds each dependency of a call
 //! at most once, on first use, and keeps it for the rest of the call; the dispatch table
 //! (`rpc::dispatch`) hands each action only the ones it uses. So `info` and `ping` build
-//! nothing, a dependency an action never reaches cannot fail it, a failed build gives the error
-//! it always gave, and tests can plug in another Ironic (`Services::with_ironic`).
+//! nothing, a dependency an action never reaches cannot fail it, and a failed build gives the
+//! error it always gave. The seams for tests are below this: the provisioner and the teardown
+//! take any `ironic::Ironic` (the in-memory model in `tests/ownership_model.rs`).
 
 use std::cell::{OnceCell, RefCell};
 
@@ -92,8 +93,7 @@ pub struct Services<'a> {
 
 impl<'a> Services<'a> {
     pub fn new(request: &'a Request, config: Option<&'a Config>) -> Self {
-        let need =
-            move || config.ok_or_else(|| CpiError::cpi("this method needs the CPI config file"));
+        let need = move || required(config);
         Services {
             request,
             config,
@@ -117,20 +117,8 @@ impl<'a> Services<'a> {
         }
     }
 
-    /// A call whose Ironic is given (the lab's in-memory model, in tests).
-    pub fn with_ironic(
-        request: &'a Request,
-        config: Option<&'a Config>,
-        ironic: Box<dyn Ironic>,
-    ) -> Self {
-        let services = Services::new(request, config);
-        let _ = services.ironic.value.set(ironic);
-        services
-    }
-
     pub fn config(&self) -> Result<&'a Config> {
-        self.config
-            .ok_or_else(|| CpiError::cpi("this method needs the CPI config file"))
+        required(self.config)
     }
 
     pub fn api_version(&self) -> u32 {
@@ -164,6 +152,11 @@ impl<'a> Services<'a> {
     pub fn take_notes(&self) -> Vec<String> {
         self.notes.take()
     }
+}
+
+/// The config, for everything but `info` and `ping`.
+fn required(config: Option<&Config>) -> Result<&Config> {
+    config.ok_or_else(|| CpiError::cpi("this method needs the CPI config file"))
 }
 
 fn repository(cfg: Option<&RepositoryConfig>, key: &str) -> Result<Repository> {
@@ -234,17 +227,6 @@ mod tests {
             s.registry().get().unwrap().is_none(),
             "registry-less needs none"
         );
-    }
-
-    #[test]
-    fn a_given_ironic_is_used_instead_of_one_built_from_the_config() {
-        let config = Config::from_value(json!({"ironic": {"url": "http://127.0.0.1:9"}})).unwrap();
-        let given: Box<dyn Ironic> = Box::new(IronicClient::new(&config.ironic).unwrap());
-        let given_at = given.as_ref() as *const dyn Ironic;
-        let request = request(2);
-        // No config: only the given Ironic can answer.
-        let s = Services::with_ironic(&request, None, given);
-        assert!(std::ptr::addr_eq(given_at, s.ironic.get().unwrap()));
     }
 
     #[test]
